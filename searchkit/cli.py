@@ -1,0 +1,270 @@
+"""The ``searchkit`` command line.
+
+    searchkit search space=channels algo=abc [key=value ...]   create or continue a study
+    searchkit resume study=NAME [trials=N]                      continue a study as stored
+    searchkit export study=NAME [out=DIR] [top=K|all] [trial=N] [finetune.epochs=N]
+    searchkit studies [storage=URL]                             each study: trials by state, best
+    searchkit list                                              spaces, algos, models, datasets
+    searchkit train [space.model=NAME] [data=NAME] [base.epochs=N] [out=PATH]
+
+Bad input ends with one ``searchkit: error: ...`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from searchkit import __version__
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("searchkit")
+
+EPILOG = """\
+overrides (key=value, values parsed as YAML):
+  space=NAME          search space ({spaces}); reads spaces/NAME.yaml
+  algo=NAME           strategy ({algos}); algo.OPTION=V passes options (algo.food_number=10)
+  space.model=NAME    base network ({models})
+  data=NAME           dataset ({datas}); data.root=DIR, data.image_size=N
+  study=NAME          study name (default SPACE-ALGO); the same name continues the study
+  storage=URL         sqlite:///studies/searchkit.db (default), postgresql://..., FILE.log
+  trials=N            trained candidates the study should hold
+  constraint.flops=X  X <= 1: fraction of the base; else absolute (60M); also constraint.params
+  finetune.epochs=E   fine-tuning budget per candidate (or finetune.max_batches=B)
+  base.checkpoint=P   base weights (state_dict); default: train once and cache
+  pruner=NAME         none, median, hyperband, halving
+  seed=N device=auto|cpu|cuda timeout=SECONDS progress=true|false
+"""
+
+
+def _epilog() -> str:
+    from searchkit.registry import ALL
+    return EPILOG.format(spaces=", ".join(ALL["space"].names()), algos=", ".join(ALL["algo"].names()),
+                         models=", ".join(ALL["model"].names()), datas=", ".join(ALL["data"].names()))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="searchkit", description="Find smaller, faster CNNs.",
+                                epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"searchkit {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the final result")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    helps = {
+        "search": "create or continue a search study",
+        "resume": "continue a stored study with its own settings",
+        "export": "export the best architectures of a study as checkpoints",
+        "studies": "list studies: trials by state and best result",
+        "list": "list spaces, strategies, models and datasets",
+        "train": "train a base network and save its state_dict",
+    }
+    for name, text in helps.items():
+        sp = sub.add_parser(name, help=text, description=text, epilog=_epilog(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("overrides", nargs="*", metavar="key=value")
+        sp.add_argument("-q", "--quiet", action="store_true", help="only errors and the final result")
+    return p
+
+
+def _fmt_count(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _pop(overrides: list[str], key: str, default=None):
+    from searchkit.config import parse_override
+    value, rest = default, []
+    for item in overrides:
+        k, v = parse_override(item)
+        if k == key:
+            value = v
+        else:
+            rest.append(item)
+    overrides[:] = rest
+    return value
+
+
+def cmd_search(overrides: list[str], quiet: bool, *, resume: bool = False) -> int:
+    from searchkit import study as st
+    from searchkit.config import load_config
+    from searchkit.search import SearchInterrupted, run_search
+
+    if resume:
+        name = _pop(list(overrides), "study")
+        if name is None:
+            raise st.StudyError("resume needs study=NAME (see `searchkit studies`)")
+        storage = _pop(list(overrides), "storage", "sqlite:///studies/searchkit.db")
+        stored = st.stored_config(st.load_existing(str(name), str(storage)))
+        cfg = load_config(overrides, base=stored.to_dict())
+    else:
+        cfg = load_config(overrides)
+    st.check_name(cfg.study_name)
+    try:
+        outcome = run_search(cfg, overrides, quiet=quiet)
+    except SearchInterrupted:
+        print(f"searchkit: interrupted; study '{cfg.study_name}' is saved - run the same command to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _print_outcome(outcome)
+    return 0
+
+
+def _print_outcome(outcome) -> None:
+    from searchkit import study as st
+    study, ctx = outcome.study, outcome.context
+    base = ctx.space.base_costs()
+    counts = st.counts_by_state(study)
+    print(f"study {study.study_name}: {outcome.evaluated} candidates trained "
+          f"({', '.join(f'{k.lower()} {v}' for k, v in sorted(counts.items()))}); stopped: {outcome.stop_reason}")
+    print(f"base {ctx.cfg.space.model}: val accuracy {ctx.base_accuracy:.4f}, "
+          f"FLOPs {_fmt_count(base.flops)}, params {_fmt_count(base.params)}")
+    best = outcome.best
+    if best is None:
+        print("no candidate finished yet")
+        return
+    ua = best.user_attrs
+    widths = ctx.space.describe(ua[st.GENOME])
+    print(f"best: trial {best.number}  val accuracy {best.values[0]:.4f}  "
+          f"FLOPs {_fmt_count(ua[st.FLOPS])} ({1 - ua[st.FLOPS] / base.flops:.1%} fewer)  "
+          f"params {_fmt_count(ua[st.PARAMS])} ({1 - ua[st.PARAMS] / base.params:.1%} fewer)  "
+          f"archid {ua[st.ARCHID]}")
+    print(f"  keep:   {ua[st.GENOME]['keep']}")
+    print(f"  widths: {widths['widths']}")
+    print(f"export:  searchkit export study={study.study_name}")
+
+
+def cmd_export(overrides: list[str], quiet: bool) -> int:
+    from searchkit.export import export_study
+    from searchkit.study import StudyError
+    name = _pop(overrides, "study")
+    if name is None:
+        raise StudyError("export needs study=NAME (see `searchkit studies`)")
+    storage = _pop(overrides, "storage", "sqlite:///studies/searchkit.db")
+    out = _pop(overrides, "out", "exports")
+    top = _pop(overrides, "top", 1)
+    trial = _pop(overrides, "trial")
+    extra = _pop(overrides, "finetune.epochs", 0) or 0
+    folders = export_study(str(name), str(storage), out=str(out), top=top, trial=trial,
+                           extra_epochs=float(extra), overrides=overrides)
+    for folder in folders:
+        meta = json.loads((folder / "arch.json").read_text())
+        print(f"{folder}: trial {meta['trial']} val {meta['val_accuracy']:.4f} test "
+              f"{meta['test_accuracy'] if meta['test_accuracy'] is None else format(meta['test_accuracy'], '.4f')} "
+              f"FLOPs {_fmt_count(meta['flops'])} ({meta['flops_reduction']:.1%} fewer) "
+              f"params {_fmt_count(meta['params'])} ({meta['params_reduction']:.1%} fewer)")
+    return 0
+
+
+def cmd_studies(overrides: list[str], quiet: bool) -> int:
+    from searchkit import study as st
+    import optuna
+    storage_url = str(_pop(overrides, "storage", "sqlite:///studies/searchkit.db"))
+    if overrides:
+        raise st.ConfigError(f"studies takes only storage=URL, got {overrides[0]}")
+    if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).exists():
+        print(f"no studies yet ({storage_url} does not exist)")
+        return 0
+    storage = st.open_storage(storage_url)
+    names = st.study_names(storage)
+    if not names:
+        print("no studies yet")
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        counts = st.counts_by_state(study)
+        ranked = st.ranked_trials(study)
+        line = f"{name}: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
+        if ranked:
+            b = ranked[0]
+            line += (f"; best trial {b.number}: accuracy {b.values[0]:.4f}, FLOPs "
+                     f"{_fmt_count(b.user_attrs.get(st.FLOPS))} "
+                     f"({b.user_attrs.get('flops_ratio', 0):.1%} of base)")
+        print(line)
+    return 0
+
+
+def cmd_list(overrides: list[str], quiet: bool) -> int:
+    from searchkit.registry import ALL
+    for kind, reg in ALL.items():
+        print(f"{kind + 's':8} {', '.join(reg.names())}")
+    return 0
+
+
+def cmd_train(overrides: list[str], quiet: bool) -> int:
+    import torch
+    from searchkit.config import load_config
+    from searchkit.context import SearchContext
+    out = _pop(overrides, "out")
+    cfg = load_config(overrides)
+    if cfg.base.checkpoint:
+        from searchkit.config import ConfigError
+        raise ConfigError("train makes a base checkpoint; drop base.checkpoint= (use out=PATH to choose where)")
+    ctx = SearchContext.build(cfg, quiet=quiet)
+    path = Path(ctx.base_path)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(ctx.base.state_dict(), out)
+        path = Path(out)
+    base = ctx.space.base_costs()
+    print(f"{cfg.space.model} on {cfg.data.name}: val accuracy {ctx.base_accuracy:.4f}, "
+          f"FLOPs {_fmt_count(base.flops)}, params {_fmt_count(base.params)}; saved {path}")
+    print(f"use it: searchkit search space.model={cfg.space.model} base.checkpoint={path}")
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "resume": lambda o, q: cmd_search(o, q, resume=True),
+            "export": cmd_export, "studies": cmd_studies, "list": cmd_list, "train": cmd_train}
+
+
+def _setup_logging(quiet: bool) -> None:
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("searchkit: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``searchkit`` console script; returns the exit status."""
+    import warnings
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return EXIT_USAGE
+    _setup_logging(args.quiet)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    warnings.filterwarnings("ignore", message=".*ExperimentalWarning.*")
+    try:
+        return COMMANDS[args.command](list(args.overrides), args.quiet)
+    except KeyboardInterrupt:
+        print("searchkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one line for known user errors, traceback for bugs
+        if _is_user_error(exc):
+            print(f"searchkit: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from searchkit.config import ConfigError
+    from searchkit.context import CheckpointError
+    from searchkit.data import DataRootError
+    from searchkit.export import ExportError
+    from searchkit.registry import UnknownNameError
+    from searchkit.study import StudyError
+    return isinstance(exc, (ConfigError, StudyError, CheckpointError, DataRootError, ExportError,
+                            UnknownNameError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Executors: where candidates are trained (in this process, or Ray Tune workers)."""

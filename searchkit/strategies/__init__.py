@@ -1,0 +1,1 @@
+"""Search strategies; each is an Optuna sampler (see ``searchkit.registry.STRATEGIES``)."""

@@ -1,0 +1,350 @@
+"""Artificial bee colony (ABCPruner) as a resumable Optuna sampler.
+
+Each trial is one bee whose role is written to system attrs when it is asked (``abc:phase``
+init/employed/onlooker/scout, ``abc:cycle`` 0 = init, ``abc:slot``, ``abc:source``,
+``abc:partner``; onlookers add ``abc:rfit``/``abc:next``, mutants ``abc:dims``). The colony
+(vectors, fitness, trails) is rebuilt by replaying finished trials in number order, with
+the all-finished prefix cached, so an ``ask`` replays only the trials still in flight.
+
+Schedule as ABCPruner: ``food_number`` init bees, then cycles of ``food_number`` employed
+bees (source i, random partner k != i), ``food_number`` onlookers (ABCPruner's roulette on
+``rfit``, fixed at the cycle's first onlooker) and at most one scout (the source with the
+largest trail, if >= ``food_limit``; it replaces the source outright). A mutant sets
+``honeychange_num`` distinct dimensions of all D (ABCPruner never draws the last) to
+``x_ij + phi * (x_ij - x_kj)``, ``phi ~ U(-1, 1)``, rounded to the grid and clipped; one
+that rounds back onto its source is redrawn (up to 10 times). Greedy: a candidate replaces
+its source only if strictly better, else the source's trail grows by 1.
+
+Fitness is the objective (negated for ``minimize``); PRUNED trials count with their last
+intermediate value. Infeasible trials (``searchkit:infeasible``, a positive constraint from
+``constraints_func`` or Optuna's ``constraints`` attrs, or pruned with no intermediate
+value) rank below all feasible ones, by total violation. A FAIL trial's role goes to the
+next trial, with fresh values (a candidate that always crashes cannot stall the search); a
+trial enqueued with user attr ``searchkit:requeued_from`` inherits the old trial's role.
+Multi-objective studies are not supported yet (``ValueError``).
+
+Concurrency is wait-free: roles follow the ABC order of *issue* (RUNNING trials count),
+values come from finished trials only, and no phase barrier blocks: ``rfit``, the scout
+decision and each mutation use what has finished when the bee is asked (a source with no
+value yet yields a random vector). With one trial in flight this is ABCPruner's sequential
+loop; with more, an asynchronous ABC lagging by at most the number of trials in flight.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from searchkit import trial_attrs
+
+_PHASES = ("init", "employed", "onlooker", "scout")
+_ROLE_KEYS = ("phase", "cycle", "slot", "source", "partner", "rfit", "next", "trail")
+_WORST = (0, -math.inf)  # fitness keys: (1, score) if feasible, else (0, -violation)
+
+
+def _role_of(trial: FrozenTrial) -> dict | None:
+    if trial_attrs.get_system_attr(trial, "abc:phase") is None:
+        return None
+    values = {k: trial_attrs.get_system_attr(trial, f"abc:{k}", _WORST) for k in _ROLE_KEYS}
+    return {k: v for k, v in values.items() if v is not _WORST}
+
+
+class _Colony:
+    """Replay state: sources from finished trials, the schedule from issued ones."""
+
+    def __init__(self, n: int) -> None:
+        self.vec: list[dict | None] = [None] * n  # source vectors (internal repr by name)
+        self.key: list[tuple | None] = [None] * n  # fitness keys
+        self.num: list[int | None] = [None] * n  # trial numbers holding the vectors
+        self.trail = [0] * n
+        self.held: set[tuple] = set()  # slots of issued, not failed trials
+        self.freed: dict[tuple, tuple[int, dict]] = {}  # slot -> (failed trial number, role)
+        self.last: tuple | None = None  # the latest slot issued
+        self.onlook: dict[int, dict] = {}  # cycle -> role of its latest onlooker
+
+    def copy(self) -> _Colony:
+        new = copy.copy(self)
+        new.vec, new.key, new.num = list(self.vec), list(self.key), list(self.num)
+        new.trail = list(self.trail)
+        new.held, new.freed, new.onlook = set(self.held), dict(self.freed), dict(self.onlook)
+        return new
+
+    def issue(self, role: dict, number: int, failed: bool) -> None:
+        slot = role["cycle"], _PHASES.index(role["phase"]), role["slot"]
+        self.last = slot if self.last is None else max(self.last, slot)
+        prev = self.onlook.get(role["cycle"])
+        if role["phase"] == "onlooker" and (prev is None or role["slot"] >= prev["slot"]):
+            self.onlook[role["cycle"]] = role
+        if not failed:
+            self.held.add(slot)
+            self.freed.pop(slot, None)
+        elif slot not in self.held:
+            self.freed.setdefault(slot, (number, role))
+
+    def finish(self, role: dict, number: int, vec: dict, key: tuple) -> None:
+        i = role["source"]
+        if not 0 <= i < len(self.vec):
+            return  # a source of a larger colony (resumed with another food_number)
+        if role["phase"] == "scout" or self.key[i] is None or key > self.key[i]:
+            self.vec[i], self.key[i], self.num[i], self.trail[i] = vec, key, number, 0
+        else:
+            self.trail[i] += 1
+
+
+def _rfit(keys: Sequence[tuple | None]) -> list[float]:
+    """Onlooker probabilities: ABCPruner's ``0.9 * fit / max_fit + 0.1`` when all finite
+    feasible fitness values are positive; otherwise fitness is shifted by its minimum first
+    (the worst feasible source gets 0.1). All equal gives 1.0 each; empty or infeasible
+    sources get 0.1 (and +inf gets 1.0)."""
+    fits = [k[1] for k in keys if k and k[0] and math.isfinite(k[1])]
+    shift = min(fits) if fits and min(fits) <= 0 else 0.0
+    top = max(fits) - shift if fits else 0.0
+
+    def one(k: tuple | None) -> float:
+        if not k or not k[0] or k[1] == -math.inf:
+            return 0.1
+        return 1.0 if k[1] == math.inf or top <= 0 else 0.9 * (k[1] - shift) / top + 0.1
+
+    return [one(k) for k in keys]
+
+
+def _roulette(rfit: list[float], start: int, rng: np.random.Generator) -> tuple[int, int]:
+    """ABCPruner's onlooker loop: walk from ``start``, accept source i with prob. rfit_i."""
+    i = start % len(rfit)
+    for _ in range(100 * len(rfit)):  # every rfit >= 0.1, so the cap is never reached
+        if rng.random() < rfit[i]:
+            break
+        i = (i + 1) % len(rfit)
+    return i, (i + 1) % len(rfit)
+
+
+def _snap(dist: BaseDistribution, v: float) -> Any:
+    """An internal (linear) value rounded to the distribution's grid, clipped, external."""
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[int(min(max(round(v), 0), len(dist.choices) - 1))]
+    if dist.step is not None:
+        v = dist.low + round((v - dist.low) / dist.step) * dist.step
+    v = min(max(v, dist.low), dist.high)
+    return int(round(v)) if isinstance(dist, IntDistribution) else float(v)
+
+
+def _random(dist: BaseDistribution, rng: np.random.Generator) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[int(rng.integers(len(dist.choices)))]
+    if dist.log:  # log-uniform; integers get +-0.5 so the end values are as likely as others
+        pad = 0.5 if isinstance(dist, IntDistribution) else 0.0
+        y = rng.uniform(math.log(dist.low - pad), math.log(dist.high + pad))
+        return _snap(dist, math.exp(y))
+    if dist.step is not None:
+        k = rng.integers(round((dist.high - dist.low) / dist.step) + 1)
+        return _snap(dist, dist.low + dist.step * int(k))
+    return float(rng.uniform(dist.low, dist.high))
+
+
+def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Generator) -> tuple:
+    """ABCPruner's mutant of ``base`` (log distributions mutate in log scale)."""
+    names = list(space)
+    for _ in range(10):  # a mutant that rounds back onto its source is drawn again
+        dims = [names[j] for j in sorted(rng.choice(len(names), min(h, len(names)), False))]
+        params = {n: _snap(d, base[n]) if n in base else _random(d, rng)
+                  for n, d in space.items()}
+        for n in (n for n in dims if n in base):
+            scale = math.log if getattr(space[n], "log", False) else float
+            y, yk = scale(base[n]), scale(partner.get(n, base[n]))
+            y += rng.uniform(-1, 1) * (y - yk)
+            params[n] = _snap(space[n], math.exp(y) if scale is math.log else y)
+        if any(params[n] != _snap(space[n], base[n]) for n in dims if n in base):
+            break
+    return params, dims
+
+
+class ABCSampler(optuna.samplers.BaseSampler):
+    """Artificial bee colony over a study's search space, rebuilt from its trials.
+
+    Args:
+        food_number: Food sources (ABCPruner default 10); also the bees per phase.
+        food_limit: Trail at which a source is abandoned to a scout (default 5).
+        honeychange_num: Dimensions one bee mutates (default 2).
+        seed: Trial ``n`` draws from ``numpy.random.default_rng([seed, n, ...])``, so a
+            resumed study proposes what an uninterrupted one would have.
+        constraints_func: ``FrozenTrial -> floats`` (``<= 0`` feasible), default
+            :func:`~searchkit.trial_attrs.stored_constraints`; copied to ``constraints``.
+
+    Example:
+        >>> import optuna
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> def objective(trial):
+        ...     keep = [trial.suggest_int(f"keep_{j:03d}", 1, 10) for j in range(4)]
+        ...     return -sum((k - 7) ** 2 for k in keep)
+        >>> study = optuna.create_study(direction="maximize", sampler=ABCSampler(seed=0))
+        >>> study.optimize(objective, n_trials=40)
+        >>> [study.trials[n].system_attrs["abc:phase"] for n in (0, 10, 20)]
+        ['init', 'employed', 'onlooker']
+    """
+
+    def __init__(self, *, food_number: int = 10, food_limit: int = 5, honeychange_num: int = 2,
+                 seed: int | None = None,
+                 constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None) -> None:
+        for name, value, low in (("food_number", food_number, 2), ("food_limit", food_limit, 1),
+                                 ("honeychange_num", honeychange_num, 1), ("seed", seed, 0)):
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            if (value is not None or name != "seed") and not (ok and value >= low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if constraints_func is not None and not callable(constraints_func):
+            raise ValueError(f"constraints_func must be callable, got {constraints_func!r}")
+        self._n, self._limit, self._h = int(food_number), int(food_limit), int(honeychange_num)
+        self._seed = int(np.random.SeedSequence().entropy if seed is None else seed)
+        self._constraints_func = constraints_func or trial_attrs.stored_constraints
+        self._lock = threading.RLock()
+        self._cache: dict[tuple, tuple[int, tuple, _Colony]] = {}  # study -> replayed prefix
+        self._spaces: dict[tuple, IntersectionSearchSpace] = {}
+        self._ctx: dict[int, tuple[dict, _Colony]] = {}  # trial id -> role, colony at ask
+        self._replayed = 0  # trials applied by replays: a cost counter for tests
+
+    def colony(self, study: optuna.Study) -> list[dict[str, Any]]:
+        """The food sources now: ``trial_number`` (holding the vector), ``fitness`` (objective,
+        negated for ``minimize``; ``None`` if empty or infeasible), ``feasible``, ``trail``."""
+        with self._lock:
+            c, _ = self._replay(study, fresh=True)
+        return [{"trial_number": c.num[i], "fitness": c.key[i][1] if c.key[i] and c.key[i][0]
+                 else None, "feasible": bool(c.key[i] and c.key[i][0]), "trail": c.trail[i]}
+                for i in range(self._n)]
+
+    def _rng(self, number: int, *stream: int) -> np.random.Generator:
+        return np.random.default_rng([self._seed, number, *stream])
+
+    def _check(self, study: optuna.Study) -> tuple:
+        if len(study.directions) > 1:
+            raise ValueError("ABCSampler supports single-objective studies only; "
+                             "multi-objective ABC is not implemented yet")
+        return study.study_name, study._study_id
+
+    def _key(self, trial: FrozenTrial, maximize: bool) -> tuple[int, float]:
+        violation = trial_attrs.constraint_violation(trial, self._constraints_func)
+        if violation > 0:
+            return 0, -violation
+        value = trial.value if trial.state == TrialState.COMPLETE else None
+        if value is None and trial.intermediate_values:
+            value = trial.intermediate_values[max(trial.intermediate_values)]
+        return _WORST if value is None or math.isnan(value) else (1, value if maximize else -value)
+
+    def _apply(self, colony: _Colony, trial: FrozenTrial, maximize: bool) -> None:
+        role = _role_of(trial)
+        if role is None or trial.state == TrialState.WAITING:
+            return  # not a bee of this colony (yet)
+        self._replayed += 1
+        colony.issue(role, trial.number, failed=trial.state == TrialState.FAIL)
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            vec = {n: d.to_internal_repr(trial.params[n]) for n, d in trial.distributions.items()}
+            colony.finish(role, trial.number, vec, self._key(trial, maximize))
+
+    def _replay(self, study: optuna.Study, fresh: bool = False) -> tuple[_Colony, list]:
+        """The colony after all finished trials; its schedule also counts RUNNING ones."""
+        key, trials = self._check(study), trial_attrs.all_trials(study, use_cache=not fresh)
+        done, mark, colony = self._cache.get(key, (0, (), None))
+        stamp = (lambda t: (t.number, t.datetime_start, t.state))
+        if colony is None or done > len(trials) or (done and stamp(trials[done - 1]) != mark):
+            done, colony = 0, _Colony(self._n)  # new, or another study under the same key
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        while done < len(trials) and trials[done].state.is_finished():
+            self._apply(colony, trials[done], maximize)
+            done += 1
+        self._cache[key] = (done, stamp(trials[done - 1]) if done else (), colony)
+        colony = colony.copy()
+        for trial in trials[done:]:
+            self._apply(colony, trial, maximize)
+        return colony, trials
+
+    def _next_role(self, colony: _Colony, rng: np.random.Generator) -> dict:
+        if colony.freed:  # a failed bee's role goes to the next trial
+            number, role = colony.freed[min(colony.freed)]
+            return dict(role, reissue_of=number)
+        cycle, phase, slot = self._successor(colony)
+        role = {"phase": _PHASES[phase], "cycle": cycle, "slot": slot, "source": slot}
+        if phase == 2:
+            prev = colony.onlook.get(cycle) if slot else None
+            role["rfit"] = prev["rfit"] if prev else _rfit(colony.key)
+            start = prev["next"] if prev else 0
+            role["source"], role["next"] = _roulette(role["rfit"], start, rng)
+        elif phase == 3:
+            role["source"] = int(np.argmax(colony.trail))
+            role["trail"] = colony.trail[role["source"]]
+        if phase in (1, 2):
+            others = [k for k in range(self._n) if k != role["source"]]
+            filled = [k for k in others if colony.key[k] is not None]
+            role["partner"] = int(rng.choice(filled or others))
+        return role
+
+    def _successor(self, colony: _Colony) -> tuple[int, int, int]:
+        if colony.last is None:
+            return 0, 0, 0
+        cycle, phase, slot = colony.last
+        if slot + 1 < self._n and phase < 3:
+            return cycle, phase, slot + 1
+        if phase < 2:
+            return max(cycle, 1), phase + 1, 0
+        if phase == 2 and max(colony.trail) >= self._limit:
+            return cycle, 3, 0
+        return cycle + 1, 1, 0
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        with self._lock:
+            colony, trials = self._replay(study)
+            role = _role_of(trial)
+            if role is None:
+                old = trial_attrs.get_user_attr(trial, trial_attrs.REQUEUED_FROM_KEY)
+                src = next((_role_of(t) for t in reversed(trials) if t.number == old), None)
+                role = dict(src, requeued_from=old) if src else self._next_role(
+                    colony, self._rng(trial.number, 0))
+                for k, v in role.items():
+                    trial_attrs.set_system_attr(study, trial._trial_id, f"abc:{k}", v)
+            self._ctx[trial._trial_id] = (role, colony)
+            while len(self._ctx) > 4096:  # trials told by another process never come back
+                self._ctx.pop(next(iter(self._ctx)))
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        calc = self._spaces.setdefault(self._check(study), IntersectionSearchSpace(True))
+        return {n: d for n, d in calc.calculate(study, use_cache=True).items() if not d.single()}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        with self._lock:
+            if trial._trial_id not in self._ctx:  # asked before this sampler was attached
+                self.before_trial(study, trial_attrs.get_trial(study, trial._trial_id))
+            role, colony = self._ctx[trial._trial_id]
+        rng, src, mate = self._rng(trial.number, 1), role["source"], role.get("partner")
+        base = colony.vec[src] if 0 <= src < self._n else None
+        if role["phase"] in ("init", "scout") or base is None:
+            return {n: _random(d, rng) for n, d in search_space.items()}
+        partner = (colony.vec[mate] if mate is not None and 0 <= mate < self._n else None) or base
+        params, dims = _mutant(search_space, base, partner, self._h, rng)
+        trial_attrs.set_system_attr(study, trial._trial_id, "abc:dims", dims)
+        return params
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        rng = self._rng(trial.number, 2, zlib.crc32(param_name.encode()))
+        return _random(param_distribution, rng)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        with self._lock:
+            self._ctx.pop(trial._trial_id, None)
+        key = trial_attrs.OPTUNA_CONSTRAINTS_KEY
+        if state in (TrialState.COMPLETE, TrialState.PRUNED) and key not in trial.system_attrs:
+            cons = [float(c) for c in self._constraints_func(trial)]
+            if cons:  # NaN is refused by trial_attrs (JSON without NaN)
+                trial_attrs.set_system_attr(study, trial._trial_id, key, cons)

@@ -1,0 +1,391 @@
+"""ABCSampler: ABCPruner's phases, greedy selection, resume, requeue, concurrency, search."""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from searchkit import trial_attrs
+from searchkit.strategies.abc import ABCSampler
+from searchkit.strategies.optuna_builtin import make_random, make_tpe
+
+PHASES = ("init", "employed", "onlooker", "scout")
+ROLE_ATTRS = ("abc:phase", "abc:cycle", "abc:slot", "abc:source", "abc:partner", "abc:rfit",
+              "abc:next")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna():
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield
+    optuna.logging.set_verbosity(level)
+
+
+def keeps(trial, dims, high=10):
+    return [trial.suggest_int(f"keep_{j:03d}", 1, high) for j in range(dims)]
+
+
+def toy(target):
+    """ABCPruner-style toy: maximise -sum((x_j - t_j)^2) over int dims in 1..10."""
+    def objective(trial):
+        return -float(sum((x - t) ** 2 for x, t in zip(keeps(trial, len(target)), target)))
+    return objective
+
+
+def role(trial):
+    return {k: trial.system_attrs.get(k) for k in ROLE_ATTRS}
+
+
+def slot_key(trial):
+    a = trial.system_attrs
+    return a["abc:cycle"], PHASES.index(a["abc:phase"]), a["abc:slot"]
+
+
+def trials_of(study):
+    return study.get_trials(deepcopy=False)  # study.trials deep-copies every trial
+
+
+def study_with(sampler, **kw):
+    return optuna.create_study(direction="maximize", sampler=sampler, **kw)
+
+
+# --- construction ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"food_number": 1}, {"food_number": 2.5}, {"food_limit": 0}, {"honeychange_num": 0},
+    {"seed": -1}, {"seed": "7"}, {"food_number": True}, {"constraints_func": 3},
+])
+def test_constructor_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        ABCSampler(**kwargs)
+
+
+def test_constructor_is_keyword_only():
+    with pytest.raises(TypeError):
+        ABCSampler(10)  # type: ignore[misc]
+
+
+def test_multi_objective_is_refused_clearly():
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=ABCSampler(seed=0))
+    with pytest.raises(ValueError, match="single-objective"):
+        study.ask()
+
+
+# --- the ABC schedule --------------------------------------------------------------------
+
+
+def test_roles_follow_abc_order():
+    food = 4
+    study = study_with(ABCSampler(seed=3, food_number=food, food_limit=1000))
+    study.optimize(toy([3, 7, 5, 1, 9]), n_trials=food + 3 * 2 * food)
+    trials = study.trials
+    expected = [("init", 0)] * food + [
+        (phase, cycle) for cycle in (1, 2, 3) for phase in ("employed", "onlooker")
+        for _ in range(food)]
+    assert [(t.system_attrs["abc:phase"], t.system_attrs["abc:cycle"]) for t in trials] == expected
+    for cycle in (1, 2, 3):
+        employed = [t for t in trials if t.system_attrs["abc:cycle"] == cycle
+                    and t.system_attrs["abc:phase"] == "employed"]
+        assert [t.system_attrs["abc:source"] for t in employed] == list(range(food))
+        onlookers = [t for t in trials if t.system_attrs["abc:cycle"] == cycle
+                     and t.system_attrs["abc:phase"] == "onlooker"]
+        assert [t.system_attrs["abc:slot"] for t in onlookers] == list(range(food))
+        # ABCPruner fixes the probabilities once per cycle, then walks on from the last pick
+        assert len({tuple(t.system_attrs["abc:rfit"]) for t in onlookers}) == 1
+        assert all(0.1 <= p <= 1.0 for p in onlookers[0].system_attrs["abc:rfit"])
+        for prev, cur in zip(onlookers, onlookers[1:]):
+            walked = (cur.system_attrs["abc:source"] - prev.system_attrs["abc:next"]) % food
+            assert walked < food
+    for t in trials[food:]:
+        assert t.system_attrs["abc:partner"] != t.system_attrs["abc:source"]
+        assert len(t.system_attrs["abc:dims"]) == 2
+
+
+def test_scout_replaces_the_most_exhausted_source_when_trail_reaches_limit():
+    food, limit = 3, 2
+    sampler = ABCSampler(seed=5, food_number=food, food_limit=limit)
+    study = study_with(sampler)
+    prev = None
+    scouts = 0
+    for _ in range(60):
+        before = sampler.colony(study)
+        trial = study.ask()
+        keeps(trial, 4)
+        study.tell(trial, 0.0)  # never strictly better: every bee only grows a trail
+        phase = trial_attrs.get_trial(study, trial._trial_id).system_attrs["abc:phase"]
+        trails = [s["trail"] for s in before]
+        end_of_onlookers = (prev is not None and prev.system_attrs["abc:phase"] == "onlooker"
+                            and prev.system_attrs["abc:slot"] == food - 1)
+        if phase == "scout":
+            scouts += 1
+            assert end_of_onlookers and max(trails) >= limit
+            source = trials_of(study)[-1].system_attrs["abc:source"]
+            assert source == int(np.argmax(trails))
+            after = sampler.colony(study)[source]
+            assert after["trail"] == 0 and after["trial_number"] == trial.number
+        elif end_of_onlookers:
+            assert phase == "employed" and max(trails) < limit
+        prev = trials_of(study)[-1]
+    assert scouts >= 3
+
+
+def test_every_dimension_can_mutate_and_only_chosen_ones_do():
+    sampler = ABCSampler(seed=11, food_number=4, honeychange_num=1)
+    study = study_with(sampler)
+    objective = toy([2, 9, 5])
+    changed_dims, unchanged, mutants = collections.Counter(), 0, 0
+    for _ in range(120):
+        sources = sampler.colony(study)
+        trial = study.ask()
+        objective_value = objective(trial)
+        frozen = study.tell(trial, objective_value)
+        if frozen.system_attrs["abc:phase"] not in ("employed", "onlooker"):
+            continue
+        base = trials_of(study)[sources[frozen.system_attrs["abc:source"]]["trial_number"]].params
+        changed = {n for n in frozen.params if frozen.params[n] != base[n]}
+        assert changed <= set(frozen.system_attrs["abc:dims"])
+        changed_dims.update(changed)
+        unchanged += not changed
+        mutants += 1
+    assert set(changed_dims) == {"keep_000", "keep_001", "keep_002"}  # the last one too
+    # Only a source whose partner equals it on every dimension cannot move.
+    assert unchanged <= mutants // 10
+
+
+def test_values_stay_inside_their_distributions():
+    colours = ["relu", "gelu", "silu"]
+
+    def objective(trial):
+        a = trial.suggest_int("a", 1, 10)
+        b = trial.suggest_int("b", 0, 20, step=4)
+        c = trial.suggest_int("c", 1, 1024, log=True)
+        x = trial.suggest_float("x", -1.0, 1.0)
+        y = trial.suggest_float("y", 1e-4, 1.0, log=True)
+        z = trial.suggest_float("z", 0.0, 1.0, step=0.25)
+        k = trial.suggest_categorical("k", colours)
+        return a + b / 4 + math.log2(c) + x + math.log10(y) + z + colours.index(k)
+
+    study = study_with(ABCSampler(seed=2, food_number=5, food_limit=2, honeychange_num=3))
+    study.optimize(objective, n_trials=150)
+    mutated = collections.Counter()
+    for t in study.trials:
+        p = t.params
+        assert isinstance(p["a"], int) and 1 <= p["a"] <= 10
+        assert isinstance(p["b"], int) and 0 <= p["b"] <= 20 and p["b"] % 4 == 0
+        assert isinstance(p["c"], int) and 1 <= p["c"] <= 1024
+        assert -1.0 <= p["x"] <= 1.0 and 1e-4 <= p["y"] <= 1.0
+        assert p["z"] in (0.0, 0.25, 0.5, 0.75, 1.0) and p["k"] in colours
+        mutated.update(t.system_attrs.get("abc:dims", []))
+    assert set(mutated) == set("abcxyzk")
+    assert study.best_value > np.median([t.value for t in study.trials[:5]])
+
+
+# --- fitness edge cases ------------------------------------------------------------------
+
+
+def test_direction_and_pruned_trials_set_fitness():
+    sampler = ABCSampler(seed=0, food_number=2)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    first = study.ask()
+    keeps(first, 2)
+    study.tell(first, 5.0)
+    second = study.ask()
+    keeps(second, 2)
+    second.report(9.0, 0)
+    second.report(2.0, 3)
+    study.tell(second, state=TrialState.PRUNED)
+    assert [s["fitness"] for s in sampler.colony(study)] == [-5.0, -2.0]
+
+
+def test_infeasible_trials_never_become_the_best_source():
+    target = [9, 9, 8, 7, 9, 8]  # the optimum breaks the constraint sum(x) <= 30
+    sampler = ABCSampler(seed=4, food_number=5, food_limit=3)
+    study = study_with(sampler)
+    kinds = collections.Counter()
+    for n in range(150):
+        trial = study.ask()
+        x = keeps(trial, 6)
+        if sum(x) > 30 and n % 2:  # recorded as searchkit does: pruned, never trained
+            trial.set_user_attr(trial_attrs.INFEASIBLE_KEY, True)
+            study.tell(trial, state=TrialState.PRUNED)
+            kinds["flag"] += 1
+        elif sum(x) > 30:  # a constraint value > 0 and a tempting objective
+            trial.set_user_attr(trial_attrs.CONSTRAINTS_KEY, [sum(x) - 30.0])
+            frozen = study.tell(trial, 1000.0)
+            assert trial_attrs.optuna_constraints(frozen) == [sum(x) - 30.0]
+            kinds["constraint"] += 1
+        else:
+            study.tell(trial, -float(sum((a - b) ** 2 for a, b in zip(x, target))))
+        sources = [s for s in sampler.colony(study) if s["trial_number"] is not None]
+        if any(s["feasible"] for s in sources):
+            best = max(sources, key=lambda s: (s["feasible"], s["fitness"] or 0.0))
+            assert sum(trials_of(study)[best["trial_number"]].params.values()) <= 30
+        for s in sources:
+            assert s["feasible"] == (sum(trials_of(study)[s["trial_number"]].params.values()) <= 30)
+    assert kinds["flag"] >= 3 and kinds["constraint"] >= 3
+
+
+# --- persistence ---------------------------------------------------------------------------
+
+
+def _resume_objective(trial):
+    x = keeps(trial, 6)
+    if trial.number in (8, 23):
+        raise RuntimeError("simulated crash")
+    return -float(sum((v - 6) ** 2 for v in x))
+
+
+def test_interrupted_run_resumes_exactly_on_sqlite(tmp_path):
+    def sampler():
+        return ABCSampler(seed=123, food_number=5, food_limit=2)
+
+    def fingerprint(study):
+        return [(t.state, t.params, role(t)) for t in study.trials]
+
+    full = optuna.create_study(storage=f"sqlite:///{tmp_path / 'full.db'}", study_name="s",
+                               direction="maximize", sampler=sampler())
+    full.optimize(_resume_objective, n_trials=45, catch=(RuntimeError,))
+
+    url = f"sqlite:///{tmp_path / 'cut.db'}"
+    cut = optuna.create_study(storage=url, study_name="s", direction="maximize", sampler=sampler())
+    cut.optimize(_resume_objective, n_trials=17, catch=(RuntimeError,))
+    del cut
+    resumed = optuna.load_study(study_name="s", storage=url, sampler=sampler())
+    resumed.optimize(_resume_objective, n_trials=28, catch=(RuntimeError,))
+
+    assert fingerprint(resumed) == fingerprint(full)
+    phases = {t.system_attrs["abc:phase"] for t in full.trials}
+    assert phases == set(PHASES)
+    for failed in (8, 23):  # the failed bee's role goes to the next trial
+        assert full.trials[failed].state == TrialState.FAIL
+        retry = full.trials[failed + 1]
+        assert role(retry) == role(full.trials[failed])
+        assert retry.system_attrs["abc:reissue_of"] == failed
+
+
+def test_requeued_trial_inherits_the_role_of_the_stale_one(tmp_path):
+    url = f"sqlite:///{tmp_path / 'requeue.db'}"
+    objective = toy([4, 4, 8, 2])
+    study = optuna.create_study(storage=url, study_name="s", direction="maximize",
+                                sampler=ABCSampler(seed=9, food_number=5))
+    study.optimize(objective, n_trials=13)
+    stale = study.ask()
+    objective(stale)  # the driver crashes while this candidate trains
+    stale_number = stale.number
+    del study, stale
+
+    study = optuna.load_study(study_name="s", storage=url, sampler=ABCSampler(seed=9, food_number=5))
+    old = study.trials[stale_number]
+    assert old.state == TrialState.RUNNING and old.system_attrs["abc:phase"] == "onlooker"
+    study.tell(stale_number, state=TrialState.FAIL)
+    study.enqueue_trial(old.params, user_attrs={trial_attrs.REQUEUED_FROM_KEY: stale_number})
+    trial = study.ask()
+    study.tell(trial, objective(trial))
+    new = study.trials[trial.number]
+    assert new.params == old.params
+    assert role(new) == role(old)
+    assert new.system_attrs["abc:requeued_from"] == stale_number
+    study.optimize(objective, n_trials=1)  # the colony carries on with the next onlooker
+    assert slot_key(study.trials[-1]) == (1, PHASES.index("onlooker"), old.system_attrs["abc:slot"] + 1)
+
+
+def test_ask_replays_only_new_trials():
+    sampler = ABCSampler(seed=1, food_number=5)
+    study = study_with(sampler)
+    study.optimize(toy([5] * 8), n_trials=300)
+    # Each ask applies just the newly finished trial; a full replay per ask would be ~45,000.
+    assert sampler._replayed <= 2 * 300
+
+
+# --- concurrency -------------------------------------------------------------------------
+
+
+def test_four_trials_in_flight():
+    food, total = 5, 150
+    sampler = ABCSampler(seed=8, food_number=food, food_limit=3)
+    study = study_with(sampler)
+    objective = toy([2, 8, 6, 4, 10, 1])
+    in_flight = collections.deque()
+    asked = 0
+    while asked < total or in_flight:
+        while asked < total and len(in_flight) < 4:
+            trial = study.ask()
+            in_flight.append((trial, objective(trial)))
+            asked += 1
+        trial, value = in_flight.popleft()
+        if trial.number % 9 == 4:
+            study.tell(trial, state=TrialState.FAIL)
+        elif trial.number % 9 == 7:
+            trial.report(value, 0)
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+
+    trials = study.trials
+    assert all(t.state.is_finished() for t in trials) and len(trials) == total
+    issued = [t for t in trials if "abc:reissue_of" not in t.system_attrs]
+    assert [slot_key(t) for t in issued] == sorted(slot_key(t) for t in issued)  # ABC order
+    failed = [t.number for t in trials if t.state == TrialState.FAIL]
+    reissued = {t.system_attrs["abc:reissue_of"] for t in trials if "abc:reissue_of" in t.system_attrs}
+    assert set(failed[:-2]) <= reissued  # all but the very last failures were retried
+    done = collections.defaultdict(set)
+    for t in trials:
+        if t.state != TrialState.FAIL and t.system_attrs["abc:phase"] in ("init", "employed"):
+            done[t.system_attrs["abc:cycle"]].add(t.system_attrs["abc:source"])
+    last_cycle = max(done)
+    assert all(done[c] == set(range(food)) for c in done if c < last_cycle)
+    colony = sampler.colony(study)
+    assert all(s["trial_number"] is not None and s["feasible"] for s in colony)
+    assert max(s["fitness"] for s in colony) > max(t.value for t in trials[:food] if t.value is not None)
+
+
+# --- a real search -----------------------------------------------------------------------
+
+
+def test_abc_beats_random_search_on_a_toy_problem():
+    abc, rnd = [], []
+    for seed in range(3):
+        target = np.random.default_rng(1000 + seed).integers(1, 11, size=10).tolist()
+        for sampler, results in ((ABCSampler(seed=seed), abc), (make_random(seed=seed), rnd)):
+            study = study_with(sampler)
+            study.optimize(toy(target), n_trials=200)
+            results.append(study.best_value)
+    assert np.median(abc) > np.median(rnd), (abc, rnd)
+
+
+# --- helpers this strategy relies on ---------------------------------------------------
+
+
+def test_trial_attrs_store_json_and_read_constraints():
+    study = optuna.create_study()
+    trial = study.ask()
+    trial_attrs.set_system_attr(study, trial._trial_id, "abc:test", (1, 2))
+    with pytest.raises(ValueError, match="JSON"):
+        trial_attrs.set_user_attr(study, trial._trial_id, "bad", float("nan"))
+    trial_attrs.set_user_attr(study, trial._trial_id, trial_attrs.CONSTRAINTS_KEY, [-1.0, 0.5])
+    frozen = study.tell(trial, 1.0)
+    assert trial_attrs.get_system_attr(frozen, "abc:test") == [1, 2]
+    assert trial_attrs.get_user_attr(frozen, "missing", "d") == "d"
+    assert trial_attrs.stored_constraints(frozen) == [-1.0, 0.5]
+    assert trial_attrs.constraint_violation(frozen) == 0.5
+
+
+def test_optuna_builtin_factories():
+    tpe = make_tpe(seed=0, n_startup_trials=3)
+    assert tpe._multivariate and tpe._constant_liar and tpe._n_startup_trials == 3
+    assert tpe._constraints_func is trial_attrs.stored_constraints
+    study = study_with(tpe)
+    for n in range(8):
+        trial = study.ask()
+        x = keeps(trial, 3)
+        trial.set_user_attr(trial_attrs.CONSTRAINTS_KEY, [sum(x) - 20.0])
+        study.tell(trial, -float(sum(x)))
+    assert all(trial_attrs.optuna_constraints(t) for t in study.trials)
+    assert isinstance(make_random(seed=0, constraints_func=None), optuna.samplers.RandomSampler)

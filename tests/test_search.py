@@ -1,0 +1,86 @@
+"""End-to-end searches on real SQLite studies: budget, continuation, constraints, duplicates."""
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from searchkit import study as st
+from searchkit.config import ConfigError, load_config
+from searchkit.search import run_search
+
+FAST = ["space.model=resnet20", "data=synthetic", "base.epochs=1", "finetune.max_batches=2",
+        "progress=false", "data.options={size: 256}"]
+
+
+def cfg_of(*extra):
+    return load_config(FAST + list(extra))
+
+
+def test_search_budget_and_continue(workdir):
+    out = run_search(cfg_of("algo=random", "trials=3"), quiet=True)
+    assert out.evaluated == 3
+    first = {t.number: (t.params, t.values) for t in st.evaluated_trials(out.study)}
+    # The same study with a larger budget continues; the earlier results stay untouched.
+    out2 = run_search(cfg_of("algo=random", "trials=5"), ["trials=5"], quiet=True)
+    assert out2.evaluated == 5
+    again = {t.number: (t.params, t.values) for t in st.evaluated_trials(out2.study)}
+    assert all(again[n] == v for n, v in first.items())
+    assert not out2.study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_infeasible_candidates_are_recorded_not_trained(workdir):
+    out = run_search(cfg_of("algo=random", "trials=3", "constraint.flops=0.4"), quiet=True)
+    trials = out.study.get_trials()
+    infeasible = [t for t in trials if t.user_attrs.get(st.INFEASIBLE)]
+    assert infeasible, "random search under a 40% FLOPs bound should propose some infeasible genomes"
+    for t in infeasible:
+        assert t.state == TrialState.PRUNED
+        assert t.constraints["flops"] > 0
+        assert not t.user_attrs.get(st.EVALUATED) and not t.intermediate_values
+    base = out.context.space.base_costs().flops
+    for t in st.evaluated_trials(out.study):
+        assert t.user_attrs["flops"] <= 0.4 * base
+        assert t.constraints["flops"] <= 0
+
+
+def test_impossible_constraint_refused_before_any_study(workdir):
+    with pytest.raises(ConfigError, match="impossible constraint"):
+        run_search(cfg_of("constraint.flops=1000"), quiet=True)
+    assert "channels-abc" not in st.study_names(st.open_storage("sqlite:///studies/searchkit.db"))
+
+
+def test_duplicates_are_not_trained_twice(workdir):
+    # A two-choice space on a tiny budget makes repeats certain.
+    out = run_search(cfg_of("algo=random", "trials=4", "space.keep=[0.5,1.0]", "constraint.flops=1.0",
+                            "space.model=resnet20", "max_attempts_factor=50"), quiet=True)
+    dups = [t for t in out.study.get_trials() if t.user_attrs.get(st.DUPLICATE_OF) is not None]
+    trained = {}
+    for t in st.evaluated_trials(out.study):
+        assert t.user_attrs["archid"] not in trained
+        trained[t.user_attrs["archid"]] = t
+    for t in dups:
+        src = trained[t.user_attrs["archid"]]
+        assert t.values == src.values and not t.user_attrs.get(st.EVALUATED)
+
+
+def test_changed_settings_refused_and_study_untouched(workdir):
+    run_search(cfg_of("algo=random", "trials=2"), quiet=True)
+    before = len(optuna.load_study(study_name="channels-random", storage="sqlite:///studies/searchkit.db").trials)
+    with pytest.raises(st.StudyError, match="different settings"):
+        run_search(cfg_of("algo=random", "trials=2", "space.rule=random"), FAST + ["algo=random", "space.rule=random"],
+                   quiet=True)
+    after = optuna.load_study(study_name="channels-random", storage="sqlite:///studies/searchkit.db")
+    assert len(after.trials) == before
+
+
+def test_study_holds_everything(workdir):
+    out = run_search(cfg_of("algo=tpe", "trials=2"), quiet=True)
+    study = out.study
+    assert json.loads(study.user_attrs[st.CONFIG_KEY])["algo"]["name"] == "tpe"
+    assert study.user_attrs[st.BASE_KEY]["units"] == 9
+    t = st.ranked_trials(study)[0]
+    for key in ("genome", "archid", "flops", "params", "val_accuracy", "kept_indices"):
+        assert key in t.user_attrs
+    assert len(t.user_attrs["genome"]["keep"]) == 9
