@@ -56,7 +56,9 @@ class AlgoConfig:
 class DataConfig:
     name: str = "digits"
     root: str | None = None
-    image_size: int = 32
+    # Input side; unset: the dataset's own default (digits 16, others 32), raised to the
+    # smallest size the model can take (VGG-16: 32).
+    image_size: int | None = None
     val_fraction: float = 0.2
     max_train: int | None = None
     options: dict = field(default_factory=dict)

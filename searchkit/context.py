@@ -25,9 +25,9 @@ from torch import nn
 
 from searchkit.config import ConfigError, RunConfig
 from searchkit.costs import Costs
-from searchkit.data import DataSplits, load_dataset
+from searchkit.data import DataSplits, dataset_options, load_dataset
 from searchkit.evaluate import TrainBudget, evaluate_accuracy, finetune, resolve_device
-from searchkit.models import build_base
+from searchkit.models import build_base, min_input_size
 from searchkit.registry import SPACES
 
 log = logging.getLogger("searchkit")
@@ -94,6 +94,34 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def input_side(cfg: RunConfig) -> int:
+    """``data.image_size``, or the dataset's default raised to the model's smallest input."""
+    if cfg.data.image_size is not None:
+        return cfg.data.image_size
+    return max(int(dataset_options(cfg.data.name)["image_size"]), min_input_size(cfg.space.model))
+
+
+def constraint_limits(cfg: RunConfig, space) -> dict[str, float]:
+    """Absolute constraint bounds; fractions (<= 1) are taken of the base's costs.
+
+    Raises:
+        ConfigError: when no architecture of the space can meet a bound.
+    """
+    base = space.base_costs()
+    out = {}
+    for name in ("flops", "params"):
+        value = getattr(cfg.constraint, name)
+        if value is not None:
+            out[name] = value * getattr(base, name) if value <= 1 else value
+    lowest = space.min_costs()
+    for name, bound in out.items():
+        if getattr(lowest, name) > bound:
+            raise ConfigError(
+                f"impossible constraint: {name} <= {bound:,.0f} but the smallest architecture of "
+                f"this space has {getattr(lowest, name):,} {name} (base: {getattr(base, name):,})")
+    return out
+
+
 @dataclass
 class SearchContext:
     cfg: RunConfig
@@ -108,17 +136,20 @@ class SearchContext:
     @classmethod
     def build(cls, cfg: RunConfig, *, quiet: bool = False, train_base: bool = True) -> "SearchContext":
         device = resolve_device(cfg.device)
-        data = load_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size,
+        data = load_dataset(cfg.data.name, root=cfg.data.root, image_size=input_side(cfg),
                             seed=cfg.seed, val_fraction=cfg.data.val_fraction,
                             max_train=cfg.data.max_train, **cfg.data.options)
         base = build_base(cfg.space.model, num_classes=data.num_classes)
+        # Costs need only the architecture: an impossible constraint is refused before any
+        # checkpoint is read or any base is trained.
+        space = SPACES.get(cfg.space.name)(cfg.space, base, (data.in_channels, data.image_size, data.image_size))
+        limits = constraint_limits(cfg, space)
+        acc = None
         if cfg.base.checkpoint:
             path = Path(cfg.base.checkpoint)
             load_weights(base, load_state_dict_file(path), what=f"checkpoint {path} ({cfg.space.model})")
-            acc = None
         else:
             path = Path(cfg.base.cache_dir) / f"{cfg.space.model}-{cfg.data.name}-{_base_key(cfg, data)}.pt"
-            acc = None
             if path.is_file():
                 load_weights(base, load_state_dict_file(path), what=f"cached base {path}")
             elif not train_base:
@@ -129,7 +160,7 @@ class SearchContext:
                     log.info("training base %s on %s for %s epochs (once; cached at %s)",
                              cfg.space.model, cfg.data.name, cfg.base.epochs, path)
                 torch.manual_seed(cfg.seed)
-                base = build_base(cfg.space.model, num_classes=data.num_classes)
+                base.load_state_dict(build_base(cfg.space.model, num_classes=data.num_classes).state_dict())
                 budget = TrainBudget(epochs=cfg.base.epochs, batch_size=cfg.finetune.batch_size,
                                      lr=cfg.base.lr, momentum=0.9, weight_decay=5e-4)
                 metrics = finetune(base, data, budget, device=device, seed=cfg.seed,
@@ -143,29 +174,8 @@ class SearchContext:
         if acc is None:
             acc, _ = evaluate_accuracy(base, data.val, device=device)
             base.to("cpu")
-        space_cls = SPACES.get(cfg.space.name)
-        space = space_cls(cfg.space, base, (data.in_channels, data.image_size, data.image_size))
-        ctx = cls(cfg=cfg, data=data, base=base, space=space, device=device, base_path=str(path),
-                  base_accuracy=float(acc), limits={})
-        ctx.limits = ctx._limits()
-        return ctx
-
-    def _limits(self) -> dict[str, float]:
-        """Absolute constraint bounds; fractions (<= 1) are taken of the base's costs."""
-        base = self.space.base_costs()
-        out = {}
-        for name in ("flops", "params"):
-            value = getattr(self.cfg.constraint, name)
-            if value is None:
-                continue
-            out[name] = value * getattr(base, name) if value <= 1 else value
-        lowest = self.space.min_costs()
-        for name, bound in out.items():
-            if getattr(lowest, name) > bound:
-                raise ConfigError(
-                    f"impossible constraint: {name} <= {bound:,.0f} but the smallest architecture of "
-                    f"this space has {getattr(lowest, name):,} {name} (base: {getattr(base, name):,})")
-        return out
+        return cls(cfg=cfg, data=data, base=base, space=space, device=device, base_path=str(path),
+                   base_accuracy=float(acc), limits=limits)
 
     def violations(self, costs: Costs) -> dict[str, float]:
         """Constraint values as Optuna wants them: <= 0 feasible (relative excess over the bound)."""

@@ -178,14 +178,18 @@ class Driver:
                     break
                 attempts += 1
                 trial = self.study.ask()
+                heartbeat.add(trial._trial_id)  # at once: a kill from here on is detectable
                 outcome.new_trials.append(trial.number)
-                self._one(trial, heartbeat)
+                try:
+                    self._one(trial)
+                finally:
+                    heartbeat.remove(trial._trial_id)
         finally:
             heartbeat.close()
         outcome.evaluated = self._evaluated_count()
         return outcome
 
-    def _one(self, trial: optuna.Trial, heartbeat: st.Heartbeat) -> None:
+    def _one(self, trial: optuna.Trial) -> None:
         space, ctx = self.ctx.space, self.ctx
         genome = space.suggest(trial)
         aid = archid(genome)
@@ -212,7 +216,6 @@ class Driver:
                     trial.set_user_attr(key, previous.user_attrs[key])
             self.study.tell(trial, previous.values)
             return
-        heartbeat.add(trial._trial_id)
         try:
             self._train(trial, genome)
         except KeyboardInterrupt:
@@ -222,8 +225,6 @@ class Driver:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.warning("trial %d failed: %s", trial.number, reason)
             self._fail(trial, reason, requeue=False)
-        finally:
-            heartbeat.remove(trial._trial_id)
 
     def _fail(self, trial: optuna.Trial, reason: str, *, requeue: bool) -> None:
         trial.set_user_attr(st.FAIL_REASON, reason)

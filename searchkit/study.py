@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searchkit import __version__
 from searchkit.config import ConfigError, RunConfig, changed_identity, load_config
-from searchkit.trial_attrs import get_system_attr, set_system_attr
+from searchkit.trial_attrs import get_system_attr, set_system_attr, set_user_attr
 
 # User-attribute keys written by searchkit (one place, so report/export read the same names).
 CONFIG_KEY = "searchkit:config"
@@ -213,9 +213,9 @@ def recover_stale_trials(study: optuna.Study, grace_s: float = GRACE_PERIOD_S) -
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _is_stale(trial, now, grace_s):
             continue
-        study.tell(trial.number, state=TrialState.FAIL)
-        set_system_attr(study, trial._trial_id, FAIL_REASON, "driver died while the trial ran")
-        out.append((trial.number, requeue(study, trial)))
+        set_user_attr(study, trial._trial_id, FAIL_REASON, "driver stopped while the trial ran")
+        frozen = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        out.append((trial.number, requeue(study, frozen)))
     return out
 
 

@@ -11,12 +11,11 @@ import pytest
 from optuna.trial import TrialState
 
 from searchkit import trial_attrs
-from searchkit.strategies.abc import ABCSampler
+from searchkit.strategies.abc import ABCSampler, role_of
 from searchkit.strategies.optuna_builtin import make_random, make_tpe
 
 PHASES = ("init", "employed", "onlooker", "scout")
-ROLE_ATTRS = ("abc:phase", "abc:cycle", "abc:slot", "abc:source", "abc:partner", "abc:rfit",
-              "abc:next")
+CORE = ("phase", "cycle", "slot", "source", "partner", "rfit", "next")
 
 
 @pytest.fixture(autouse=True)
@@ -39,12 +38,13 @@ def toy(target):
 
 
 def role(trial):
-    return {k: trial.system_attrs.get(k) for k in ROLE_ATTRS}
+    """The part of a role a retry inherits."""
+    return {k: v for k, v in role_of(trial).items() if k in CORE}
 
 
 def slot_key(trial):
-    a = trial.system_attrs
-    return a["abc:cycle"], PHASES.index(a["abc:phase"]), a["abc:slot"]
+    r = role_of(trial)
+    return r["cycle"], PHASES.index(r["phase"]), r["slot"]
 
 
 def trials_of(study):
@@ -89,23 +89,23 @@ def test_roles_follow_abc_order():
     expected = [("init", 0)] * food + [
         (phase, cycle) for cycle in (1, 2, 3) for phase in ("employed", "onlooker")
         for _ in range(food)]
-    assert [(t.system_attrs["abc:phase"], t.system_attrs["abc:cycle"]) for t in trials] == expected
+    assert [(role_of(t)["phase"], role_of(t)["cycle"]) for t in trials] == expected
     for cycle in (1, 2, 3):
-        employed = [t for t in trials if t.system_attrs["abc:cycle"] == cycle
-                    and t.system_attrs["abc:phase"] == "employed"]
-        assert [t.system_attrs["abc:source"] for t in employed] == list(range(food))
-        onlookers = [t for t in trials if t.system_attrs["abc:cycle"] == cycle
-                     and t.system_attrs["abc:phase"] == "onlooker"]
-        assert [t.system_attrs["abc:slot"] for t in onlookers] == list(range(food))
+        employed = [t for t in trials if role_of(t)["cycle"] == cycle
+                    and role_of(t)["phase"] == "employed"]
+        assert [role_of(t)["source"] for t in employed] == list(range(food))
+        onlookers = [t for t in trials if role_of(t)["cycle"] == cycle
+                     and role_of(t)["phase"] == "onlooker"]
+        assert [role_of(t)["slot"] for t in onlookers] == list(range(food))
         # ABCPruner fixes the probabilities once per cycle, then walks on from the last pick
-        assert len({tuple(t.system_attrs["abc:rfit"]) for t in onlookers}) == 1
-        assert all(0.1 <= p <= 1.0 for p in onlookers[0].system_attrs["abc:rfit"])
+        assert len({tuple(role_of(t)["rfit"]) for t in onlookers}) == 1
+        assert all(0.1 <= p <= 1.0 for p in role_of(onlookers[0])["rfit"])
         for prev, cur in zip(onlookers, onlookers[1:]):
-            walked = (cur.system_attrs["abc:source"] - prev.system_attrs["abc:next"]) % food
+            walked = (role_of(cur)["source"] - role_of(prev)["next"]) % food
             assert walked < food
     for t in trials[food:]:
-        assert t.system_attrs["abc:partner"] != t.system_attrs["abc:source"]
-        assert len(t.system_attrs["abc:dims"]) == 2
+        assert role_of(t)["partner"] != role_of(t)["source"]
+        assert len(role_of(t)["dims"]) == 2
 
 
 def test_scout_replaces_the_most_exhausted_source_when_trail_reaches_limit():
@@ -119,14 +119,14 @@ def test_scout_replaces_the_most_exhausted_source_when_trail_reaches_limit():
         trial = study.ask()
         keeps(trial, 4)
         study.tell(trial, 0.0)  # never strictly better: every bee only grows a trail
-        phase = trial_attrs.get_trial(study, trial._trial_id).system_attrs["abc:phase"]
+        phase = role_of(trial_attrs.get_trial(study, trial._trial_id))["phase"]
         trails = [s["trail"] for s in before]
-        end_of_onlookers = (prev is not None and prev.system_attrs["abc:phase"] == "onlooker"
-                            and prev.system_attrs["abc:slot"] == food - 1)
+        end_of_onlookers = (prev is not None and role_of(prev)["phase"] == "onlooker"
+                            and role_of(prev)["slot"] == food - 1)
         if phase == "scout":
             scouts += 1
             assert end_of_onlookers and max(trails) >= limit
-            source = trials_of(study)[-1].system_attrs["abc:source"]
+            source = role_of(trials_of(study)[-1])["source"]
             assert source == int(np.argmax(trails))
             after = sampler.colony(study)[source]
             assert after["trail"] == 0 and after["trial_number"] == trial.number
@@ -146,11 +146,11 @@ def test_every_dimension_can_mutate_and_only_chosen_ones_do():
         trial = study.ask()
         objective_value = objective(trial)
         frozen = study.tell(trial, objective_value)
-        if frozen.system_attrs["abc:phase"] not in ("employed", "onlooker"):
+        if role_of(frozen)["phase"] not in ("employed", "onlooker"):
             continue
-        base = trials_of(study)[sources[frozen.system_attrs["abc:source"]]["trial_number"]].params
+        base = trials_of(study)[sources[role_of(frozen)["source"]]["trial_number"]].params
         changed = {n for n in frozen.params if frozen.params[n] != base[n]}
-        assert changed <= set(frozen.system_attrs["abc:dims"])
+        assert changed <= set(role_of(frozen)["dims"])
         changed_dims.update(changed)
         unchanged += not changed
         mutants += 1
@@ -182,7 +182,7 @@ def test_values_stay_inside_their_distributions():
         assert isinstance(p["c"], int) and 1 <= p["c"] <= 1024
         assert -1.0 <= p["x"] <= 1.0 and 1e-4 <= p["y"] <= 1.0
         assert p["z"] in (0.0, 0.25, 0.5, 0.75, 1.0) and p["k"] in colours
-        mutated.update(t.system_attrs.get("abc:dims", []))
+        mutated.update((role_of(t) or {}).get("dims", []))
     assert set(mutated) == set("abcxyzk")
     assert study.best_value > np.median([t.value for t in study.trials[:5]])
 
@@ -228,7 +228,8 @@ def test_infeasible_trials_never_become_the_best_source():
             best = max(sources, key=lambda s: (s["feasible"], s["fitness"] or 0.0))
             assert sum(trials_of(study)[best["trial_number"]].params.values()) <= 30
         for s in sources:
-            assert s["feasible"] == (sum(trials_of(study)[s["trial_number"]].params.values()) <= 30)
+            held = trials_of(study)[s["trial_number"]].params
+            assert s["feasible"] == (sum(held.values()) <= 30)
     assert kinds["flag"] >= 3 and kinds["constraint"] >= 3
 
 
@@ -247,7 +248,7 @@ def test_interrupted_run_resumes_exactly_on_sqlite(tmp_path):
         return ABCSampler(seed=123, food_number=5, food_limit=2)
 
     def fingerprint(study):
-        return [(t.state, t.params, role(t)) for t in study.trials]
+        return [(t.state, t.params, role_of(t)) for t in study.trials]
 
     full = optuna.create_study(storage=f"sqlite:///{tmp_path / 'full.db'}", study_name="s",
                                direction="maximize", sampler=sampler())
@@ -261,13 +262,13 @@ def test_interrupted_run_resumes_exactly_on_sqlite(tmp_path):
     resumed.optimize(_resume_objective, n_trials=28, catch=(RuntimeError,))
 
     assert fingerprint(resumed) == fingerprint(full)
-    phases = {t.system_attrs["abc:phase"] for t in full.trials}
+    phases = {role_of(t)["phase"] for t in full.trials}
     assert phases == set(PHASES)
     for failed in (8, 23):  # the failed bee's role goes to the next trial
         assert full.trials[failed].state == TrialState.FAIL
         retry = full.trials[failed + 1]
         assert role(retry) == role(full.trials[failed])
-        assert retry.system_attrs["abc:reissue_of"] == failed
+        assert role_of(retry)["reissue_of"] == failed
 
 
 def test_requeued_trial_inherits_the_role_of_the_stale_one(tmp_path):
@@ -281,9 +282,10 @@ def test_requeued_trial_inherits_the_role_of_the_stale_one(tmp_path):
     stale_number = stale.number
     del study, stale
 
-    study = optuna.load_study(study_name="s", storage=url, sampler=ABCSampler(seed=9, food_number=5))
+    study = optuna.load_study(study_name="s", storage=url,
+                              sampler=ABCSampler(seed=9, food_number=5))
     old = study.trials[stale_number]
-    assert old.state == TrialState.RUNNING and old.system_attrs["abc:phase"] == "onlooker"
+    assert old.state == TrialState.RUNNING and role_of(old)["phase"] == "onlooker"
     study.tell(stale_number, state=TrialState.FAIL)
     study.enqueue_trial(old.params, user_attrs={trial_attrs.REQUEUED_FROM_KEY: stale_number})
     trial = study.ask()
@@ -291,9 +293,12 @@ def test_requeued_trial_inherits_the_role_of_the_stale_one(tmp_path):
     new = study.trials[trial.number]
     assert new.params == old.params
     assert role(new) == role(old)
-    assert new.system_attrs["abc:requeued_from"] == stale_number
+    assert role_of(new)["dims"] == role_of(old)["dims"]  # same params, same mutation
+    assert role_of(new)["requeued_from"] == stale_number
     study.optimize(objective, n_trials=1)  # the colony carries on with the next onlooker
-    assert slot_key(study.trials[-1]) == (1, PHASES.index("onlooker"), old.system_attrs["abc:slot"] + 1)
+    following = role_of(study.trials[-1])
+    assert (following["phase"], following["slot"]) == ("onlooker", role_of(old)["slot"] + 1)
+    assert "requeued_from" not in following and "reissue_of" not in following
 
 
 def test_ask_replays_only_new_trials():
@@ -330,20 +335,21 @@ def test_four_trials_in_flight():
 
     trials = study.trials
     assert all(t.state.is_finished() for t in trials) and len(trials) == total
-    issued = [t for t in trials if "abc:reissue_of" not in t.system_attrs]
+    issued = [t for t in trials if "reissue_of" not in role_of(t)]
     assert [slot_key(t) for t in issued] == sorted(slot_key(t) for t in issued)  # ABC order
     failed = [t.number for t in trials if t.state == TrialState.FAIL]
-    reissued = {t.system_attrs["abc:reissue_of"] for t in trials if "abc:reissue_of" in t.system_attrs}
+    reissued = {role_of(t)["reissue_of"] for t in trials if "reissue_of" in role_of(t)}
     assert set(failed[:-2]) <= reissued  # all but the very last failures were retried
     done = collections.defaultdict(set)
     for t in trials:
-        if t.state != TrialState.FAIL and t.system_attrs["abc:phase"] in ("init", "employed"):
-            done[t.system_attrs["abc:cycle"]].add(t.system_attrs["abc:source"])
+        if t.state != TrialState.FAIL and role_of(t)["phase"] in ("init", "employed"):
+            done[role_of(t)["cycle"]].add(role_of(t)["source"])
     last_cycle = max(done)
     assert all(done[c] == set(range(food)) for c in done if c < last_cycle)
     colony = sampler.colony(study)
     assert all(s["trial_number"] is not None and s["feasible"] for s in colony)
-    assert max(s["fitness"] for s in colony) > max(t.value for t in trials[:food] if t.value is not None)
+    initial = [t.value for t in trials[:food] if t.state == TrialState.COMPLETE]
+    assert max(s["fitness"] for s in colony) > max(initial)
 
 
 # --- a real search -----------------------------------------------------------------------

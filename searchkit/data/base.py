@@ -65,11 +65,11 @@ class DataSplits:
 
     def describe(self) -> str:
         """One line for logs, e.g. ``digits: 1150 train / 288 val / 359 test ...``."""
-        test = f" / {len(self.test)} test" if self.test is not None else ""  # type: ignore[arg-type]
-        return (
-            f"{self.name}: {len(self.train)} train / {len(self.val)} val{test}, "  # type: ignore[arg-type]
-            f"{self.num_classes} classes, {self.in_channels}x{self.image_size}x{self.image_size}"
-        )
+        sizes = f"{len(self.train)} train / {len(self.val)} val"  # type: ignore[arg-type]
+        if self.test is not None:
+            sizes += f" / {len(self.test)} test"  # type: ignore[arg-type]
+        shape = f"{self.in_channels}x{self.image_size}x{self.image_size}"
+        return f"{self.name}: {sizes}, {self.num_classes} classes, {shape}"
 
 
 class ImageTensorDataset(Dataset):

@@ -36,7 +36,7 @@ _TEST_SPLIT_SEED = 20240601
 def load_digits(
     *,
     root: str | None = None,
-    image_size: int = 32,
+    image_size: int = 16,
     seed: int = 0,
     val_fraction: float = 0.2,
     max_train: int | None = None,

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
@@ -28,7 +27,7 @@ _PATTERN_SEED = 1234
 def load_synthetic(
     *,
     root: str | None = None,
-    image_size: int = 32,
+    image_size: int = 16,
     seed: int = 0,
     val_fraction: float = 0.2,
     max_train: int | None = None,

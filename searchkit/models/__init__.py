@@ -17,6 +17,10 @@ from searchkit.registry import MODELS
 
 # Every registered base network is a CIFAR-style / 32x32-adapted model.
 _INPUT_SIZES: dict[str, int] = {}
+# Smallest input side each network can take: VGG-16 halves its map five times; the
+# ResNets (stride-1 stems) and MobileNetV2 (stride-1 first conv) down-sample less.
+_MIN_INPUT_SIZES: dict[str, int] = {"vgg16": 32, "mobilenet_v2": 16, "resnet18": 8, "resnet50": 8,
+                                    "resnet20": 4, "resnet56": 4, "resnet110": 4}
 
 
 def build_base(name: str, num_classes: int = 10) -> nn.Module:
@@ -44,3 +48,13 @@ def default_input_size(name: str) -> int:
         32
     """
     return _INPUT_SIZES.get(MODELS.check(name), 32)
+
+
+def min_input_size(name: str) -> int:
+    """Smallest square input side the registered model ``name`` runs at.
+
+    Example:
+        >>> min_input_size("vgg16")
+        32
+    """
+    return _MIN_INPUT_SIZES.get(MODELS.check(name), 32)

@@ -1,33 +1,34 @@
 """Artificial bee colony (ABCPruner) as a resumable Optuna sampler.
 
-Each trial is one bee whose role is written to system attrs when it is asked (``abc:phase``
-init/employed/onlooker/scout, ``abc:cycle`` 0 = init, ``abc:slot``, ``abc:source``,
-``abc:partner``; onlookers add ``abc:rfit``/``abc:next``, mutants ``abc:dims``). The colony
-(vectors, fitness, trails) is rebuilt by replaying finished trials in number order, with
-the all-finished prefix cached, so an ``ask`` replays only the trials still in flight.
+Each trial is one bee; its role is written, when it is asked, to one system attr (one
+storage write), ``abc:role`` (see :func:`role_of`): ``phase`` (init/employed/onlooker/scout),
+``cycle`` (0 = init), ``slot``, ``source``, ``partner``; ``rfit``/``next`` (onlookers),
+``dims`` (mutants), ``reissue_of``/``requeued_from`` (retries). The colony is rebuilt by
+replaying finished trials in number order; the all-finished prefix is cached, so an ``ask``
+replays only the trials still in flight.
 
 Schedule as ABCPruner: ``food_number`` init bees, then cycles of ``food_number`` employed
 bees (source i, random partner k != i), ``food_number`` onlookers (ABCPruner's roulette on
 ``rfit``, fixed at the cycle's first onlooker) and at most one scout (the source with the
 largest trail, if >= ``food_limit``; it replaces the source outright). A mutant sets
 ``honeychange_num`` distinct dimensions of all D (ABCPruner never draws the last) to
-``x_ij + phi * (x_ij - x_kj)``, ``phi ~ U(-1, 1)``, rounded to the grid and clipped; one
-that rounds back onto its source is redrawn (up to 10 times). Greedy: a candidate replaces
-its source only if strictly better, else the source's trail grows by 1.
+``x_ij + phi * (x_ij - x_kj)``, ``phi ~ U(-1, 1)``, rounded to the grid and clipped, and is
+redrawn (up to 10 times) while it equals its source. Greedy: a candidate replaces its
+source only if strictly better, else the source's trail grows by 1.
 
 Fitness is the objective (negated for ``minimize``); PRUNED trials count with their last
 intermediate value. Infeasible trials (``searchkit:infeasible``, a positive constraint from
 ``constraints_func`` or Optuna's ``constraints`` attrs, or pruned with no intermediate
 value) rank below all feasible ones, by total violation. A FAIL trial's role goes to the
-next trial, with fresh values (a candidate that always crashes cannot stall the search); a
-trial enqueued with user attr ``searchkit:requeued_from`` inherits the old trial's role.
-Multi-objective studies are not supported yet (``ValueError``).
+next trial with fresh values (so a crashing candidate cannot stall the search); a trial
+enqueued with user attr ``searchkit:requeued_from`` inherits the old trial's role (and
+params). Multi-objective studies are not supported yet (``ValueError``).
 
 Concurrency is wait-free: roles follow the ABC order of *issue* (RUNNING trials count),
 values come from finished trials only, and no phase barrier blocks: ``rfit``, the scout
-decision and each mutation use what has finished when the bee is asked (a source with no
-value yet yields a random vector). With one trial in flight this is ABCPruner's sequential
-loop; with more, an asynchronous ABC lagging by at most the number of trials in flight.
+decision and each mutation use what has finished at the ask (a source with no value yet
+yields a random vector). With one trial in flight this is ABCPruner's sequential loop;
+with more, an asynchronous ABC lagging by at most the number of trials in flight.
 """
 
 from __future__ import annotations
@@ -49,15 +50,14 @@ from optuna.trial import FrozenTrial, TrialState
 from searchkit import trial_attrs
 
 _PHASES = ("init", "employed", "onlooker", "scout")
-_ROLE_KEYS = ("phase", "cycle", "slot", "source", "partner", "rfit", "next", "trail")
+_RETRY_KEYS = ("dims", "reissue_of", "requeued_from")  # not inherited by a re-issued role
 _WORST = (0, -math.inf)  # fitness keys: (1, score) if feasible, else (0, -violation)
 
 
-def _role_of(trial: FrozenTrial) -> dict | None:
-    if trial_attrs.get_system_attr(trial, "abc:phase") is None:
-        return None
-    values = {k: trial_attrs.get_system_attr(trial, f"abc:{k}", _WORST) for k in _ROLE_KEYS}
-    return {k: v for k, v in values.items() if v is not _WORST}
+def role_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The ABC role stored on a trial (a copy), or ``None`` for a trial of another sampler."""
+    role = trial_attrs.get_system_attr(trial, "abc:role")
+    return dict(role) if role else None
 
 
 class _Colony:
@@ -74,11 +74,10 @@ class _Colony:
         self.onlook: dict[int, dict] = {}  # cycle -> role of its latest onlooker
 
     def copy(self) -> _Colony:
-        new = copy.copy(self)
-        new.vec, new.key, new.num = list(self.vec), list(self.key), list(self.num)
-        new.trail = list(self.trail)
-        new.held, new.freed, new.onlook = set(self.held), dict(self.freed), dict(self.onlook)
-        return new
+        c = copy.copy(self)
+        c.vec, c.key, c.num, c.trail = map(list, (self.vec, self.key, self.num, self.trail))
+        c.held, c.freed, c.onlook = set(self.held), dict(self.freed), dict(self.onlook)
+        return c
 
     def issue(self, role: dict, number: int, failed: bool) -> None:
         slot = role["cycle"], _PHASES.index(role["phase"]), role["slot"]
@@ -110,13 +109,8 @@ def _rfit(keys: Sequence[tuple | None]) -> list[float]:
     fits = [k[1] for k in keys if k and k[0] and math.isfinite(k[1])]
     shift = min(fits) if fits and min(fits) <= 0 else 0.0
     top = max(fits) - shift if fits else 0.0
-
-    def one(k: tuple | None) -> float:
-        if not k or not k[0] or k[1] == -math.inf:
-            return 0.1
-        return 1.0 if k[1] == math.inf or top <= 0 else 0.9 * (k[1] - shift) / top + 0.1
-
-    return [one(k) for k in keys]
+    return [0.1 if not k or not k[0] or k[1] == -math.inf else 1.0 if k[1] == math.inf or top <= 0
+            else 0.9 * (k[1] - shift) / top + 0.1 for k in keys]
 
 
 def _roulette(rfit: list[float], start: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -142,10 +136,9 @@ def _snap(dist: BaseDistribution, v: float) -> Any:
 def _random(dist: BaseDistribution, rng: np.random.Generator) -> Any:
     if isinstance(dist, CategoricalDistribution):
         return dist.choices[int(rng.integers(len(dist.choices)))]
-    if dist.log:  # log-uniform; integers get +-0.5 so the end values are as likely as others
-        pad = 0.5 if isinstance(dist, IntDistribution) else 0.0
-        y = rng.uniform(math.log(dist.low - pad), math.log(dist.high + pad))
-        return _snap(dist, math.exp(y))
+    pad = 0.5 if isinstance(dist, IntDistribution) else 0.0  # ends as likely as the others
+    if dist.log:
+        return _snap(dist, math.exp(rng.uniform(*np.log([dist.low - pad, dist.high + pad]))))
     if dist.step is not None:
         k = rng.integers(round((dist.high - dist.low) / dist.step) + 1)
         return _snap(dist, dist.low + dist.step * int(k))
@@ -176,8 +169,7 @@ class ABCSampler(optuna.samplers.BaseSampler):
         food_number: Food sources (ABCPruner default 10); also the bees per phase.
         food_limit: Trail at which a source is abandoned to a scout (default 5).
         honeychange_num: Dimensions one bee mutates (default 2).
-        seed: Trial ``n`` draws from ``numpy.random.default_rng([seed, n, ...])``, so a
-            resumed study proposes what an uninterrupted one would have.
+        seed: Trial ``n`` draws from ``default_rng([seed, n, ...])``, so resuming is exact.
         constraints_func: ``FrozenTrial -> floats`` (``<= 0`` feasible), default
             :func:`~searchkit.trial_attrs.stored_constraints`; copied to ``constraints``.
 
@@ -189,7 +181,7 @@ class ABCSampler(optuna.samplers.BaseSampler):
         ...     return -sum((k - 7) ** 2 for k in keep)
         >>> study = optuna.create_study(direction="maximize", sampler=ABCSampler(seed=0))
         >>> study.optimize(objective, n_trials=40)
-        >>> [study.trials[n].system_attrs["abc:phase"] for n in (0, 10, 20)]
+        >>> [role_of(study.trials[n])["phase"] for n in (0, 10, 20)]
         ['init', 'employed', 'onlooker']
     """
 
@@ -209,7 +201,7 @@ class ABCSampler(optuna.samplers.BaseSampler):
         self._lock = threading.RLock()
         self._cache: dict[tuple, tuple[int, tuple, _Colony]] = {}  # study -> replayed prefix
         self._spaces: dict[tuple, IntersectionSearchSpace] = {}
-        self._ctx: dict[int, tuple[dict, _Colony]] = {}  # trial id -> role, colony at ask
+        self._ctx: dict[int, tuple[dict, dict]] = {}  # trial id -> (space, params) at ask
         self._replayed = 0  # trials applied by replays: a cost counter for tests
 
     def colony(self, study: optuna.Study) -> list[dict[str, Any]]:
@@ -240,9 +232,9 @@ class ABCSampler(optuna.samplers.BaseSampler):
         return _WORST if value is None or math.isnan(value) else (1, value if maximize else -value)
 
     def _apply(self, colony: _Colony, trial: FrozenTrial, maximize: bool) -> None:
-        role = _role_of(trial)
-        if role is None or trial.state == TrialState.WAITING:
-            return  # not a bee of this colony (yet)
+        role = role_of(trial)
+        if role is None:
+            return  # not a bee of this colony
         self._replayed += 1
         colony.issue(role, trial.number, failed=trial.state == TrialState.FAIL)
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
@@ -269,7 +261,7 @@ class ABCSampler(optuna.samplers.BaseSampler):
     def _next_role(self, colony: _Colony, rng: np.random.Generator) -> dict:
         if colony.freed:  # a failed bee's role goes to the next trial
             number, role = colony.freed[min(colony.freed)]
-            return dict(role, reissue_of=number)
+            return dict({k: v for k, v in role.items() if k not in _RETRY_KEYS}, reissue_of=number)
         cycle, phase, slot = self._successor(colony)
         role = {"phase": _PHASES[phase], "cycle": cycle, "slot": slot, "source": slot}
         if phase == 2:
@@ -287,9 +279,7 @@ class ABCSampler(optuna.samplers.BaseSampler):
         return role
 
     def _successor(self, colony: _Colony) -> tuple[int, int, int]:
-        if colony.last is None:
-            return 0, 0, 0
-        cycle, phase, slot = colony.last
+        cycle, phase, slot = colony.last or (0, 0, -1)
         if slot + 1 < self._n and phase < 3:
             return cycle, phase, slot + 1
         if phase < 2:
@@ -301,17 +291,33 @@ class ABCSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
             colony, trials = self._replay(study)
-            role = _role_of(trial)
-            if role is None:
+            role = role_of(trial)
+            if role is not None:  # asked already (by another sampler instance): recompute
+                space, params = self._propose(study, trial, dict(role), colony)
+            else:
                 old = trial_attrs.get_user_attr(trial, trial_attrs.REQUEUED_FROM_KEY)
-                src = next((_role_of(t) for t in reversed(trials) if t.number == old), None)
-                role = dict(src, requeued_from=old) if src else self._next_role(
-                    colony, self._rng(trial.number, 0))
-                for k, v in role.items():
-                    trial_attrs.set_system_attr(study, trial._trial_id, f"abc:{k}", v)
-            self._ctx[trial._trial_id] = (role, colony)
+                src = next((role_of(t) for t in reversed(trials) if t.number == old), None)
+                if src:  # its params are fixed to the old ones, so its dims stay true
+                    role, space, params = {**src, "requeued_from": old}, {}, {}
+                else:
+                    role = self._next_role(colony, self._rng(trial.number, 0))
+                    space, params = self._propose(study, trial, role, colony)
+                trial_attrs.set_system_attr(study, trial._trial_id, "abc:role", role)
+            self._ctx[trial._trial_id] = (space, params)
             while len(self._ctx) > 4096:  # trials told by another process never come back
                 self._ctx.pop(next(iter(self._ctx)))
+
+    def _propose(self, study: optuna.Study, trial: FrozenTrial, role: dict,
+                 colony: _Colony) -> tuple[dict, dict]:
+        """The bee's candidate over the current search space; sets ``role["dims"]``."""
+        space = self.infer_relative_search_space(study, trial)
+        rng, src, mate = self._rng(trial.number, 1), role["source"], role.get("partner")
+        base = colony.vec[src] if 0 <= src < self._n else None
+        if not space or role["phase"] in ("init", "scout") or base is None:
+            return space, {n: _random(d, rng) for n, d in space.items()}
+        partner = (colony.vec[mate] if mate is not None and 0 <= mate < self._n else None) or base
+        params, role["dims"] = _mutant(space, base, partner, self._h, rng)
+        return space, params
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
         calc = self._spaces.setdefault(self._check(study), IntersectionSearchSpace(True))
@@ -319,20 +325,14 @@ class ABCSampler(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        if not search_space:
-            return {}
         with self._lock:
             if trial._trial_id not in self._ctx:  # asked before this sampler was attached
                 self.before_trial(study, trial_attrs.get_trial(study, trial._trial_id))
-            role, colony = self._ctx[trial._trial_id]
-        rng, src, mate = self._rng(trial.number, 1), role["source"], role.get("partner")
-        base = colony.vec[src] if 0 <= src < self._n else None
-        if role["phase"] in ("init", "scout") or base is None:
-            return {n: _random(d, rng) for n, d in search_space.items()}
-        partner = (colony.vec[mate] if mate is not None and 0 <= mate < self._n else None) or base
-        params, dims = _mutant(search_space, base, partner, self._h, rng)
-        trial_attrs.set_system_attr(study, trial._trial_id, "abc:dims", dims)
-        return params
+            space, params = self._ctx[trial._trial_id]
+        # The space can have grown since the ask (trials in flight finished): draw the rest.
+        rng = self._rng(trial.number, 3)
+        return {n: params[n] if space.get(n) == d and n in params else _random(d, rng)
+                for n, d in search_space.items()}
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:

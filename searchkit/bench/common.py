@@ -1,0 +1,60 @@
+"""Shared benchmark plumbing: machine facts, options, writing the report pair."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from searchkit import __version__
+from searchkit.config import parse_override
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import optuna
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "optuna": optuna.__version__,
+            "searchkit": __version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def options(argv: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``key=value`` options over ``defaults``; unknown keys are errors."""
+    out = dict(defaults)
+    for item in argv:
+        key, value = parse_override(item)
+        if key not in out:
+            raise SystemExit(f"searchkit.bench: error: unknown option '{key}' (options: {', '.join(out)})")
+        out[key] = value
+    return out
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def write_report(name: str, markdown: str, data: dict, out_dir: str = "reports/bench") -> Path:
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    command = "python -m searchkit.bench " + " ".join([name, *sys.argv[2:]])
+    header = (f"<!-- written by `{command}` -->\n\n")
+    footer = "\n## Machine\n\n" + "\n".join(f"- {k}: {v}" for k, v in machine().items()) + \
+        f"\n\nReproduce: `{command}`\n"
+    (path / f"{name}.md").write_text(header + markdown + footer)
+    (path / f"{name}.json").write_text(json.dumps({**data, "machine": machine(), "command": command},
+                                                  indent=2, sort_keys=True, default=str))
+    return path / f"{name}.md"

@@ -1,0 +1,139 @@
+"""The command line as a user meets it: real processes, real files, one-line errors."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+FAST = ["space.model=resnet20", "data=synthetic", "base.epochs=1", "finetune.max_batches=2",
+        "data.options={size: 256}"]
+
+
+def cli(*args, cwd, check=True, timeout=600):
+    env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "searchkit", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_help_lists_choices(tmp_path):
+    out = cli("search", "--help", cwd=tmp_path).stdout
+    for name in ("channels", "abc", "tpe", "random", "resnet56", "vgg16", "digits", "cifar10"):
+        assert name in out
+    listed = cli("list", cwd=tmp_path).stdout
+    assert "mobilenet_v2" in listed and "imagefolder" in listed
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["search", "space=chanels"], "unknown space 'chanels'; did you mean 'channels'?"),
+    (["search", "algo=bees"], "unknown algo 'bees'"),
+    (["search", "space.model=resnet57"], "did you mean 'resnet56'"),
+    (["search", "trails=3"], "unknown key 'trails'; did you mean 'trials'?"),
+    (["search", "data=cifar10", "data.root=/nonexistent/cifar"], "CIFAR-10 not found under"),
+    (["search", *FAST, "constraint.flops=100"], "impossible constraint"),
+    (["search", *FAST, "base.checkpoint=missing.pt"], "checkpoint not found"),
+    (["export", "study=nope"], "no study 'nope'"),
+    (["search", "study=recipe"], "malformed YAML"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "recipe.yaml").write_text("space: {model: [resnet20\n")
+    proc = cli(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("searchkit: error:"), proc.stderr
+    assert fragment in lines[0]
+
+
+def test_checkpoint_of_another_model(tmp_path):
+    from searchkit.models import build_base
+    torch.save(build_base("resnet56").state_dict(), tmp_path / "r56.pt")
+    proc = cli("search", *FAST, "base.checkpoint=r56.pt", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "does not fit this model" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_search_studies_export_and_load_without_searchkit(tmp_path):
+    out = cli("search", *FAST, "algo=abc", "trials=3", "algo.food_number=2", cwd=tmp_path).stdout
+    assert "best: trial" in out and "fewer" in out
+    studies = cli("studies", cwd=tmp_path).stdout
+    assert "channels-abc: complete" in studies
+    cli("export", "study=channels-abc", "out=exp", "top=2", cwd=tmp_path)
+    folders = sorted((tmp_path / "exp" / "channels-abc").glob("0*"))
+    assert len(folders) == 2
+    meta = json.loads((folders[0] / "arch.json").read_text())
+    assert meta["params"] < meta["base_params"] and meta["flops"] < meta["base_flops"]
+    # The program runs with torch alone: searchkit is made unimportable in the child.
+    code = (
+        "import sys; sys.modules['searchkit'] = None\n"
+        "import torch\n"
+        f"m = torch.export.load({str(folders[0] / 'model.pt2')!r}).module()\n"
+        f"y = m(torch.randn(5, *{tuple(meta['input_size'])})); print(tuple(y.shape))\n"
+        f"sd = torch.load({str(folders[0] / 'weights.pt')!r}, weights_only=True)\n"
+        "print(sum(v.numel() for k, v in sd.items() if 'running' not in k and 'num_batches' not in k))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    shape, nparams = proc.stdout.split("\n")[:2]
+    assert shape == "(5, 10)"
+    assert int(nparams) == meta["params"]
+
+
+def test_sigkill_then_same_command_continues(tmp_path):
+    """Kill -9 mid-search; the same command finishes the budget, losing nothing."""
+    args = ["search", *FAST, "finetune.max_batches=6", "algo=abc", "algo.food_number=3", "trials=5",
+            "constraint.flops=1.0"]
+    env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "searchkit", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = tmp_path / "studies" / "searchkit.db"
+
+    def states():
+        if not db.exists():
+            return []
+        try:
+            with sqlite3.connect(db, timeout=30) as con:
+                return [r[0] for r in con.execute("select state from trials order by number")]
+        except sqlite3.OperationalError:
+            return []
+
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        s = states()
+        if s.count("COMPLETE") >= 2 and s and s[-1] == "RUNNING":
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"search did not reach a running third trial: {states()}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    study = optuna.load_study(study_name="channels-abc", storage=f"sqlite:///{db}")
+    done_before = {t.number: t.values for t in study.trials if t.state.name == "COMPLETE"}
+    running = [t.number for t in study.trials if t.state.name == "RUNNING"]
+    assert running, "the kill should leave a trial RUNNING"
+
+    cli(*args, cwd=tmp_path)
+    study = optuna.load_study(study_name="channels-abc", storage=f"sqlite:///{db}")
+    trials = study.trials
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    assert all(trials[n].values == v for n, v in done_before.items())
+    evaluated = [t for t in trials if t.user_attrs.get("searchkit:evaluated")]
+    assert len(evaluated) == 5
+    killed = trials[running[0]]
+    assert killed.state.name == "FAIL"
+    requeued = [t for t in trials if t.user_attrs.get("searchkit:requeued_from") == killed.number]
+    assert len(requeued) == 1 and requeued[0].params == killed.params
+    # The re-queued trial keeps the killed one's place in the colony.
+    role = {k: v for k, v in killed.system_attrs.items() if k.startswith("abc:")}
+    assert role and all(requeued[0].system_attrs.get(k) == v for k, v in role.items())
