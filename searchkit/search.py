@@ -39,6 +39,7 @@ from searchkit.config import RunConfig
 from searchkit.context import SearchContext, budget_of, file_sha256
 from searchkit.evaluate import finetune
 from searchkit.genome import archid
+from searchkit.progress import bar
 from searchkit.registry import STRATEGIES
 
 log = logging.getLogger("searchkit")
@@ -155,6 +156,9 @@ class Driver:
             log.warning("trial %d was left RUNNING by a stopped driver: failed it%s", old,
                         f" and re-queued it as trial {new}" if new is not None else "")
         heartbeat = st.Heartbeat(self.study)
+        self._bar = bar(self.cfg.trials, desc=f"search {self.study.study_name}",
+                        enabled=False if self.quiet else self.cfg.progress, unit="cand",
+                        initial=min(outcome.evaluated, self.cfg.trials))
         started = time.monotonic()
         attempts = 0
         max_attempts = self.cfg.trials * self.cfg.max_attempts_factor
@@ -186,6 +190,7 @@ class Driver:
                     heartbeat.remove(trial._trial_id)
         finally:
             heartbeat.close()
+            self._bar.close()
         outcome.evaluated = self._evaluated_count()
         return outcome
 
@@ -255,6 +260,17 @@ class Driver:
         if self.cfg.artifacts == "all" or (self.cfg.artifacts == "best" and (best is None or acc > best)):
             self._save_weights(trial, model)
         self.study.tell(trial, acc)
+        self._progress(trial.number, acc, metrics, best, trial.user_attrs.get("flops_ratio", float("nan")))
+
+    def _progress(self, number: int, acc: float, metrics: dict, best: float | None, ratio: float) -> None:
+        best = acc if best is None else max(best, acc)
+        if self._bar.disable:
+            if not self.quiet:
+                log.info("trial %d: val accuracy %.4f, FLOPs %.1f%% of base, %.1f s (best %.4f)",
+                         number, acc, 100 * ratio, metrics.get("seconds", 0.0), best)
+        else:
+            self._bar.update(1)
+            self._bar.set_postfix(best=f"{best:.4f}", last=f"{acc:.4f}")
 
     def _save_weights(self, trial: optuna.Trial, model: torch.nn.Module) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -212,15 +212,22 @@ def test_infeasible_trials_never_become_the_best_source():
     for n in range(150):
         trial = study.ask()
         x = keeps(trial, 6)
-        if sum(x) > 30 and n % 2:  # recorded as searchkit does: pruned, never trained
+        if sum(x) > 30 and n % 3 == 0:  # recorded as searchkit does: pruned, never trained
             trial.set_user_attr(trial_attrs.INFEASIBLE_KEY, True)
             study.tell(trial, state=TrialState.PRUNED)
             kinds["flag"] += 1
-        elif sum(x) > 30:  # a constraint value > 0 and a tempting objective
+        elif sum(x) > 30 and n % 3 == 1:  # a constraint value > 0, a tempting objective
             trial.set_user_attr(trial_attrs.CONSTRAINTS_KEY, [sum(x) - 30.0])
             frozen = study.tell(trial, 1000.0)
             assert trial_attrs.optuna_constraints(frozen) == [sum(x) - 30.0]
             kinds["constraint"] += 1
+        elif sum(x) > 30:  # Optuna's own record of a constraint (Optuna >= 5)
+            if hasattr(trial, "set_constraint"):
+                trial.set_constraint("sum", sum(x) - 30.0)
+            else:
+                trial_attrs.set_system_attr(study, trial._trial_id, "constraints", [sum(x) - 30.0])
+            study.tell(trial, 1000.0)
+            kinds["optuna"] += 1
         else:
             study.tell(trial, -float(sum((a - b) ** 2 for a, b in zip(x, target))))
         sources = [s for s in sampler.colony(study) if s["trial_number"] is not None]
@@ -230,7 +237,7 @@ def test_infeasible_trials_never_become_the_best_source():
         for s in sources:
             held = trials_of(study)[s["trial_number"]].params
             assert s["feasible"] == (sum(held.values()) <= 30)
-    assert kinds["flag"] >= 3 and kinds["constraint"] >= 3
+    assert min(kinds["flag"], kinds["constraint"], kinds["optuna"]) >= 3
 
 
 # --- persistence ---------------------------------------------------------------------------
@@ -318,13 +325,17 @@ def test_four_trials_in_flight():
     study = study_with(sampler)
     objective = toy([2, 8, 6, 4, 10, 1])
     in_flight = collections.deque()
-    asked = 0
+    asked = early_onlookers = 0
     while asked < total or in_flight:
         while asked < total and len(in_flight) < 4:
             trial = study.ask()
-            in_flight.append((trial, objective(trial)))
+            bee = role_of(trial_attrs.get_trial(study, trial._trial_id))
+            # Wait-free: onlookers start while the cycle's employed bees are still out.
+            early_onlookers += bee["phase"] == "onlooker" and bee["slot"] == 0 and any(
+                r["phase"] == "employed" and r["cycle"] == bee["cycle"] for _, _, r in in_flight)
+            in_flight.append((trial, objective(trial), bee))
             asked += 1
-        trial, value = in_flight.popleft()
+        trial, value, _ = in_flight.popleft()
         if trial.number % 9 == 4:
             study.tell(trial, state=TrialState.FAIL)
         elif trial.number % 9 == 7:
@@ -335,6 +346,7 @@ def test_four_trials_in_flight():
 
     trials = study.trials
     assert all(t.state.is_finished() for t in trials) and len(trials) == total
+    assert early_onlookers >= 3
     issued = [t for t in trials if "reissue_of" not in role_of(t)]
     assert [slot_key(t) for t in issued] == sorted(slot_key(t) for t in issued)  # ABC order
     failed = [t.number for t in trials if t.state == TrialState.FAIL]
@@ -369,6 +381,15 @@ def test_abc_beats_random_search_on_a_toy_problem():
 # --- helpers this strategy relies on ---------------------------------------------------
 
 
+def test_onlooker_probabilities_are_defined_for_any_fitness():
+    from searchkit.strategies.abc import _rfit
+
+    assert _rfit([(1, 90.0), (1, 45.0)]) == pytest.approx([1.0, 0.55])  # ABCPruner's formula
+    assert _rfit([(1, -10.0), (1, -20.0), (1, -15.0)]) == pytest.approx([1.0, 0.1, 0.55])
+    assert _rfit([(1, 0.0), (1, 0.0)]) == [1.0, 1.0]  # max_fit == 0: uniform
+    assert _rfit([(1, 3.0), (0, -2.0), None]) == pytest.approx([1.0, 0.1, 0.1])
+
+
 def test_trial_attrs_store_json_and_read_constraints():
     study = optuna.create_study()
     trial = study.ask()
@@ -385,13 +406,15 @@ def test_trial_attrs_store_json_and_read_constraints():
 
 def test_optuna_builtin_factories():
     tpe = make_tpe(seed=0, n_startup_trials=3)
-    assert tpe._multivariate and tpe._constant_liar and tpe._n_startup_trials == 3
-    assert tpe._constraints_func is trial_attrs.stored_constraints
+    inner = tpe.inner
+    assert inner._multivariate and inner._constant_liar and inner._n_startup_trials == 3
     study = study_with(tpe)
     for n in range(8):
         trial = study.ask()
         x = keeps(trial, 3)
-        trial.set_user_attr(trial_attrs.CONSTRAINTS_KEY, [sum(x) - 20.0])
+        trial.set_constraint("sum", sum(x) - 20.0)  # read by TPE itself (Optuna 5)
         study.tell(trial, -float(sum(x)))
-    assert all(trial_attrs.optuna_constraints(t) for t in study.trials)
-    assert isinstance(make_random(seed=0, constraints_func=None), optuna.samplers.RandomSampler)
+    assert all(t.constraints for t in study.trials)
+    assert isinstance(make_random(seed=0).inner, optuna.samplers.RandomSampler)
+    with pytest.raises(TypeError):
+        make_tpe(seed=0, no_such_option=1)

@@ -1,7 +1,13 @@
-"""Optuna's TPE and random samplers, configured the way searchkit runs them.
+"""Optuna's TPE and random samplers, made resume-exact the way searchkit runs them.
 
-Both take the same keyword-only style as :class:`searchkit.strategies.abc.ABCSampler`
-(``seed=``, ``constraints_func=``), so the registry can build any strategy the same way.
+Optuna's samplers draw from one RNG stream that lives only in memory, so a study that is
+stopped and opened again by a new process proposes other candidates than an uninterrupted
+run would. :class:`PerTrialSeeded` fixes that without touching any private state: it builds
+a fresh inner sampler for every trial, seeded from ``(seed, trial.number)``. TPE and random
+keep no other state (TPE re-reads the study's trials each time), so nothing is lost.
+
+Constraints need no callback: searchkit records them with ``trial.set_constraint``, which
+Optuna 5's TPE reads by itself.
 
 Example:
     >>> import optuna
@@ -15,66 +21,100 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable
 from typing import Any
 
-from optuna.samplers import RandomSampler, TPESampler
-from optuna.trial import FrozenTrial
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.trial import FrozenTrial, TrialState
 
-from searchkit.trial_attrs import stored_constraints
 
-ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
+def trial_seed(seed: int | None, number: int) -> int | None:
+    """A 32-bit seed derived from ``(seed, trial number)``; ``None`` stays unseeded."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([int(seed), int(number)]).generate_state(1)[0])
 
 
-def make_tpe(
-    *,
-    seed: int | None = None,
-    constraints_func: ConstraintsFunc | None = None,
-    n_startup_trials: int = 10,
-    **kw: Any,
-) -> TPESampler:
-    """A multivariate TPE with the constant liar, so trials in flight don't collide.
+class PerTrialSeeded(BaseSampler):
+    """Wraps a stateless-but-for-its-RNG Optuna sampler so trial ``n`` always draws from
+    the RNG ``(seed, n)``: interrupted and resumed studies continue exactly."""
+
+    def __init__(self, factory: Callable[[int | None], BaseSampler], seed: int | None):
+        self._factory = factory
+        self._seed = seed
+        self._by_trial: dict[int, BaseSampler] = {}
+        self._lock = threading.Lock()
+        self._default = factory(seed)
+
+    def _inner(self, number: int) -> BaseSampler:
+        with self._lock:
+            if number not in self._by_trial:
+                self._by_trial[number] = self._factory(trial_seed(self._seed, number))
+            return self._by_trial[number]
+
+    @property
+    def inner(self) -> BaseSampler:
+        """A sampler as the factory builds it (for inspection)."""
+        return self._default
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._inner(trial.number).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._inner(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self._inner(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._inner(trial.number).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        inner = self._inner(trial.number)
+        try:
+            inner.after_trial(study, trial, state, values)
+        finally:
+            with self._lock:
+                self._by_trial.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:  # the seed is the identity of the run; nothing to reseed
+        pass
+
+
+def make_tpe(*, seed: int | None = None, n_startup_trials: int = 10, **kw: Any) -> PerTrialSeeded:
+    """Multivariate TPE with the constant liar (so trials in flight don't collide).
 
     Args:
-        seed: Seed of the sampler.
-        constraints_func: ``FrozenTrial -> floats`` (``<= 0`` feasible); ``None`` means
-            :func:`searchkit.trial_attrs.stored_constraints`, which reads the
-            ``searchkit:constraints`` user attr (and the ``searchkit:infeasible`` flag).
+        seed: Seed of the run; trial ``n`` samples with ``(seed, n)``.
         n_startup_trials: Random trials before TPE starts modelling.
         **kw: Any other :class:`optuna.samplers.TPESampler` argument (these override
             ``multivariate=True`` and ``constant_liar=True`` too).
 
-    Optuna 5 deprecates ``constraints_func`` in favour of ``Trial.set_constraint``. TPE
-    reads both, and searchkit still stores constraints as user attrs, so the
-    ``FutureWarning`` about it is silenced here (and only here).
-
     Example:
-        >>> make_tpe(seed=1, n_startup_trials=20)._n_startup_trials
+        >>> make_tpe(seed=1, n_startup_trials=20).inner._n_startup_trials
         20
     """
-    options: dict[str, Any] = {"multivariate": True, "constant_liar": True}
-    options.update(kw)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*constraints_func", category=FutureWarning)
-        return TPESampler(
-            seed=seed,
-            n_startup_trials=n_startup_trials,
-            constraints_func=constraints_func or stored_constraints,
-            **options,
-        )
+    if int(n_startup_trials) < 0:
+        raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials}")
+    options: dict[str, Any] = {"multivariate": True, "constant_liar": True, **kw}
+    probe = TPESampler(seed=0, n_startup_trials=n_startup_trials, **options)  # bad kwargs fail here, once
+    del probe
+    return PerTrialSeeded(lambda s: TPESampler(seed=s, n_startup_trials=n_startup_trials, **options), seed)
 
 
-def make_random(
-    *, seed: int | None = None, constraints_func: ConstraintsFunc | None = None, **kw: Any
-) -> RandomSampler:
+def make_random(*, seed: int | None = None, **kw: Any) -> PerTrialSeeded:
     """Uniform random sampling (the baseline every strategy is compared against).
 
-    ``constraints_func`` is accepted so that all strategies share one signature; random
-    sampling does not use constraints.
-
     Example:
-        >>> make_random(seed=0).__class__.__name__
+        >>> make_random(seed=0).inner.__class__.__name__
         'RandomSampler'
     """
-    return RandomSampler(seed=seed, **kw)
+    RandomSampler(seed=0, **kw)
+    return PerTrialSeeded(lambda s: RandomSampler(seed=s, **kw), seed)
