@@ -77,8 +77,10 @@ class BaseConfig:
 class FinetuneConfig:
     epochs: float = 1.0
     max_batches: int | None = None
-    batch_size: int = 64
-    lr: float = 0.01
+    # NOTE: small batches: one epoch of the digits train split is then 36 steps, enough to
+    # recover most of a pruned ResNet-56's accuracy (64/0.01 gave 0.69 vs 0.92 val).
+    batch_size: int = 32
+    lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 5e-4
     optimizer: str = "sgd"
