@@ -248,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("searchkit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RuntimeError as exc:
+        from searchkit.search import RepeatedFailures
+        if isinstance(exc, RepeatedFailures):
+            print(f"searchkit: error: {exc}", file=sys.stderr)
+            return 1
+        raise
     except Exception as exc:  # one line for known user errors, traceback for bugs
         if _is_user_error(exc):
             print(f"searchkit: error: {exc}", file=sys.stderr)

@@ -149,6 +149,10 @@ VALID = {
 }
 
 
+# Strategies whose fitness is a single number (see their docs for why).
+SINGLE_OBJECTIVE_ALGOS = ("abc",)
+
+
 def _to_plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}
@@ -354,9 +358,15 @@ def _validate(cfg: RunConfig) -> None:
                 raise ConfigError(f"{path}={item} is not valid{hint} (choices: {', '.join(allowed)})")
     if not cfg.objectives or cfg.objectives[0] != "accuracy":
         raise ConfigError("objectives must start with accuracy, e.g. objectives=[accuracy,flops]")
-    if len(cfg.objectives) > 1:
-        raise ConfigError("multi-objective search (objectives=[accuracy,...]) is not available yet; "
-                          "use objectives=[accuracy] with constraint.flops=/constraint.params=")
+    if len(cfg.objectives) > 1 and cfg.pruner != "none":
+        raise ConfigError("pruners stop single-objective trials only; drop pruner= for "
+                          f"objectives=[{','.join(cfg.objectives)}]")
+    if len(set(cfg.objectives)) != len(cfg.objectives):
+        raise ConfigError(f"objectives must not repeat, got {list(cfg.objectives)}")
+    if len(cfg.objectives) > 1 and cfg.algo.name in SINGLE_OBJECTIVE_ALGOS:
+        raise ConfigError(f"algo={cfg.algo.name} searches one objective; for objectives="
+                          f"[{','.join(cfg.objectives)}] use algo=ga, nsga2, tpe or random "
+                          "(or keep one objective and bound the others with constraint.*)")
     keep = cfg.space.keep
     if not keep or any(not 0 < k <= 1 for k in keep) or list(keep) != sorted(set(keep)):
         raise ConfigError(f"space.keep must be increasing fractions in (0, 1], got {list(keep)}")

@@ -53,8 +53,10 @@ def select_trials(study: optuna.Study, top: int | str = 1, trial: int | None = N
         raise ExportError(f"study '{study.study_name}' has no completed candidates to export yet")
     if top == "all":
         return ranked
+    if top == "pareto":
+        return st.pareto_trials(study)
     if not isinstance(top, int) or top < 1:
-        raise ConfigError(f"top must be a positive number or 'all', got {top!r}")
+        raise ConfigError(f"top must be a positive number, 'pareto' or 'all', got {top!r}")
     return ranked[:top]
 
 

@@ -63,6 +63,8 @@ STRATEGIES = Registry("algo", {
     "abc": "searchkit.strategies.abc:ABCSampler",
     "tpe": "searchkit.strategies.optuna_builtin:make_tpe",
     "random": "searchkit.strategies.optuna_builtin:make_random",
+    "ga": "searchkit.strategies.ga:GASampler",
+    "nsga2": "searchkit.strategies.optuna_builtin:make_nsga2",
 })
 
 MODELS = Registry("model", {

@@ -45,6 +45,13 @@ from searchkit.registry import STRATEGIES
 log = logging.getLogger("searchkit")
 
 
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+class RepeatedFailures(RuntimeError):
+    """Several candidates in a row raised: the setup, not the candidates, is broken."""
+
+
 class SearchInterrupted(Exception):
     """Ctrl-C: the in-flight trial was re-queued; the study is intact."""
 
@@ -117,6 +124,7 @@ class Driver:
         sampler = make_sampler(self.cfg)
         self.study = st.open_study(self.cfg, sampler=sampler, pruner=make_pruner(self.cfg))
         self.created = not existed
+        self._failures: list[str] = []
         self._record_base()
         self.store = optuna.artifacts.FileSystemArtifactStore(_mkdir(artifact_dir(self.cfg)))
 
@@ -124,7 +132,10 @@ class Driver:
         costs = self.ctx.space.base_costs()
         info = {"model": self.cfg.space.model, "path": self.ctx.base_path,
                 "accuracy": self.ctx.base_accuracy, "flops": costs.flops, "params": costs.params,
-                "units": len(self.ctx.space.units)}
+                "units": len(self.ctx.space.units),
+                "unit_names": [u.name for u in self.ctx.space.units],
+                "base_widths": [u.channels for u in self.ctx.space.units],
+                "input_size": list(self.ctx.space.input_size)}
         if Path(self.ctx.base_path).is_file():
             info["sha256"] = file_sha256(self.ctx.base_path)
         old = self.study.user_attrs.get(st.BASE_KEY)
@@ -230,6 +241,19 @@ class Driver:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.warning("trial %d failed: %s", trial.number, reason)
             self._fail(trial, reason, requeue=False)
+            self._failures.append(reason)
+            if len(self._failures) >= MAX_CONSECUTIVE_FAILURES:
+                raise RepeatedFailures(
+                    f"{len(self._failures)} candidates in a row failed (last: {reason}); "
+                    "the search stopped - see the study's failed trials") from None
+            return
+        self._failures.clear()
+
+    def _values(self, acc: float, attrs: dict) -> float | list[float]:
+        """The study's objective values: accuracy, then the costs named in ``objectives``."""
+        if len(self.cfg.objectives) == 1:
+            return acc
+        return [acc] + [float(attrs[name]) for name in self.cfg.objectives[1:]]
 
     def _fail(self, trial: optuna.Trial, reason: str, *, requeue: bool) -> None:
         trial.set_user_attr(st.FAIL_REASON, reason)
@@ -238,7 +262,11 @@ class Driver:
             st.requeue(self.study, frozen)
 
     def _train(self, trial: optuna.Trial, genome: dict) -> None:
+        multi = len(self.cfg.objectives) > 1
+
         def report(step: int, value: float) -> bool:
+            if multi:  # Optuna keeps intermediate values for single-objective studies only
+                return False
             trial.report(value, step)
             return trial.should_prune()
 
@@ -259,7 +287,7 @@ class Driver:
         best = self._best_value()
         if self.cfg.artifacts == "all" or (self.cfg.artifacts == "best" and (best is None or acc > best)):
             self._save_weights(trial, model)
-        self.study.tell(trial, acc)
+        self.study.tell(trial, self._values(acc, trial.user_attrs))
         self._progress(trial.number, acc, metrics, best, trial.user_attrs.get("flops_ratio", float("nan")))
 
     def _progress(self, number: int, acc: float, metrics: dict, best: float | None, ratio: float) -> None:

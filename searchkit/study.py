@@ -312,6 +312,21 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(done, key=lambda t: (-t.values[0], t.user_attrs.get(FLOPS, 0), t.number))
 
 
+def pareto_trials(study: optuna.Study, objectives: tuple[str, ...] = ("accuracy", "flops")) -> list[FrozenTrial]:
+    """Non-dominated trained trials: accuracy up, each named cost down; one per archid.
+
+    Read from user attrs, so single- and multi-objective studies give the same front.
+    """
+    def key(t: FrozenTrial) -> tuple[float, ...]:
+        return (-t.values[0],) + tuple(float(t.user_attrs[name]) for name in objectives[1:])
+
+    pool = {t.user_attrs[ARCHID]: t for t in reversed(ranked_trials(study))}
+    points = [(key(t), t) for t in pool.values()]
+    front = [t for k, t in points
+             if not any(all(a <= b for a, b in zip(o, k)) and o != k for o, _ in points)]
+    return sorted(front, key=lambda t: (-t.values[0], t.user_attrs.get(FLOPS, 0)))
+
+
 def counts_by_state(study: optuna.Study) -> dict[str, int]:
     out: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):

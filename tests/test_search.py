@@ -84,3 +84,24 @@ def test_study_holds_everything(workdir):
     for key in ("genome", "archid", "flops", "params", "val_accuracy", "kept_indices"):
         assert key in t.user_attrs
     assert len(t.user_attrs["genome"]["keep"]) == 9
+
+
+def test_multi_objective_front_and_pareto_export(workdir):
+    from searchkit.export import export_study
+    out = run_search(cfg_of("algo=nsga2", "objectives=[accuracy,flops]", "trials=4", "constraint.flops=1.0",
+                            "algo.population_size=4"), quiet=True)
+    assert out.study.directions[1].name == "MINIMIZE"
+    for t in st.evaluated_trials(out.study):
+        assert t.values[1] == t.user_attrs["flops"]
+    front = st.pareto_trials(out.study)
+    assert front
+    for a in front:  # nothing on the front is dominated by any trained trial
+        for b in st.ranked_trials(out.study):
+            assert not (b.values[0] >= a.values[0] and b.user_attrs["flops"] < a.user_attrs["flops"])
+    folders = export_study(out.study.study_name, out.config.storage, out=workdir / "exp", top="pareto")
+    assert len(folders) == len(front)
+
+
+def test_abc_refuses_multi_objective():
+    with pytest.raises(ConfigError, match="searches one objective"):
+        load_config(["algo=abc", "objectives=[accuracy,flops]"])

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 
@@ -118,3 +118,14 @@ def make_random(*, seed: int | None = None, **kw: Any) -> PerTrialSeeded:
     """
     RandomSampler(seed=0, **kw)
     return PerTrialSeeded(lambda s: RandomSampler(seed=s, **kw), seed)
+
+
+def make_nsga2(*, seed: int | None = None, population_size: int = 20, **kw: Any) -> PerTrialSeeded:
+    """Optuna's NSGA-II (generations kept in trial system attrs by Optuna itself).
+
+    Example:
+        >>> make_nsga2(seed=0, population_size=8).inner.__class__.__name__
+        'NSGAIISampler'
+    """
+    NSGAIISampler(seed=0, population_size=population_size, **kw)
+    return PerTrialSeeded(lambda s: NSGAIISampler(seed=s, population_size=population_size, **kw), seed)
