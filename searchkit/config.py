@@ -106,6 +106,9 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
     objectives: tuple[str, ...] = ("accuracy",)
+    # Let strategies repair proposals that break a constraint (cheap cost check, no model);
+    # false: record such proposals as infeasible instead.
+    repair: bool = True
     # Evaluated (trained) candidates the study should hold when the search ends.
     trials: int = 20
     # Bound on candidates asked in total (infeasible and duplicate ones included), per trial budget.

@@ -238,9 +238,11 @@ def _export_command(s: _Summary, number: int) -> str:
 # --- figures -----------------------------------------------------------------------------
 
 
-def _fig_html(fig, div_id: str, height: int) -> str:
-    fig.update_layout(height=height, margin=dict(l=60, r=20, t=50, b=50), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+def _fig_html(fig, div_id: str, height: int, legend_y: float = 1.02) -> str:
+    # The legend sits above the plots (above subplot titles when there are some: legend_y > 1.02).
+    fig.update_layout(height=height, margin=dict(l=60, r=20, t=40 + int(600 * (legend_y - 1)), b=50),
+                      template="plotly_white",
+                      legend=dict(orientation="h", yanchor="bottom", y=legend_y, x=0))
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        default_width="100%", default_height=f"{height}px",
                        config={"displaylogo": False, "responsive": True})
@@ -304,7 +306,7 @@ def _history_figure(s: _Summary) -> str:
     fig.update_yaxes(title_text="val accuracy", row=1, col=1)
     fig.update_yaxes(title_text="FLOPs / base", tickformat=".0%", row=2, col=1)
     fig.update_xaxes(title_text="trial number", row=2, col=1)
-    return _fig_html(fig, "plot-history", 560)
+    return _fig_html(fig, "plot-history", 600, legend_y=1.08)
 
 
 def _pareto_figure(s: _Summary) -> str:
@@ -328,7 +330,7 @@ def _pareto_figure(s: _Summary) -> str:
         fr = pts.set_index("number").loc[front].reset_index() if front else pts.iloc[:0]
         fig.add_trace(go.Scatter(x=fr[cost], y=fr.accuracy, mode="lines+markers+text", name="Pareto-optimal",
                                  legendgroup="pareto", showlegend=first, line=dict(color=RED, shape="hv"),
-                                 marker=dict(color=RED, size=10), text=[f"#{n}" for n in fr.number],
+                                 marker=dict(color=RED, size=10), text=_sparse_labels(list(fr.number), s.best),
                                  textposition="top left", textfont=dict(color=RED),
                                  hovertext=[_hover(r) for r in fr.itertuples()], hoverinfo="text"), row=1, col=col)
         if s.best is not None:
@@ -349,7 +351,14 @@ def _pareto_figure(s: _Summary) -> str:
                           annotation_text=f"{cost} bound {_si(bound)}", annotation_position="top left")
         fig.update_xaxes(title_text=title, tickformat=".3~s", rangemode="tozero", row=1, col=col)
     fig.update_yaxes(title_text="val accuracy", row=1, col=1)
-    return _fig_html(fig, "plot-pareto", 480)
+    return _fig_html(fig, "plot-pareto", 520, legend_y=1.1)
+
+
+def _sparse_labels(numbers: list[int], best: int | None, most: int = 8) -> list[str]:
+    """``#N`` labels for at most ``most`` points of a front (ends and the best always), so they stay legible."""
+    step = max(1, math.ceil(len(numbers) / most))
+    return [f"#{n}" if i % step == 0 or i == len(numbers) - 1 or n == best else ""
+            for i, n in enumerate(numbers)]
 
 
 def _kept(keep: list[float], widths: list[int]) -> list[int]:
@@ -423,15 +432,17 @@ def _widths_section(s: _Summary) -> str:
         name = f"#{k} ({tag}, acc {_acc(row.accuracy[k])}, {_pct(row.flops_ratio[k])} FLOPs)"
         fig.add_trace(go.Bar(x=labels, y=values[k], name=name, marker_color=palette[i % len(palette)]))
     if channels:
-        title, ytitle = "Kept channels per prunable unit", "channels"
+        ytitle = "channels"
+        note = ("Kept channels per prunable unit" + (", against the base widths (grey)" if base_widths else "")
+                + ", for the best and the Pareto-optimal architectures.")
     else:
-        title, ytitle = "Preserved fraction of channels per prunable unit", "kept / base"
+        ytitle = "kept / base"
         fig.add_hline(y=1.0, line=dict(color=GREY, dash="dash"), annotation_text="base (100%)")
-    fig.update_layout(barmode="group", title=title, bargap=0.25)
+        note = ("Preserved fraction of channels per prunable unit, for the best and the Pareto-optimal "
+                "architectures (unit names and base widths are not stored in this study).")
+    fig.update_layout(barmode="group", bargap=0.25)
     fig.update_yaxes(title_text=ytitle, tickformat=".0%" if not channels else None)
-    note = "" if channels else ("<p class='note'>Unit names and base widths are not stored in this study, "
-                                "so the chart shows the preserved fraction per unit.</p>")
-    return _fig_html(fig, "plot-widths", 460) + note
+    return f"<p class='note'>{_e(note)}</p>" + _fig_html(fig, "plot-widths", 460)
 
 
 def _genome_table(s: _Summary, numbers: list[int], genomes: dict[int, Any]) -> str:
@@ -582,7 +593,7 @@ def _pick_section(s: _Summary) -> str:
                 f"{_e(_reduction(b.flops_ratio))}, params {_e(_pct(b.params_ratio))} of base. "
                 f"<code>{_e(_export_command(s, s.best))}</code>")
     rows = []
-    front = s.pareto_flops or [s.best]
+    front = list(reversed(s.pareto_flops)) or [s.best]  # most accurate (the best) first
     for k in front:
         r = row.loc[k]
         cls = "best" if k == s.best else "pareto"
@@ -594,8 +605,9 @@ def _pick_section(s: _Summary) -> str:
              "<th>FLOPs</th><th>params / base</th><th>params</th><th class='l'>export</th></tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table>")
     return (f"<div class='pick'><h2>Which to pick</h2><div class='headline'>{headline}</div>"
-            f"<p class='note'>Pareto-optimal architectures (accuracy vs FLOPs), cheapest first — each is "
-            f"the most accurate one found at its FLOPs or fewer:</p>{table}</div>")
+            f"<p class='note'>Pareto-optimal architectures (accuracy vs FLOPs), most accurate first — each is "
+            f"the most accurate one found at its FLOPs or fewer; go down the list for a smaller "
+            f"model:</p>{table}</div>")
 
 
 def _trial_table(s: _Summary) -> str:
@@ -614,14 +626,17 @@ def _trial_table(s: _Summary) -> str:
             flags.append(f"duplicate of #{int(r.duplicate_of)}")
         if r.label == "PRUNED" and r.evaluated:
             flags.append("stopped early")
-        if r.fail_reason:
-            flags.append(str(r.fail_reason))
+        if isinstance(r.fail_reason, str) and r.fail_reason:
+            flags.append(r.fail_reason)
+        if r.number == s.best:
+            flags.append("best")
         if r.number in pareto:
             flags.append("Pareto")
+        archid_ = r.archid if isinstance(r.archid, str) else ""
         cells = [
             (r.number, f"#{r.number}"), (r.label, r.label.lower()), (r.accuracy, _acc(r.accuracy)),
             (r.flops, _si(r.flops)), (r.flops_ratio, _pct(r.flops_ratio)), (r.params, _si(r.params)),
-            (r.params_ratio, _pct(r.params_ratio)), (r.archid or "", r.archid or "–"),
+            (r.params_ratio, _pct(r.params_ratio)), (archid_, archid_ or "–"),
             (r.duration_s, "–" if r.duration_s is None or pd.isna(r.duration_s) else f"{r.duration_s:.1f}"),
             ("; ".join(flags), "; ".join(flags)),
         ]

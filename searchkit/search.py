@@ -41,6 +41,7 @@ from searchkit.evaluate import finetune
 from searchkit.genome import archid
 from searchkit.progress import bar
 from searchkit.registry import STRATEGIES
+from searchkit.strategies.feasibility import FeasibilityHint, attach
 
 log = logging.getLogger("searchkit")
 
@@ -122,11 +123,20 @@ class Driver:
         # strategy options) is checked before the study is created or touched.
         self.ctx = SearchContext.build(self.cfg, quiet=quiet)
         sampler = make_sampler(self.cfg)
+        attach(sampler, self._hint())
         self.study = st.open_study(self.cfg, sampler=sampler, pruner=make_pruner(self.cfg))
         self.created = not existed
         self._failures: list[str] = []
         self._record_base()
         self.store = optuna.artifacts.FileSystemArtifactStore(_mkdir(artifact_dir(self.cfg)))
+
+    def _hint(self) -> FeasibilityHint | None:
+        """A model-free feasibility check for samplers that repair proposals."""
+        space, ctx = self.ctx.space, self.ctx
+        if not self.cfg.repair or not ctx.limits or not hasattr(space, "distributions"):
+            return None
+        return FeasibilityHint(space.distributions(),
+                               lambda p: all(v <= 0 for v in ctx.violations(space.costs(space.genome_of(p))).values()))
 
     def _record_base(self) -> None:
         costs = self.ctx.space.base_costs()

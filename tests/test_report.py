@@ -5,6 +5,7 @@ The study is made without training: trials carry the same attributes the driver 
 """
 
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -59,9 +60,10 @@ def make_study(tmp_path, name="demo", *, trained=12, base=BASE, multi=False, ext
     first = None
     for i in range(trained):
         trial = study.ask()
-        keep = [choices[(i * 3 + j * (i + 1)) % len(choices)] for j in range(9)]
+        rng = random.Random(i)
+        keep = [rng.choice(choices) for _ in range(9)]
         genome, ratio = _priced(trial, keep)
-        acc = round(0.6 + 0.4 * ratio + 0.02 * ((i * 7) % 5) / 5, 4)
+        acc = round(0.9 - 0.5 * (0.55 - ratio) ** 1.5 + rng.uniform(-0.015, 0.015), 4)
         trial.set_user_attr("searchkit:evaluated", True)
         trial.set_user_attr("val_accuracy", acc)
         trial.set_user_attr("seconds", 1.5)
@@ -205,11 +207,30 @@ def test_files_and_tables(demo):
     assert len(pareto) > 0
 
 
+CLICK_SORT = """<script>
+window.addEventListener('load', function(){
+  var th = document.querySelectorAll('#trials th')[2];  // accuracy
+  th.click(); th.click();  // second click: descending
+  var out = document.createElement('div'); out.id = 'sorted';
+  out.textContent = Array.prototype.map.call(document.querySelectorAll('#trials tbody tr'),
+      function(r){ return r.cells[0].dataset.v; }).join(',');
+  document.body.appendChild(out);
+});
+</script>"""
+
+
 @needs_chromium
 def test_renders_without_errors_and_screenshot(demo):
-    tmp, _, page = demo
-    dom, plots = render(tmp, page)
+    tmp, study, page = demo
+    probe = page.with_name("probe.html")  # the page plus a script that clicks a column header
+    probe.write_text(page.read_text().replace("</body>", CLICK_SORT + "</body>"))
+    dom, plots = render(tmp, probe)
     assert set(plots) == {"plot-history", "plot-pareto", "plot-widths"}
+    order = [int(n) for n in re.search(r'<div id="sorted">([^<]*)</div>', dom).group(1).split(",")]
+    accuracy = {t.number: t.user_attrs.get("val_accuracy") for t in study.get_trials()}
+    ranked = [accuracy[n] for n in order if accuracy[n] is not None]
+    assert ranked == sorted(ranked, reverse=True) and len(order) == len(accuracy)
+    assert all(accuracy[n] is None for n in order[len(ranked):])  # no accuracy sorts last
     shot = tmp / "report.png"
     chromium(tmp, page, f"--screenshot={shot}", "--window-size=1400,2400", "--hide-scrollbars")
     assert shot.stat().st_size > 50_000

@@ -31,7 +31,7 @@ def test_search_budget_and_continue(workdir):
 
 
 def test_infeasible_candidates_are_recorded_not_trained(workdir):
-    out = run_search(cfg_of("algo=random", "trials=3", "constraint.flops=0.4"), quiet=True)
+    out = run_search(cfg_of("algo=random", "trials=3", "constraint.flops=0.4", "repair=false"), quiet=True)
     trials = out.study.get_trials()
     infeasible = [t for t in trials if t.user_attrs.get(st.INFEASIBLE)]
     assert infeasible, "random search under a 40% FLOPs bound should propose some infeasible genomes"
@@ -105,3 +105,16 @@ def test_multi_objective_front_and_pareto_export(workdir):
 def test_abc_refuses_multi_objective():
     with pytest.raises(ConfigError, match="searches one objective"):
         load_config(["algo=abc", "objectives=[accuracy,flops]"])
+
+
+@pytest.mark.parametrize("algo", ["abc", "tpe", "random"])
+def test_tight_constraint_proposals_are_repaired(workdir, algo):
+    """At 30% of the base's FLOPs almost no uniform draw is feasible: strategies repair
+    proposals with the space's cost check instead of burning trials on infeasible ones."""
+    out = run_search(cfg_of(f"algo={algo}", "trials=3", "constraint.flops=0.3", "algo.n_startup_trials=1"
+                            if algo == "tpe" else "seed=0"), quiet=True)
+    assert out.evaluated == 3
+    assert not [t for t in out.study.get_trials() if t.user_attrs.get(st.INFEASIBLE)]
+    base = out.context.space.base_costs().flops
+    ratios = [t.user_attrs["flops"] / base for t in st.evaluated_trials(out.study)]
+    assert all(0.15 < r <= 0.3 for r in ratios), ratios  # repaired to just inside the bound

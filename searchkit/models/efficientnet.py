@@ -99,7 +99,7 @@ def scale_stage_depth(repeats: list[int], depth_multiplier: float,
 
     Example:
         >>> scale_stage_depth([3], 1.2), scale_stage_depth([2], 1.25), scale_stage_depth([1, 3], 1.5)
-        ([4], [2], [1, 5])
+        ([4], [2], [2, 4])
     """
     import math
     num_repeat = sum(repeats)

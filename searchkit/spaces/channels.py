@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from optuna.distributions import IntDistribution
 from torch import nn
 
 from searchkit.config import SpaceConfig
@@ -50,10 +51,19 @@ class ChannelSpace:
     def param_name(i: int) -> str:
         return f"keep_{i:03d}"
 
+    def distributions(self) -> dict[str, IntDistribution]:
+        """The Optuna distributions ``suggest`` draws from (for strategies that repair)."""
+        n = len(self.choices)
+        return {self.param_name(i): IntDistribution(1, n) for i in range(len(self.units))}
+
     def suggest(self, trial: optuna.Trial) -> Genome:
         n = len(self.choices)
         idx = [trial.suggest_int(self.param_name(i), 1, n) for i in range(len(self.units))]
         return self.genome([self.choices[j - 1] for j in idx])
+
+    def genome_of(self, params: dict[str, Any]) -> Genome:
+        """The genome that ``suggest`` would return for these params."""
+        return self.genome([self.choices[params[self.param_name(i)] - 1] for i in range(len(self.units))])
 
     def genome(self, keep: list[float]) -> Genome:
         if len(keep) != len(self.units):

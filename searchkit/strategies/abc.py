@@ -199,6 +199,7 @@ class ABCSampler(optuna.samplers.BaseSampler):
         self._seed = int(np.random.SeedSequence().entropy if seed is None else seed)
         self._constraints_func = constraints_func or trial_attrs.stored_constraints
         self._lock = threading.RLock()
+        self._hint: Any = None
         self._cache: dict[tuple, tuple[int, tuple, _Colony]] = {}  # study -> replayed prefix
         self._spaces: dict[tuple, IntersectionSearchSpace] = {}
         self._ctx: dict[int, tuple[dict, dict]] = {}  # trial id -> (space, params) at ask
@@ -314,12 +315,21 @@ class ABCSampler(optuna.samplers.BaseSampler):
         rng, src, mate = self._rng(trial.number, 1), role["source"], role.get("partner")
         base = colony.vec[src] if 0 <= src < self._n else None
         if not space or role["phase"] in ("init", "scout") or base is None:
-            return space, {n: _random(d, rng) for n, d in space.items()}
-        partner = (colony.vec[mate] if mate is not None and 0 <= mate < self._n else None) or base
-        params, role["dims"] = _mutant(space, base, partner, self._h, rng)
+            params = {n: _random(d, rng) for n, d in space.items()}
+        else:
+            partner = (colony.vec[mate] if mate is not None and 0 <= mate < self._n else None) or base
+            params, role["dims"] = _mutant(space, base, partner, self._h, rng)
+        if self._hint is not None and space == self._hint.space:
+            params = self._hint.repair(params, self._rng(trial.number, 4))
         return space, params
 
+    def set_feasibility(self, hint: Any) -> None:
+        """Repair infeasible proposals with the space's cheap cost check (see feasibility.py)."""
+        self._hint = hint
+
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        if self._hint is not None:
+            return dict(self._hint.space)
         calc = self._spaces.setdefault(self._check(study), IntersectionSearchSpace(True))
         return {n: d for n, d in calc.calculate(study, use_cache=True).items() if not d.single()}
 

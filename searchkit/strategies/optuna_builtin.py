@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution)
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
@@ -49,6 +50,16 @@ class PerTrialSeeded(BaseSampler):
         self._by_trial: dict[int, BaseSampler] = {}
         self._lock = threading.Lock()
         self._default = factory(seed)
+        self._hint: Any = None
+
+    def set_feasibility(self, hint: Any) -> None:
+        """Sample whole vectors over ``hint.space`` and repair infeasible ones (feasibility.py)."""
+        self._hint = hint
+
+    def _rng(self, number: int, stream: int) -> np.random.Generator:
+        if self._seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([int(self._seed), int(number), stream])
 
     def _inner(self, number: int) -> BaseSampler:
         with self._lock:
@@ -65,11 +76,20 @@ class PerTrialSeeded(BaseSampler):
         self._inner(trial.number).before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        if self._hint is not None:
+            return dict(self._hint.space)
         return self._inner(trial.number).infer_relative_search_space(study, trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self._inner(trial.number).sample_relative(study, trial, search_space)
+        params = self._inner(trial.number).sample_relative(study, trial, search_space)
+        if self._hint is None or not search_space:
+            return params
+        # Startup/random phases return nothing relative: draw the whole vector here so it
+        # can be checked and repaired as one.
+        rng = self._rng(trial.number, 1)
+        params = {n: params[n] if n in params else _uniform(d, rng) for n, d in search_space.items()}
+        return self._hint.repair(params, self._rng(trial.number, 2))
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -86,6 +106,19 @@ class PerTrialSeeded(BaseSampler):
 
     def reseed_rng(self) -> None:  # the seed is the identity of the run; nothing to reseed
         pass
+
+
+def _uniform(dist: BaseDistribution, rng: np.random.Generator) -> Any:
+    """One uniform draw from an Optuna distribution (grid-aware)."""
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[int(rng.integers(len(dist.choices)))]
+    if isinstance(dist, IntDistribution):
+        return int(dist.low + dist.step * rng.integers((dist.high - dist.low) // dist.step + 1))
+    if isinstance(dist, FloatDistribution) and dist.step:
+        return float(dist.low + dist.step * rng.integers(round((dist.high - dist.low) / dist.step) + 1))
+    if isinstance(dist, FloatDistribution) and dist.log:
+        return float(np.exp(rng.uniform(np.log(dist.low), np.log(dist.high))))
+    return float(rng.uniform(dist.low, dist.high))
 
 
 def make_tpe(*, seed: int | None = None, n_startup_trials: int = 10, **kw: Any) -> PerTrialSeeded:

@@ -1,0 +1,351 @@
+"""TinyNet space: resolution, depth and width multipliers of EfficientNet-B0 (Han et al. 2020).
+
+The genome is ``{"model": "tinynet", "r": r, "d": d, "w": w}``:
+
+* ``r`` — resolution multiplier of ``reference_size``; the input side is
+  ``max(min_side, int(r * reference_size))`` (timm's / TinyNet's ``int(224 * r)``, which
+  gives the published 192/188/184/152/106; floor, not round). With ``reference_size=224``
+  this is the paper's space; for CPU runs on small images set ``reference_size`` to the
+  data's native side (e.g. 32: ``r=0.5`` -> 16 px). Neighbouring ``r`` values can give the
+  same side when ``reference_size * r_step < 1``; pick ``r_step`` >= ``1/reference_size``
+  to avoid such twin genomes.
+* ``d``, ``w`` — depth and width multipliers of :func:`efficientnet_b0_family` (timm's
+  ``_gen_tinynet`` rules: ``round`` depth truncation, channels divisible by 8, stem 32, head
+  >= 1280).
+
+**In-band sampling (fixed distributions + deterministic repair).** Optuna sees three fixed
+stepped floats ``r``, ``d``, ``w`` (the grids below), so TPE, NSGA-II, random and the
+ABC/GA strategies (``IntersectionSearchSpace``) all see one fixed box. ``suggest`` draws
+all three, then — when ``flops_band`` is set and the draw is outside it — repairs the draw
+to the nearest in-band grid point, in this order of preference (grid-index distance):
+
+1. keep ``r`` and ``d``, move ``w`` (FLOPs are monotone in ``w``, so the in-band ``w``
+   form one interval and the raw ``w`` is clamped into it);
+2. keep ``r``, take the nearest ``d`` that has an in-band ``w``, then clamp ``w``;
+3. take the nearest ``r`` that has any in-band point, then as in 2.
+
+The FLOPs of the whole grid are one ``(n_r, n_d, n_w)`` table computed analytically at
+construction, so a suggestion is a few array look-ups: never a rejection loop. The genome
+records the repaired point; ``trial.params`` keeps the raw draw, so
+``params_of(genome)`` equals ``trial.params`` only when no repair happened. What it always
+guarantees is the enqueue round trip: a trial enqueued with ``params_of(genome)``
+suggests ``genome`` again (repair is idempotent on in-band points).
+
+**Costs** are analytic: per ``(d, w)`` the MACs are a sum ``sum_L coef_L * side_L**2``
+over the stride levels of the network, so ``costs`` is a dot product (cached per
+``(d, w)``), exactly equal to ``count_costs(build(g), input_size_of(g))``.
+
+Options (``config_options``, a plain dict; unknown keys are errors naming the nearest):
+
+==================  =====================  ==============================================
+key                 default                meaning
+==================  =====================  ==============================================
+reference_size      224                    side that ``r = 1`` stands for
+r                   [0.25, 1.0, 0.025]     ``[low, high, step]`` of the ``r`` grid
+d                   [0.25, 1.2, 0.05]      ``[low, high, step]`` of the ``d`` grid
+w                   [0.25, 1.0, 0.05]      ``[low, high, step]`` of the ``w`` grid
+flops_band          null                   ``[lo, hi]`` MACs (inclusive) or null: no repair
+min_side            8                      smallest input side
+dropout             0.2                    classifier dropout of built models
+==================  =====================  ==============================================
+
+Example:
+    >>> space = TinyNetSpace({"reference_size": 224, "flops_band": [90e6, 110e6]}, 1000)
+    >>> g = {"model": "tinynet", "r": 0.825, "d": 0.85, "w": 0.55}
+    >>> space.input_side(g), round(space.costs(g).flops / 1e6)
+    (184, 103)
+    >>> import optuna
+    >>> trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    >>> 90e6 <= space.costs(space.suggest(trial)).flops <= 110e6
+    True
+"""
+
+from __future__ import annotations
+
+import decimal
+import difflib
+import functools
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from torch import nn
+
+from searchkit.costs import Costs
+from searchkit.genome import Genome
+from searchkit.models.efficientnet import (STEM_CHANNELS, block_specs, efficientnet_b0_family,
+                                           head_channels)
+
+MODEL = "tinynet"
+_DEFAULTS: dict[str, Any] = {
+    "reference_size": 224,
+    "r": (0.25, 1.0, 0.025),
+    "d": (0.25, 1.2, 0.05),
+    "w": (0.25, 1.0, 0.05),
+    "flops_band": None,
+    "min_side": 8,
+    "dropout": 0.2,
+}
+_AXES = ("r", "d", "w")
+_N_LEVELS = 6  # index 0: 1x1 rows (SE, classifier); 1..5: after the 5 stride-2 steps
+
+
+class Grid:
+    """One stepped axis, with the exact floats Optuna's stepped ``suggest_float`` returns."""
+
+    def __init__(self, name: str, spec):
+        try:
+            low, high, step = (float(v) for v in spec)
+        except (TypeError, ValueError):
+            raise ValueError(f"tinynet option '{name}' must be [low, high, step], got {spec!r}")
+        # the Decimal test Optuna's FloatDistribution uses, so it never moves ``high``
+        span = decimal.Decimal(str(high)) - decimal.Decimal(str(low))
+        if not (0 < low <= high and step > 0) or span % decimal.Decimal(str(step)) != 0:
+            raise ValueError(f"tinynet option '{name}'={list(spec)}: need 0 < low <= high and "
+                             f"(high - low) a multiple of step")
+        self.name, self.low, self.high, self.step = name, low, high, step
+        self.n = int(span / decimal.Decimal(str(step))) + 1
+        # Optuna's untransform: clip(round(k) * step + low, low, high)
+        self.params = [float(np.clip(k * step + low, low, self.high)) for k in range(self.n)]
+        self.values = [round(v, 6) for v in self.params]
+
+    def index(self, v: float) -> int:
+        return int(np.clip(round((float(v) - self.low) / self.step), 0, self.n - 1))
+
+    def distribution(self) -> optuna.distributions.FloatDistribution:
+        return optuna.distributions.FloatDistribution(self.low, self.high, step=self.step)
+
+
+def _options(config_options: dict | None) -> dict[str, Any]:
+    opts = dict(_DEFAULTS)
+    for key, value in (config_options or {}).items():
+        if key not in _DEFAULTS:
+            near = difflib.get_close_matches(str(key), list(_DEFAULTS), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ValueError(f"unknown tinynet option '{key}'{hint}; "
+                             f"valid: {', '.join(_DEFAULTS)}")
+        opts[key] = value
+    return opts
+
+
+def _conv_out(h: int, k: int, s: int) -> int:
+    return (h + 2 * (((s - 1) + (k - 1)) // 2) - k) // s + 1
+
+
+@functools.lru_cache(maxsize=4096)
+def arch_coefficients(d: float, w: float, num_classes: int,
+                      in_channels: int = 3) -> tuple[tuple[int, ...], int]:
+    """``(coef, params)``: MACs = ``sum(coef[L] * side_L**2)`` (:func:`level_areas`).
+
+    Mirrors :func:`efficientnet_b0_family` layer by layer (conv: ``k*k*cin/groups*cout``
+    per output position; linear ``in*out``); params are all parameters (BN affine
+    included, conv biases only in SE, classifier bias).
+    """
+    coef = [0] * _N_LEVELS
+    params = 0
+
+    def conv(cin, cout, k, groups, level, bias=False):
+        nonlocal params
+        w_ = k * k * (cin // groups) * cout
+        coef[level] += w_
+        params += w_ + (cout if bias else 0)
+
+    def bn(c):
+        nonlocal params
+        params += 2 * c
+
+    conv(in_channels, STEM_CHANNELS, 3, 1, 1)
+    bn(STEM_CHANNELS)
+    level = 1
+    for stage in block_specs(w, d):
+        for b in stage:
+            out_level = level + (1 if b.stride == 2 else 0)
+            if b.kind == "ir":
+                conv(b.in_chs, b.mid_chs, 1, 1, level)
+                bn(b.mid_chs)
+            conv(b.mid_chs, b.mid_chs, b.kernel, b.mid_chs, out_level)
+            bn(b.mid_chs)
+            if b.se_chs:
+                conv(b.mid_chs, b.se_chs, 1, 1, 0, bias=True)
+                conv(b.se_chs, b.mid_chs, 1, 1, 0, bias=True)
+            conv(b.mid_chs, b.out_chs, 1, 1, out_level)
+            bn(b.out_chs)
+            level = out_level
+            last = b.out_chs
+    nf = head_channels(w)
+    conv(last, nf, 1, 1, level)
+    bn(nf)
+    coef[0] += nf * num_classes
+    params += nf * num_classes + num_classes
+    return tuple(coef), params
+
+
+@functools.lru_cache(maxsize=1024)
+def level_areas(side: int) -> tuple[int, ...]:
+    """``(1, h1*h1, ..., h5*h5)``: output positions per stride level for an input side."""
+    out, h = [1], side
+    for _ in range(_N_LEVELS - 1):
+        h = _conv_out(h, 3, 2)  # k3 and k5 stride-2 convs give the same side here
+        out.append(h * h)
+    return tuple(out)
+
+
+class TinyNetSpace:
+    """Resolution/depth/width multipliers of EfficientNet-B0, optionally inside a FLOPs band.
+
+    Args:
+        config_options: plain dict of the options in the module docstring (YAML lists or
+            tuples for the ``[low, high, step]`` grids and the band).
+        num_classes: classifier outputs of built models (and of the cost count).
+        in_channels: input image channels.
+
+    Raises:
+        ValueError: unknown option (naming the nearest), a malformed grid, or a
+            ``flops_band`` that no grid point reaches (the message gives the reachable range).
+    """
+
+    name = "tinynet"
+
+    def __init__(self, config_options: dict | None, num_classes: int, in_channels: int = 3):
+        self.options = _options(config_options)
+        self.num_classes = int(num_classes)
+        self.in_channels = int(in_channels)
+        self.reference_size = int(self.options["reference_size"])
+        self.min_side = int(self.options["min_side"])
+        self.dropout = float(self.options["dropout"])
+        self.grids = {a: Grid(a, self.options[a]) for a in _AXES}
+        band = self.options["flops_band"]
+        self.flops_band = None if band is None else (float(band[0]), float(band[1]))
+        gr, gd, gw = (self.grids[a] for a in _AXES)
+        # FLOPs of every grid point: (n_r, n_d, n_w) = areas(n_r, L) . coef(n_d, n_w, L)
+        areas = np.array([level_areas(self._side(r)) for r in gr.values], dtype=np.int64)
+        coef = np.array([[self._coef(d, w)[0] for w in gw.values] for d in gd.values],
+                        dtype=np.int64)
+        self.flops_grid = np.einsum("rl,dwl->rdw", areas, coef)
+        if self.flops_band is None:
+            self.feasible = np.ones_like(self.flops_grid, dtype=bool)
+        else:
+            lo, hi = self.flops_band
+            if not lo <= hi:
+                raise ValueError(f"flops_band {list(band)}: lo must be <= hi")
+            self.feasible = (self.flops_grid >= lo) & (self.flops_grid <= hi)
+            if not self.feasible.any():
+                raise ValueError(
+                    f"no tinynet grid point has FLOPs in {lo / 1e6:.3g}M..{hi / 1e6:.3g}M; "
+                    f"this grid reaches {self.flops_grid.min() / 1e6:.3g}M.."
+                    f"{self.flops_grid.max() / 1e6:.3g}M (widen the band or the r/d/w grids)")
+
+    # -- geometry -----------------------------------------------------------------------
+    def _side(self, r: float) -> int:
+        # int(r * ref) as timm's int(224 * r); the epsilon keeps 0.3 * 10 from flooring to 2
+        return max(self.min_side, int(float(r) * self.reference_size + 1e-9))
+
+    def input_side(self, genome: Genome) -> int:
+        """Input side of ``genome``: ``max(min_side, int(r * reference_size))``."""
+        return self._side(genome["r"])
+
+    def input_size_of(self, genome: Genome) -> tuple[int, int, int]:
+        """``(in_channels, side, side)`` the genome's model is evaluated (and costed) at."""
+        s = self.input_side(genome)
+        return (self.in_channels, s, s)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """Input size of the base (largest) genome; per genome use :meth:`input_size_of`."""
+        return self.input_size_of(self.base_genome())
+
+    # -- genome <-> params --------------------------------------------------------------
+    def genome(self, r: float, d: float, w: float) -> Genome:
+        return {"model": MODEL, "r": round(float(r), 6), "d": round(float(d), 6),
+                "w": round(float(w), 6)}
+
+    def distributions(self) -> dict[str, optuna.distributions.FloatDistribution]:
+        """The fixed Optuna distributions ``suggest`` draws from."""
+        return {a: g.distribution() for a, g in self.grids.items()}
+
+    def suggest(self, trial: optuna.Trial) -> Genome:
+        """Draw ``r, d, w`` from the fixed grids, then repair into ``flops_band`` (see module doc)."""
+        idx = [self.grids[a].index(trial.suggest_float(a, self.grids[a].low, self.grids[a].high,
+                                                       step=self.grids[a].step))
+               for a in _AXES]
+        return self._genome_at(*self.repair_indices(*idx))
+
+    def repair_indices(self, i: int, j: int, k: int) -> tuple[int, int, int]:
+        """Nearest in-band grid point to indices ``(i, j, k)`` of ``(r, d, w)``."""
+        ok = self.feasible
+        if ok[i, j, k]:
+            return i, j, k
+        if not ok[i].any():
+            rows = np.flatnonzero(ok.any(axis=(1, 2)))
+            i = int(rows[np.argmin(np.abs(rows - i))])
+        if not ok[i, j].any():
+            cols = np.flatnonzero(ok[i].any(axis=1))
+            j = int(cols[np.argmin(np.abs(cols - j))])
+        ks = np.flatnonzero(ok[i, j])
+        return i, j, int(ks[np.argmin(np.abs(ks - k))])
+
+    def repair(self, genome: Genome) -> Genome:
+        """The genome ``suggest`` would give for these (grid-snapped) values."""
+        return self._genome_at(*self.repair_indices(*self._indices(genome)))
+
+    def _indices(self, genome: Genome) -> tuple[int, int, int]:
+        return tuple(self.grids[a].index(genome[a]) for a in _AXES)
+
+    def _genome_at(self, i: int, j: int, k: int) -> Genome:
+        return self.genome(*(self.grids[a].values[n] for a, n in zip(_AXES, (i, j, k))))
+
+    def params_of(self, genome: Genome) -> dict[str, Any]:
+        """Optuna params (exact grid floats) that make ``suggest`` return ``genome``."""
+        self._check(genome)
+        return {a: self.grids[a].params[n] for a, n in zip(_AXES, self._indices(genome))}
+
+    # -- costs --------------------------------------------------------------------------
+    def _coef(self, d: float, w: float) -> tuple[tuple[int, ...], int]:
+        return arch_coefficients(round(float(d), 6), round(float(w), 6), self.num_classes,
+                                 self.in_channels)
+
+    def costs(self, genome: Genome) -> Costs:
+        """MACs and params, equal to ``count_costs(build(genome), input_size_of(genome))``."""
+        coef, params = self._coef(genome["d"], genome["w"])
+        areas = level_areas(self.input_side(genome))
+        return Costs(int(sum(c * a for c, a in zip(coef, areas))), int(params))
+
+    def base_genome(self) -> Genome:
+        """The largest genome of the grids (``r, d, w`` at their highs)."""
+        return self.genome(*(self.grids[a].values[-1] for a in _AXES))
+
+    def min_genome(self) -> Genome:
+        return self.genome(*(self.grids[a].values[0] for a in _AXES))
+
+    def base_costs(self) -> Costs:
+        return self.costs(self.base_genome())
+
+    def min_costs(self) -> Costs:
+        return self.costs(self.min_genome())
+
+    # -- models -------------------------------------------------------------------------
+    def _check(self, genome: Genome) -> None:
+        if genome.get("model") != MODEL:
+            raise ValueError(f"genome is for model {genome.get('model')!r}, space is '{MODEL}'")
+
+    def build(self, genome: Genome, *, seed: int = 0) -> nn.Module:
+        """A freshly initialised model (seeded; the global RNG is left untouched)."""
+        self._check(genome)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return efficientnet_b0_family(float(genome["w"]), float(genome["d"]),
+                                          self.num_classes, self.dropout, self.in_channels)
+
+    def describe(self, genome: Genome) -> dict[str, Any]:
+        stages = block_specs(float(genome["w"]), float(genome["d"]))
+        c = self.costs(genome)
+        return {
+            "r": genome["r"], "d": genome["d"], "w": genome["w"],
+            "input_side": self.input_side(genome),
+            "stem": STEM_CHANNELS,
+            "stage_depths": [len(s) for s in stages],
+            "stage_widths": [s[-1].out_chs for s in stages],
+            "head": head_channels(float(genome["w"])),
+            "flops": c.flops, "params": c.params,
+        }
