@@ -3,6 +3,7 @@
     searchkit search space=channels algo=abc [key=value ...]   create or continue a study
     searchkit resume study=NAME [trials=N]                      continue a study as stored
     searchkit export study=NAME [out=DIR] [top=K|all] [trial=N] [finetune.epochs=N]
+    searchkit report study=NAME [out=DIR]                       HTML report + CSV/Parquet of a study
     searchkit studies [storage=URL]                             each study: trials by state, best
     searchkit list                                              spaces, algos, models, datasets
     searchkit train [space.model=NAME] [data=NAME] [base.epochs=N] [out=PATH]
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         "search": "create or continue a search study",
         "resume": "continue a stored study with its own settings",
         "export": "export the best architectures of a study as checkpoints",
+        "report": "write an HTML report (plus CSV/Parquet) of a study",
         "studies": "list studies: trials by state and best result",
         "list": "list spaces, strategies, models and datasets",
         "train": "train a base network and save its state_dict",
@@ -163,6 +165,21 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
     return 0
 
 
+def cmd_report(overrides: list[str], quiet: bool) -> int:
+    from searchkit import study as st
+    from searchkit.report import write_report
+    name = _pop(overrides, "study")
+    if name is None:
+        raise st.StudyError("report needs study=NAME (see `searchkit studies`)")
+    storage = str(_pop(overrides, "storage", "sqlite:///studies/searchkit.db"))
+    out = str(_pop(overrides, "out", "reports"))
+    if overrides:
+        raise st.ConfigError(f"report takes study=, storage= and out=, got {overrides[0]}")
+    path = write_report(st.load_existing(str(name), storage), out)
+    print(f"wrote {path} (open it in a browser; trials.csv and trials.parquet beside it)")
+    return 0
+
+
 def cmd_studies(overrides: list[str], quiet: bool) -> int:
     from searchkit import study as st
     import optuna
@@ -220,7 +237,7 @@ def cmd_train(overrides: list[str], quiet: bool) -> int:
 
 
 COMMANDS = {"search": cmd_search, "resume": lambda o, q: cmd_search(o, q, resume=True),
-            "export": cmd_export, "studies": cmd_studies, "list": cmd_list, "train": cmd_train}
+            "export": cmd_export, "report": cmd_report, "studies": cmd_studies, "list": cmd_list, "train": cmd_train}
 
 
 def _setup_logging(quiet: bool) -> None:

@@ -79,7 +79,7 @@ def write_report(study: optuna.Study, out_dir: str | Path = "reports") -> Path:
         'demo'
     """
     summary = _summarize(study)
-    folder = Path(out_dir) / st.check_name(study.study_name)
+    folder = Path(out_dir) / _folder_name(study.study_name)
     folder.mkdir(parents=True, exist_ok=True)
     table = _export_frame(summary.frame)
     table.to_csv(folder / "trials.csv", index=False)
@@ -91,6 +91,12 @@ def write_report(study: optuna.Study, out_dir: str | Path = "reports") -> Path:
     path = folder / "index.html"
     path.write_text(_page(summary, notes), encoding="utf-8")
     return path
+
+
+def _folder_name(name: str) -> str:
+    """The study name as one safe path component (studies made outside searchkit may hold '/')."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+    return safe or "study"
 
 
 # --- reading the study -------------------------------------------------------------------
@@ -175,9 +181,19 @@ def _summarize(study: optuna.Study) -> _Summary:
     constraint = config.get("constraint") or {}
     return _Summary(
         name=study.study_name, config=config, base=base, frame=frame, trials=trials, best=best,
-        pareto_flops=_pareto(trained, "flops"), pareto_params=_pareto(trained, "params"),
+        pareto_flops=_front(study, trained, "flops"), pareto_params=_front(study, trained, "params"),
         flops_bound=_bound(constraint.get("flops"), base_flops),
         params_bound=_bound(constraint.get("params"), base_params))
+
+
+def _front(study: optuna.Study, trained: pd.DataFrame, cost: str) -> list[int]:
+    """The front ``searchkit export top=pareto`` exports (cheapest first), so both agree."""
+    try:
+        numbers = {t.number for t in st.pareto_trials(study, ("accuracy", cost))}
+    except (KeyError, TypeError, ValueError, IndexError):  # a trial without that cost
+        return _pareto(trained, cost)
+    rows = trained[trained.number.isin(numbers)]
+    return [int(n) for n in rows.sort_values([cost, "accuracy", "number"], ascending=[True, False, True]).number]
 
 
 def _pareto(trained: pd.DataFrame, cost: str) -> list[int]:
@@ -306,6 +322,8 @@ def _history_figure(s: _Summary) -> str:
     fig.update_yaxes(title_text="val accuracy", row=1, col=1)
     fig.update_yaxes(title_text="FLOPs / base", tickformat=".0%", row=2, col=1)
     fig.update_xaxes(title_text="trial number", row=2, col=1)
+    if len(f) and int(f.number.max()) <= 15:  # whole trial numbers only
+        fig.update_xaxes(dtick=1)
     return _fig_html(fig, "plot-history", 600, legend_y=1.08)
 
 
@@ -521,10 +539,7 @@ def _page(s: _Summary, notes: list[str]) -> str:
 
     body = [_header(s), _pick_section(s)]
     f = s.frame
-    if len(f) == 0:
-        body.append("<p class='empty'>No trials yet: run <code>searchkit search</code> or "
-                    "<code>searchkit resume</code> for this study, then report again.</p>")
-    else:
+    if len(f):
         body.append("<h2>History</h2><div class='panel'>" + _history_figure(s) + "</div>")
         if s.best is not None:
             body.append("<h2>Pareto front</h2><p class='note'>Every trained candidate; the red line joins the "
@@ -548,8 +563,9 @@ def _page(s: _Summary, notes: list[str]) -> str:
 def _header(s: _Summary) -> str:
     c = s.config
     space, data, algo = c.get("space") or {}, c.get("data") or {}, c.get("algo") or {}
+    limits = {k: _num(v) for k, v in (c.get("constraint") or {}).items()}
     constraint = ", ".join(f"{k} ≤ {_pct(v) + ' of base' if v <= 1 else _si(v)}"
-                           for k, v in (c.get("constraint") or {}).items() if _num(v) is not None) or "none"
+                           for k, v in limits.items() if v is not None) or "none"
     sub = " · ".join(x for x in [
         f"space <b>{_e(space.get('name', '?'))}</b>", f"model <b>{_e(space.get('model', s.base.get('model', '?')))}</b>",
         f"data <b>{_e(data.get('name', '?'))}</b>", f"algo <b>{_e(algo.get('name', '?'))}</b>",
@@ -584,7 +600,9 @@ def _pick_section(s: _Summary) -> str:
         n = len(s.frame)
         why = "No trials yet." if n == 0 else \
             f"No trained trials yet ({n} trial{'s' if n != 1 else ''} so far, none completed with an accuracy)."
-        return f"<div class='pick'><h2>Which to pick</h2><p class='empty'>{_e(why)}</p></div>"
+        hint = (f"Run <code>searchkit resume study={_e(s.name)}</code> (or <code>searchkit search</code>) "
+                "to train candidates, then report again.")
+        return f"<div class='pick'><h2>Which to pick</h2><p class='empty'>{_e(why)}</p><p>{hint}</p></div>"
     row = s.frame.set_index("number")
     base_acc = _num(s.base.get("accuracy"))
     b = row.loc[s.best]
@@ -604,10 +622,14 @@ def _pick_section(s: _Summary) -> str:
     table = ("<table><thead><tr><th>trial</th><th>accuracy</th><th>Δ vs base</th><th>FLOPs / base</th>"
              "<th>FLOPs</th><th>params / base</th><th>params</th><th class='l'>export</th></tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table>")
+    export_all = ""
+    if len(front) > 1:
+        export_all = (f"<p class='note'>Export them all: <code>{_e(_export_command(s, 0).replace('trial=0', 'top=pareto'))}"
+                      "</code></p>")
     return (f"<div class='pick'><h2>Which to pick</h2><div class='headline'>{headline}</div>"
             f"<p class='note'>Pareto-optimal architectures (accuracy vs FLOPs), most accurate first — each is "
             f"the most accurate one found at its FLOPs or fewer; go down the list for a smaller "
-            f"model:</p>{table}</div>")
+            f"model:</p>{table}{export_all}</div>")
 
 
 def _trial_table(s: _Summary) -> str:

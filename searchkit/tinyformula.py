@@ -7,7 +7,7 @@ Here:
 :func:`fit_formula` (``points`` = evaluated genomes with their FLOPs and accuracy)
 
 1. **Bands.** ``n_bands`` log-spaced FLOPs bands between the smallest and largest FLOPs
-   (default ``clip(len(points) // 3, 1, 12)``); in each band the most accurate point is
+   (default ``min(len(points), 12)``); in each band the most accurate point is
    kept (ties: fewer FLOPs). These are the "Pareto-ish" models the formula learns from.
 2. **Mean.** For ``y`` in ``r, d``: least squares ``log y = c0 + c1 * x`` with
    ``x = log(FLOPs)``, i.e. the power law ``y = exp(c0) * FLOPs**c1`` (with one point,
@@ -70,7 +70,7 @@ def band_best(points: list[dict], n_bands: int | None = None) -> list[dict]:
     if not pts:
         raise ValueError("fit_formula needs at least one point with finite FLOPs > 0 and accuracy")
     if n_bands is None:
-        n_bands = int(np.clip(len(pts) // 3, 1, 12))
+        n_bands = min(len(pts), 12)
     logs = np.log([float(p["flops"]) for p in pts])
     lo, hi = float(logs.min()), float(logs.max())
     if hi - lo < 1e-12:
@@ -138,7 +138,7 @@ def fit_formula(points: list[dict], *, n_bands: int | None = None) -> dict[str, 
     Args:
         points: dicts with ``r``, ``d``, ``w``, ``flops`` (MACs) and ``accuracy``
             (higher is better); other keys are ignored.
-        n_bands: number of log-spaced FLOPs bands (default ``clip(len(points)//3, 1, 12)``).
+        n_bands: number of log-spaced FLOPs bands (default ``min(len(points), 12)``).
 
     Returns:
         A JSON-able dict: ``version``, ``method`` ("gp" or "power_law"), ``x``
@@ -148,7 +148,7 @@ def fit_formula(points: list[dict], *, n_bands: int | None = None) -> dict[str, 
     Example:
         >>> pts = [{"r": .5 + .1 * i, "d": .6 + .1 * i, "w": .5, "flops": 1e7 * 2 ** i,
         ...         "accuracy": 60 + i} for i in range(3)]
-        >>> fit = fit_formula(pts); fit["method"], round(predict(fit, 2e7)[0], 2)
+        >>> fit = fit_formula(pts); fit["method"], round(predict(fit, 2e7)[0], 1)
         ('power_law', 0.6)
     """
     data = band_best(points, n_bands)
@@ -221,7 +221,8 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
     ranges, rounded to 4 decimals), ``w`` from bisection on ``space.costs`` within the
     ``w`` range. If the FLOPs step across the target by more than ``tol`` (or ``w`` runs
     out of range), neighbouring depths (± the ``d`` grid step) and input sides (± one
-    pixel) are tried, nearest first, up to ``max_steps`` steps away. The result is
+    pixel) are tried, nearest first, up to ``max_steps`` steps away; failing that, the grid
+    ``(r, d)`` nearest the prediction whose ``w`` range brackets the target. The result is
     off-grid in general: build and evaluate it directly (``params_of`` snaps to the grid).
 
     Raises:
@@ -241,6 +242,15 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
     d0 = round(min(max(d0, gd.low), gd.high), 4)
     ref = space.reference_size
     best, best_err = None, math.inf
+
+    def attempt(r: float, d: float) -> bool:
+        nonlocal best, best_err
+        g = _solve_w(space, r, d, target, gw.low, gw.high)
+        err = abs(space.costs(g).flops / target - 1)
+        if err < best_err:
+            best, best_err = g, err
+        return err <= tol
+
     tried = set()
     for total in range(max_steps + 1):
         for dr in range(-total, total + 1):
@@ -248,14 +258,20 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
                 dd = sign * (total - abs(dr))
                 r = round(min(max(r0 + dr / ref, gr.low), gr.high), 4)
                 d = round(min(max(d0 + dd * gd.step, gd.low), gd.high), 4)
-                if (r, d) in tried:
-                    continue
-                tried.add((r, d))
-                g = _solve_w(space, r, d, target, gw.low, gw.high)
-                err = abs(space.costs(g).flops / target - 1)
-                if err < best_err:
-                    best, best_err = g, err
+                if (r, d) not in tried:
+                    tried.add((r, d))
+                    attempt(r, d)
         if best_err <= tol:
+            return best
+    # The prediction is too far off for w to make up the difference (a poor fit, or a
+    # target at the edge of the space): take the grid (r, d) nearest the prediction whose
+    # w range brackets the target, per the space's FLOPs table.
+    fg = space.flops_grid
+    reach = (fg[:, :, 0] <= target * (1 + tol)) & (fg[:, :, -1] >= target * (1 - tol))
+    ri, di = np.nonzero(reach)
+    dist = np.abs(np.array(gr.values)[ri] - r0) / gr.step + np.abs(np.array(gd.values)[di] - d0) / gd.step
+    for n in np.argsort(dist, kind="stable")[:32]:
+        if attempt(gr.values[ri[n]], gd.values[di[n]]):
             return best
     raise ValueError(f"no genome within {tol:.0%} of {target / 1e6:.4g}M FLOPs near r={r0}, "
                      f"d={d0}; best {best} is {best_err:.1%} off "

@@ -68,6 +68,9 @@ def test_search_studies_export_and_load_without_searchkit(tmp_path):
     assert "best: trial" in out and "fewer" in out
     studies = cli("studies", cwd=tmp_path).stdout
     assert "channels-abc: complete" in studies
+    cli("report", "study=channels-abc", cwd=tmp_path)
+    html = (tmp_path / "reports" / "channels-abc" / "index.html").read_text()
+    assert "Which to pick" in html and (tmp_path / "reports" / "channels-abc" / "trials.csv").exists()
     cli("export", "study=channels-abc", "out=exp", "top=2", cwd=tmp_path)
     folders = sorted((tmp_path / "exp" / "channels-abc").glob("0*"))
     assert len(folders) == 2

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from searchkit.config import load_config
 from searchkit.genome import archid
 from searchkit.report import write_report
+from searchkit.study import pareto_trials
 
 CHROMIUM = "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -29,9 +30,6 @@ BASE = {"model": "resnet20", "accuracy": 0.9, "flops": 10_000_000, "params": 270
 UNIT_NAMES = ["conv1", "layer1.0", "layer1.1", "layer1.2", "layer2.0", "layer2.1", "layer2.2",
               "layer3.0", "layer3.1"]
 BASE_WIDTHS = [16, 16, 16, 16, 32, 32, 32, 64, 64]
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 def _costs(keep):
     ratio = sum(k * k for k in keep) / len(keep)  # stand-in for the cost table: monotone in keep
@@ -48,12 +46,15 @@ def _priced(trial, keep, model="resnet20"):
     return genome, ratio
 
 
-def make_study(tmp_path, name="demo", *, trained=12, base=BASE, multi=False, extras=True):
+def make_study(tmp_path, name="demo", *, trained=12, base=BASE, multi=False, extras=True, sqlite=True):
+    """A study as the driver leaves it; SQLite (JSON round trips) unless ``sqlite=False`` (faster)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     directions = ["maximize", "minimize"] if multi else ["maximize"]
-    study = optuna.create_study(study_name=name, storage=storage, directions=directions)
-    overrides = ["space.model=resnet20", "constraint.flops=0.5"] + (["storage=" + storage] if multi else [])
+    study = optuna.create_study(study_name=name, storage=storage if sqlite else None, directions=directions)
+    overrides = ["space.model=resnet20", "constraint.flops=0.5"]
+    if multi:
+        overrides += ["objectives=[accuracy,flops]", "algo=nsga2", "storage=" + storage]
     study.set_user_attr("searchkit:config", load_config(overrides).to_json())
     study.set_user_attr("searchkit:base", dict(base))
     choices = [0.3, 0.4, 0.5, 0.6, 0.7]
@@ -84,7 +85,7 @@ def make_study(tmp_path, name="demo", *, trained=12, base=BASE, multi=False, ext
         _priced(trial, first[2]["keep"])
         trial.set_user_attr("searchkit:duplicate_of", first[0])
         trial.set_user_attr("val_accuracy", first[1])
-        study.tell(trial, [first[1], 1.0] if multi else first[1])
+        study.tell(trial, [first[1], float(trial.user_attrs["flops"])] if multi else first[1])
     trial = study.ask()  # stopped early by the pruner (trained, not complete)
     _priced(trial, [0.4] * 9)
     trial.set_user_attr("searchkit:evaluated", True)
@@ -198,13 +199,14 @@ def test_files_and_tables(demo):
     best = max(trained, key=lambda t: (t.user_attrs["val_accuracy"], -t.user_attrs["flops"]))
     assert f"trial #{best.number}</b>" in text
     assert f"searchkit export study=demo trial={best.number}" in text
-    pareto = csv[csv.fail_reason.isna() & csv.genome.notna()]
     # every exported command names a trained, complete trial; the cheapest trained one is Pareto-optimal
     commands = {int(n) for n in re.findall(r"searchkit export study=demo trial=(\d+)", text)}
     assert commands <= {t.number for t in trained} and best.number in commands
     cheapest = min(trained, key=lambda t: t.user_attrs["flops"])
     assert cheapest.number in commands
-    assert len(pareto) > 0
+    # the listed front is the one `searchkit export top=pareto` exports
+    assert commands == {best.number} | {t.number for t in pareto_trials(study)}
+    assert "searchkit export study=demo top=pareto" in text
 
 
 CLICK_SORT = """<script>
@@ -238,27 +240,30 @@ def test_renders_without_errors_and_screenshot(demo):
 
 def test_widths_in_channels_when_units_are_stored(tmp_path):
     base = {**BASE, "unit_names": UNIT_NAMES, "base_widths": BASE_WIDTHS}
-    page = write_report(make_study(tmp_path, base=base, trained=5, extras=False), tmp_path / "r")
+    page = write_report(make_study(tmp_path, base=base, trained=5, extras=False, sqlite=False), tmp_path / "r")
     text = page.read_text()
     assert "Kept channels per prunable unit" in text and "layer3.1" in text
-    fallback = write_report(make_study(tmp_path / "b", name="plain", trained=5, extras=False),
+    fallback = write_report(make_study(tmp_path, name="plain", trained=5, extras=False, sqlite=False),
                             tmp_path / "r").read_text()
     assert "Preserved fraction of channels" in fallback
 
 
 def test_multi_objective_study_reads_user_attrs(tmp_path):
-    study = make_study(tmp_path, name="mo", multi=True, trained=6)
+    study = make_study(tmp_path, name="mo", multi=True, trained=6, sqlite=False)
     page = write_report(study, tmp_path / "r")
     text = page.read_text()
     assert "searchkit export study=mo trial=" in text
     assert f"storage=sqlite:///{tmp_path}" in text  # a non-default storage is part of the command
+    assert "accuracy, flops" in text and "nsga2" in text
+    listed = {int(n) for n in re.findall(r"searchkit export study=mo trial=(\d+)", text)}
+    assert listed == {t.number for t in pareto_trials(study)}
     csv = pd.read_csv(page.parent / "trials.csv")
     complete = csv[csv.label == "COMPLETE"]
     assert complete.accuracy.between(0.5, 1.0).all()  # values[1] (FLOPs) is never taken as accuracy
 
 
 def test_other_genomes_are_shown_as_a_table(tmp_path):
-    study = optuna.create_study(study_name="bnas", storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    study = optuna.create_study(study_name="bnas", direction="maximize")
     study.set_user_attr("searchkit:base", dict(BASE))
     for i in range(3):
         trial = study.ask()
@@ -283,7 +288,7 @@ def test_empty_study_and_no_trained_trials(tmp_path):
     _, plots = render(tmp_path, page)
     assert plots == {}
 
-    study = make_study(tmp_path, name="infeasible-only", trained=0)  # 3 infeasible + fail + running
+    study = make_study(tmp_path, name="infeasible-only", trained=0, sqlite=False)  # 3 infeasible + fail + running
     page = write_report(study, tmp_path / "r")
     assert "No trained trials yet" in page.read_text()
     _, plots = render(tmp_path, page)

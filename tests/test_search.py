@@ -118,3 +118,20 @@ def test_tight_constraint_proposals_are_repaired(workdir, algo):
     base = out.context.space.base_costs().flops
     ratios = [t.user_attrs["flops"] / base for t in st.evaluated_trials(out.study)]
     assert all(0.15 < r <= 0.3 for r in ratios), ratios  # repaired to just inside the bound
+
+
+def test_interrupted_seeded_search_proposes_what_an_uninterrupted_one_does(workdir):
+    """ABC on real candidates: stop after 3 trials, start again, and the sequence of
+    proposed architectures equals that of one uninterrupted run with the same seed."""
+    args = ("algo=abc", "algo.food_number=3", "algo.food_limit=1", "trials=7", "seed=3", "constraint.flops=0.6")
+    straight = run_search(cfg_of(*args, "storage=sqlite:///straight.db"), quiet=True)
+    first = run_search(cfg_of(*args, "storage=sqlite:///resumed.db"), quiet=True, max_new=3)
+    assert first.stop_reason == "max_new"
+    resumed = run_search(cfg_of(*args, "storage=sqlite:///resumed.db"), quiet=True)
+
+    def seq(study):
+        return [(t.user_attrs["archid"], t.system_attrs["abc:role"]["phase"]) for t in study.get_trials()]
+
+    assert seq(resumed.study) == seq(straight.study)
+    assert [t.values for t in resumed.study.trials] == [t.values for t in straight.study.trials]
+    assert {p for _, p in seq(straight.study)} >= {"init", "employed", "onlooker"}

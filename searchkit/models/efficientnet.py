@@ -27,20 +27,31 @@ counts match the published TinyNet figures:
 
 Resolution is not a model argument (as in timm, it is data: the evaluator's input side).
 
-Reproduced (``count_costs``, MACs of conv + linear; params = all parameters, 1000 classes):
-B0 (1.0, 1.0) @224 5,288,548 params / 385.9M MACs; tinynet_a (1.0, 1.2) @192 6.19M / 339M;
-tinynet_e (0.51, 0.60) @106 2.04M / 24M. See ``tests/test_tinynet.py``.
+Reproduced (``count_costs``: MACs of conv + linear; params = all parameters; 1000 classes),
+against timm / the TinyNet readme (``tests/test_tinynet.py`` pins them):
+
+=========  =====  =====  ====  ==========  ======  =========  =========
+net        w      d      side  params      (pub.)  MACs       (pub.)
+=========  =====  =====  ====  ==========  ======  =========  =========
+B0         1.0    1.0    224   5,288,548   5.29M   385.81M    ~390M
+tinynet_a  1.0    1.2    192   6,187,972   6.19M   336.87M    339M
+tinynet_b  0.75   1.1    188   3,730,562           200.71M    202M
+tinynet_c  0.54   0.85   184   2,457,234           99.54M     100M
+tinynet_d  0.54   0.695  152   2,338,446           51.58M     52M
+tinynet_e  0.51   0.60   106   2,042,972   2.04M   24.36M     24M
+=========  =====  =====  ====  ==========  ======  =========  =========
 
 Example:
     >>> import torch
     >>> from searchkit.models.efficientnet import efficientnet_b0_family
     >>> net = efficientnet_b0_family(width=0.51, depth=0.6, num_classes=10)
-    >>> net(torch.zeros(1, 3, 32, 32)).shape
+    >>> net.eval()(torch.zeros(1, 3, 32, 32)).shape
     torch.Size([1, 10])
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -98,10 +109,11 @@ def scale_stage_depth(repeats: list[int], depth_multiplier: float,
     each string getting at least one repeat, so a stage's first block is scaled least.
 
     Example:
-        >>> scale_stage_depth([3], 1.2), scale_stage_depth([2], 1.25), scale_stage_depth([1, 3], 1.5)
-        ([4], [2], [2, 4])
+        >>> scale_stage_depth([3], 1.2), scale_stage_depth([2], 1.25)
+        ([4], [2])
+        >>> scale_stage_depth([1, 3], 1.5)  # 6 repeats: round(3/4*6) = 4 go to the last
+        [2, 4]
     """
-    import math
     num_repeat = sum(repeats)
     if depth_trunc == "round":
         num_scaled = max(1, round(num_repeat * depth_multiplier))
@@ -290,3 +302,52 @@ def efficientnet_b0_family(width: float = 1.0, depth: float = 1.0, num_classes: 
     """
     return EfficientNet(block_specs(width, depth), head_channels(width), num_classes,
                         in_channels, dropout)
+
+
+# name -> (r, width, depth, input side); sides are timm's int(224 * r)
+TINYNET_VARIANTS: dict[str, tuple[float, float, float, int]] = {
+    "tinynet_a": (0.86, 1.0, 1.2, 192),
+    "tinynet_b": (0.84, 0.75, 1.1, 188),
+    "tinynet_c": (0.825, 0.54, 0.85, 184),
+    "tinynet_d": (0.68, 0.54, 0.695, 152),
+    "tinynet_e": (0.475, 0.51, 0.6, 106),
+}
+
+
+def tinynet(variant: str, num_classes: int = 1000, **kwargs) -> nn.Module:
+    """TinyNet A..E by name (the input side is ``TINYNET_VARIANTS[variant][3]``).
+
+    Example:
+        >>> tinynet("tinynet_e", num_classes=10).conv_head.out_channels
+        1280
+    """
+    if variant not in TINYNET_VARIANTS:
+        raise ValueError(f"unknown TinyNet variant {variant!r} "
+                         f"(choices: {', '.join(TINYNET_VARIANTS)})")
+    _, w, d, _ = TINYNET_VARIANTS[variant]
+    return efficientnet_b0_family(w, d, num_classes=num_classes, **kwargs)
+
+
+def efficientnet_b0(num_classes: int = 1000, **kwargs) -> nn.Module:
+    """EfficientNet-B0 (width 1.0, depth 1.0; timm's TinyNet-style rounding)."""
+    return efficientnet_b0_family(1.0, 1.0, num_classes=num_classes, **kwargs)
+
+
+def tinynet_a(num_classes: int = 1000, **kwargs) -> nn.Module:
+    return tinynet("tinynet_a", num_classes, **kwargs)
+
+
+def tinynet_b(num_classes: int = 1000, **kwargs) -> nn.Module:
+    return tinynet("tinynet_b", num_classes, **kwargs)
+
+
+def tinynet_c(num_classes: int = 1000, **kwargs) -> nn.Module:
+    return tinynet("tinynet_c", num_classes, **kwargs)
+
+
+def tinynet_d(num_classes: int = 1000, **kwargs) -> nn.Module:
+    return tinynet("tinynet_d", num_classes, **kwargs)
+
+
+def tinynet_e(num_classes: int = 1000, **kwargs) -> nn.Module:
+    return tinynet("tinynet_e", num_classes, **kwargs)

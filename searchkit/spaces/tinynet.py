@@ -13,23 +13,24 @@ The genome is ``{"model": "tinynet", "r": r, "d": d, "w": w}``:
   ``_gen_tinynet`` rules: ``round`` depth truncation, channels divisible by 8, stem 32, head
   >= 1280).
 
-**In-band sampling (fixed distributions + deterministic repair).** Optuna sees three fixed
-stepped floats ``r``, ``d``, ``w`` (the grids below), so TPE, NSGA-II, random and the
-ABC/GA strategies (``IntersectionSearchSpace``) all see one fixed box. ``suggest`` draws
-all three, then — when ``flops_band`` is set and the draw is outside it — repairs the draw
-to the nearest in-band grid point, in this order of preference (grid-index distance):
-
-1. keep ``r`` and ``d``, move ``w`` (FLOPs are monotone in ``w``, so the in-band ``w``
-   form one interval and the raw ``w`` is clamped into it);
-2. keep ``r``, take the nearest ``d`` that has an in-band ``w``, then clamp ``w``;
-3. take the nearest ``r`` that has any in-band point, then as in 2.
+**In-band sampling (fixed distributions + a deterministic map into the band).** Optuna
+sees three fixed stepped floats ``r``, ``d``, ``w`` (the grids below), so TPE, NSGA-II,
+random and the ABC/GA strategies (``IntersectionSearchSpace``) all search one fixed box.
+``suggest`` draws all three and maps the draw to an in-band grid point axis by axis
+(:meth:`TinyNetSpace.map_indices`): the raw ``r`` picks, by its relative position on its
+grid, one of the ``r`` values that have any in-band point; the raw ``d`` picks one of the
+``d`` values in band for that ``r``; the raw ``w`` one of the ``w`` values in band for that
+``(r, d)``. The map is monotone in each param (larger raw ``w`` -> wider net, so
+samplers can learn), spreads draws over the band instead of piling them on its edge (a
+nearest-point repair sent 80% of random draws to one genome for a narrow band), and is
+the identity when ``flops_band`` is null.
 
 The FLOPs of the whole grid are one ``(n_r, n_d, n_w)`` table computed analytically at
 construction, so a suggestion is a few array look-ups: never a rejection loop. The genome
-records the repaired point; ``trial.params`` keeps the raw draw, so
-``params_of(genome)`` equals ``trial.params`` only when no repair happened. What it always
-guarantees is the enqueue round trip: a trial enqueued with ``params_of(genome)``
-suggests ``genome`` again (repair is idempotent on in-band points).
+records the mapped point; with a band, ``trial.params`` are the raw draws and differ from
+the genome's values. ``params_of(genome)`` returns params that map to ``genome`` (the
+first of its bin), so ``study.enqueue_trial(space.params_of(g))`` suggests ``g`` again;
+it equals ``trial.params`` whenever there is no band.
 
 **Costs** are analytic: per ``(d, w)`` the MACs are a sum ``sum_L coef_L * side_L**2``
 over the stride levels of the network, so ``costs`` is a dot product (cached per
@@ -44,7 +45,7 @@ reference_size      224                    side that ``r = 1`` stands for
 r                   [0.25, 1.0, 0.025]     ``[low, high, step]`` of the ``r`` grid
 d                   [0.25, 1.2, 0.05]      ``[low, high, step]`` of the ``d`` grid
 w                   [0.25, 1.0, 0.05]      ``[low, high, step]`` of the ``w`` grid
-flops_band          null                   ``[lo, hi]`` MACs (inclusive) or null: no repair
+flops_band          null                   ``[lo, hi]`` MACs (inclusive); null: no constraint
 min_side            8                      smallest input side
 dropout             0.2                    classifier dropout of built models
 ==================  =====================  ==============================================
@@ -223,6 +224,9 @@ class TinyNetSpace:
         coef = np.array([[self._coef(d, w)[0] for w in gw.values] for d in gd.values],
                         dtype=np.int64)
         self.flops_grid = np.einsum("rl,dwl->rdw", areas, coef)
+        params = np.array([[self._coef(d, w)[1] for w in gw.values] for d in gd.values],
+                          dtype=np.int64)
+        self.params_grid = np.broadcast_to(params, self.flops_grid.shape)
         if self.flops_band is None:
             self.feasible = np.ones_like(self.flops_grid, dtype=bool)
         else:
@@ -265,29 +269,36 @@ class TinyNetSpace:
         return {a: g.distribution() for a, g in self.grids.items()}
 
     def suggest(self, trial: optuna.Trial) -> Genome:
-        """Draw ``r, d, w`` from the fixed grids, then repair into ``flops_band`` (see module doc)."""
-        idx = [self.grids[a].index(trial.suggest_float(a, self.grids[a].low, self.grids[a].high,
-                                                       step=self.grids[a].step))
-               for a in _AXES]
-        return self._genome_at(*self.repair_indices(*idx))
+        """Draw ``r, d, w`` from the fixed grids and map them into ``flops_band`` (module doc)."""
+        return self.genome_for({a: trial.suggest_float(a, g.low, g.high, step=g.step)
+                                for a, g in self.grids.items()})
 
-    def repair_indices(self, i: int, j: int, k: int) -> tuple[int, int, int]:
-        """Nearest in-band grid point to indices ``(i, j, k)`` of ``(r, d, w)``."""
+    def genome_for(self, params: dict[str, float]) -> Genome:
+        """The genome ``suggest`` returns for Optuna params ``{"r", "d", "w"}``."""
+        return self._genome_at(*self.map_indices(*(self.grids[a].index(params[a]) for a in _AXES)))
+
+    def _choices(self, i: int | None = None, j: int | None = None) -> np.ndarray:
+        """In-band grid indices of r (no args), of d given r=i, or of w given (i, j)."""
         ok = self.feasible
-        if ok[i, j, k]:
-            return i, j, k
-        if not ok[i].any():
-            rows = np.flatnonzero(ok.any(axis=(1, 2)))
-            i = int(rows[np.argmin(np.abs(rows - i))])
-        if not ok[i, j].any():
-            cols = np.flatnonzero(ok[i].any(axis=1))
-            j = int(cols[np.argmin(np.abs(cols - j))])
-        ks = np.flatnonzero(ok[i, j])
-        return i, j, int(ks[np.argmin(np.abs(ks - k))])
+        if i is None:
+            return np.flatnonzero(ok.any(axis=(1, 2)))
+        if j is None:
+            return np.flatnonzero(ok[i].any(axis=1))
+        return np.flatnonzero(ok[i, j])
 
-    def repair(self, genome: Genome) -> Genome:
-        """The genome ``suggest`` would give for these (grid-snapped) values."""
-        return self._genome_at(*self.repair_indices(*self._indices(genome)))
+    def map_indices(self, i: int, j: int, k: int) -> tuple[int, int, int]:
+        """Grid indices of the raw draw -> grid indices of an in-band point.
+
+        Each raw index ``x`` of an ``n``-point grid selects ``choices[x * len(choices) // n]``
+        (equal-width bins), axis by axis: r among the r values that have in-band points,
+        d among those in band for that r, w among those in band for that (r, d). Monotone in
+        each raw index, spread over the band, and the identity when there is no band.
+        """
+        n_r, n_d, n_w = self.feasible.shape
+        i = int((c := self._choices())[i * len(c) // n_r])
+        j = int((c := self._choices(i))[j * len(c) // n_d])
+        k = int((c := self._choices(i, j))[k * len(c) // n_w])
+        return i, j, k
 
     def _indices(self, genome: Genome) -> tuple[int, int, int]:
         return tuple(self.grids[a].index(genome[a]) for a in _AXES)
@@ -296,9 +307,24 @@ class TinyNetSpace:
         return self.genome(*(self.grids[a].values[n] for a, n in zip(_AXES, (i, j, k))))
 
     def params_of(self, genome: Genome) -> dict[str, Any]:
-        """Optuna params (exact grid floats) that make ``suggest`` return ``genome``."""
+        """Optuna params (exact grid floats) for which ``suggest`` returns ``genome``.
+
+        The smallest raw grid index of each bin, so with no band these are the genome's own
+        values. Raises ValueError for a genome outside ``flops_band`` (or off the grid:
+        values are snapped to the nearest grid point first).
+        """
         self._check(genome)
-        return {a: self.grids[a].params[n] for a, n in zip(_AXES, self._indices(genome))}
+        idx = self._indices(genome)
+        raw = []
+        for axis, n, choices in zip(_AXES, self.feasible.shape,
+                                    (self._choices(), self._choices(idx[0]),
+                                     self._choices(idx[0], idx[1]))):
+            pos = np.flatnonzero(choices == idx[len(raw)])
+            if not len(pos):
+                raise ValueError(f"genome {genome} is outside the space's flops_band "
+                                 f"{self.flops_band}: no params suggest it")
+            raw.append(-(-int(pos[0]) * n // len(choices)))  # ceil(pos * n / len)
+        return {a: self.grids[a].params[x] for a, x in zip(_AXES, raw)}
 
     # -- costs --------------------------------------------------------------------------
     def _coef(self, d: float, w: float) -> tuple[tuple[int, ...], int]:
@@ -322,7 +348,10 @@ class TinyNetSpace:
         return self.costs(self.base_genome())
 
     def min_costs(self) -> Costs:
-        return self.costs(self.min_genome())
+        """Smallest FLOPs and smallest params (each on its own) over the grid points
+        ``suggest`` can return, i.e. the in-band ones when ``flops_band`` is set."""
+        return Costs(int(self.flops_grid[self.feasible].min()),
+                     int(self.params_grid[self.feasible].min()))
 
     # -- models -------------------------------------------------------------------------
     def _check(self, genome: Genome) -> None:
