@@ -96,6 +96,20 @@ class ConstraintConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    # `executor=ray` only. None: a local Ray instance started for the run and shut down
+    # after it; else an existing cluster ("auto", "ray://host:10001", ...).
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    # Fractional values share one GPU between trials (0.5: two trials per GPU).
+    gpus_per_trial: float = 0.0
+    # Trials in flight at once; None: the cluster's CPUs / cpus_per_trial.
+    max_concurrent: int | None = None
+    # Retries of a candidate whose worker raised or died before it is recorded FAIL.
+    max_failures: int = 2
+
+
+@dataclass(frozen=True)
 class RunConfig:
     study: str | None = None
     storage: str = "sqlite:///studies/searchkit.db"
@@ -105,6 +119,7 @@ class RunConfig:
     base: BaseConfig = field(default_factory=BaseConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     objectives: tuple[str, ...] = ("accuracy",)
     # Let strategies repair proposals that break a constraint (cheap cost check, no model);
     # false: record such proposals as infeasible instead.
@@ -134,7 +149,7 @@ class RunConfig:
 
 # Keys that may change when a study is continued; every other key is part of the study's identity.
 RESUMABLE_KEYS = {"trials", "timeout", "device", "executor", "progress", "max_attempts_factor",
-                  "storage", "study", "artifacts"}
+                  "storage", "study", "artifacts", "ray"}
 
 # Names whose value is a registry choice; `space=channels` also selects the preset file.
 _CHOICE_KEYS = {"space": "space.name", "algo": "algo.name", "data": "data.name",

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -105,12 +104,17 @@ class SearchOutcome:
 
 def evaluate_candidate(ctx: SearchContext, genome: dict, *, seed: int,
                        report: Callable[[int, float], bool] | None = None,
-                       desc: str = "") -> tuple[dict, torch.nn.Module, dict]:
-    """Build and fine-tune one candidate (the worker's whole job). Returns (metrics, model, history)."""
+                       desc: str = "", progress: bool | None = None) -> tuple[dict, dict, dict]:
+    """Build and fine-tune one candidate (a worker's whole job).
+
+    Returns:
+        (metrics, CPU state_dict of the trained model, kept channel indices per unit)
+    """
     model, history = ctx.space.build_with_history(genome, seed=seed)
     metrics = finetune(model, ctx.data, budget_of(ctx.cfg), device=ctx.device, seed=seed,
-                       report=report, progress=ctx.cfg.progress, desc=desc)
-    return metrics, model.to("cpu"), history
+                       report=report, progress=ctx.cfg.progress if progress is None else progress, desc=desc)
+    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return metrics, weights, history
 
 
 class Driver:
@@ -169,53 +173,71 @@ class Driver:
         ranked = st.ranked_trials(self.study)
         return ranked[0].values[0] if ranked else None
 
-    # -- the loop ---------------------------------------------------------------------
-    def run(self, max_new: int | None = None) -> SearchOutcome:
-        outcome = SearchOutcome(self.study, self.cfg, self.ctx, self._evaluated_count())
+    # -- the ask side ------------------------------------------------------------------
+    def start(self, outcome: SearchOutcome) -> None:
+        """Recover trials a stopped driver left RUNNING; start heartbeats and the bar."""
         outcome.recovered = st.recover_stale_trials(self.study)
         for old, new in outcome.recovered:
             log.warning("trial %d was left RUNNING by a stopped driver: failed it%s", old,
                         f" and re-queued it as trial {new}" if new is not None else "")
-        heartbeat = st.Heartbeat(self.study)
+        self.outcome = outcome
+        self.heartbeat = st.Heartbeat(self.study)
+        if not isinstance(self.study.sampler, st.DriverTag):
+            self.study.sampler = st.DriverTag(self.study.sampler, self.heartbeat)
         self._bar = bar(self.cfg.trials, desc=f"search {self.study.study_name}",
                         enabled=False if self.quiet else self.cfg.progress, unit="cand",
                         initial=min(outcome.evaluated, self.cfg.trials))
-        started = time.monotonic()
-        attempts = 0
-        max_attempts = self.cfg.trials * self.cfg.max_attempts_factor
-        try:
-            while True:
-                evaluated = self._evaluated_count()
-                outcome.evaluated = evaluated
-                if evaluated >= self.cfg.trials:
-                    outcome.stop_reason = "budget"
-                    break
-                if max_new is not None and len(outcome.new_trials) >= max_new:
-                    outcome.stop_reason = "max_new"
-                    break
-                if self.cfg.timeout is not None and time.monotonic() - started > self.cfg.timeout:
-                    outcome.stop_reason = "timeout"
-                    break
-                if attempts >= max_attempts:
-                    outcome.stop_reason = "attempts"
-                    log.warning("stopped after %d candidates: too few were feasible and new "
-                                "(loosen the constraint or raise max_attempts_factor)", attempts)
-                    break
-                attempts += 1
-                trial = self.study.ask()
-                heartbeat.add(trial._trial_id)  # at once: a kill from here on is detectable
-                outcome.new_trials.append(trial.number)
-                try:
-                    self._one(trial)
-                finally:
-                    heartbeat.remove(trial._trial_id)
-        finally:
-            heartbeat.close()
-            self._bar.close()
-        outcome.evaluated = self._evaluated_count()
-        return outcome
+        self._started = time.monotonic()
+        self._attempts = 0
+        self.in_flight: dict[int, Candidate] = {}
 
-    def _one(self, trial: optuna.Trial) -> None:
+    def stop(self) -> None:
+        if isinstance(self.study.sampler, st.DriverTag):
+            self.study.sampler = self.study.sampler.inner
+        self.heartbeat.close()
+        self._bar.close()
+        self.outcome.evaluated = self._evaluated_count()
+
+    def _stop_reason(self) -> str | None:
+        evaluated = self._evaluated_count()
+        self.outcome.evaluated = evaluated
+        if evaluated + len(self.in_flight) >= self.cfg.trials:
+            return "budget"
+        if self._max_new is not None and len(self.outcome.new_trials) >= self._max_new:
+            return "max_new"
+        if self.cfg.timeout is not None and time.monotonic() - self._started > self.cfg.timeout:
+            return "timeout"
+        if self._attempts >= self.cfg.trials * self.cfg.max_attempts_factor:
+            log.warning("stopped after %d candidates: too few were feasible and new "
+                        "(loosen the constraint or raise max_attempts_factor)", self._attempts)
+            return "attempts"
+        return None
+
+    def propose(self) -> Candidate | None:
+        """Ask until a candidate needs training; ``None`` when the search should stop asking
+        (``outcome.stop_reason`` says why). Infeasible and duplicate proposals are told here."""
+        while True:
+            reason = self._stop_reason()
+            if reason is not None:
+                self.outcome.stop_reason = reason
+                return None
+            self._attempts += 1
+            trial = self.study.ask()  # DriverTag marks it with this driver inside ask
+            self.outcome.new_trials.append(trial.number)
+            try:
+                genome = self._price(trial)
+            except BaseException as exc:
+                self.in_flight.pop(trial.number, None)
+                self._fail(trial, f"{type(exc).__name__} while pricing: {exc}", requeue=False)
+                raise
+            finally:
+                if trial.number not in self.in_flight:
+                    self.heartbeat.remove(trial._trial_id)
+            if genome is not None:
+                return self.in_flight[trial.number]
+
+    def _price(self, trial: optuna.Trial) -> dict | None:
+        """Suggest, price and filter one trial; registers it in flight if it must be trained."""
         space, ctx = self.ctx.space, self.ctx
         genome = space.suggest(trial)
         aid = archid(genome)
@@ -233,31 +255,92 @@ class Driver:
         if any(v > 0 for v in violations.values()):
             trial.set_user_attr(st.INFEASIBLE, True)
             self.study.tell(trial, state=TrialState.PRUNED)
-            return
+            return None
         previous = self._find_evaluated(aid)
+        if previous is None:
+            previous = next((c for c in self.in_flight.values() if c.archid == aid), None)
+            if previous is not None:  # the same architecture is training right now
+                trial.set_user_attr(st.DUPLICATE_OF, previous.trial.number)
+                self.study.tell(trial, state=TrialState.PRUNED)
+                return None
         if previous is not None:
             trial.set_user_attr(st.DUPLICATE_OF, previous.number)
             for key in ("val_accuracy", "val_loss"):
                 if key in previous.user_attrs:
                     trial.set_user_attr(key, previous.user_attrs[key])
             self.study.tell(trial, previous.values)
-            return
+            return None
+        self.in_flight[trial.number] = Candidate(trial, genome, aid, self.cfg.seed)
+        return genome
+
+    # -- the tell side ------------------------------------------------------------------
+    def report(self, cand: Candidate, step: int, value: float) -> bool:
+        """An intermediate validation accuracy; returns whether the pruner stops the trial."""
+        if len(self.cfg.objectives) > 1:  # Optuna keeps intermediate values for single-objective studies only
+            return False
+        cand.trial.report(value, step)
+        return cand.trial.should_prune()
+
+    def finish(self, cand: Candidate, metrics: dict, history: dict,
+               weights: dict | None = None) -> None:
+        """Tell a trained candidate's result (and keep its weights if they are worth it)."""
+        trial = cand.trial
         try:
-            self._train(trial, genome)
-        except KeyboardInterrupt:
-            self._fail(trial, "interrupted (Ctrl-C)", requeue=True)
-            raise SearchInterrupted() from None
-        except Exception as exc:  # a broken candidate must not end the search
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.warning("trial %d failed: %s", trial.number, reason)
-            self._fail(trial, reason, requeue=False)
-            self._failures.append(reason)
-            if len(self._failures) >= MAX_CONSECUTIVE_FAILURES:
-                raise RepeatedFailures(
-                    f"{len(self._failures)} candidates in a row failed (last: {reason}); "
-                    "the search stopped - see the study's failed trials") from None
+            acc = float(metrics["val_accuracy"])
+            if not math.isfinite(acc):
+                raise ValueError("non-finite accuracy")
+            trial.set_user_attr(st.EVALUATED, True)
+            for key in ("val_accuracy", "val_loss", "train_loss", "epochs_run", "steps", "seconds"):
+                if key in metrics:
+                    trial.set_user_attr(key, metrics[key])
+            trial.set_user_attr("kept_indices", history)
+            if metrics.get("pruned"):
+                self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                return
+            best = self._best_value()
+            keep = self.cfg.artifacts == "all" or (self.cfg.artifacts == "best" and (best is None or acc > best))
+            if keep and weights is not None:
+                self._save_weights(trial, weights)
+            self.study.tell(trial, self._values(acc, trial.user_attrs), skip_if_finished=True)
+            self._failures.clear()
+            self._progress(trial.number, acc, metrics, best, trial.user_attrs.get("flops_ratio", float("nan")))
+        finally:
+            self._release(cand)
+
+    def fail(self, cand: Candidate, reason: str, *, requeue: bool = False) -> None:
+        """Record a candidate that could not be trained; stop after too many in a row."""
+        try:
+            log.warning("trial %d failed: %s", cand.trial.number, reason)
+            self._fail(cand.trial, reason, requeue=requeue)
+        finally:
+            self._release(cand)
+        if requeue:
             return
-        self._failures.clear()
+        self._failures.append(reason)
+        if len(self._failures) >= MAX_CONSECUTIVE_FAILURES:
+            raise RepeatedFailures(
+                f"{len(self._failures)} candidates in a row failed (last: {reason}); "
+                "the search stopped - see the study's failed trials")
+
+    def _release(self, cand: Candidate) -> None:
+        self.in_flight.pop(cand.trial.number, None)
+        self.heartbeat.remove(cand.trial._trial_id)
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, max_new: int | None = None) -> SearchOutcome:
+        self._max_new = max_new
+        outcome = SearchOutcome(self.study, self.cfg, self.ctx, self._evaluated_count())
+        self.start(outcome)
+        try:
+            if self.cfg.executor == "ray":
+                from searchkit.execution.ray_tune import run_with_ray
+                run_with_ray(self)
+            else:
+                from searchkit.execution.local import run_locally
+                run_locally(self)
+        finally:
+            self.stop()
+        return outcome
 
     def _values(self, acc: float, attrs: dict) -> float | list[float]:
         """The study's objective values: accuracy, then the costs named in ``objectives``."""
@@ -271,35 +354,6 @@ class Driver:
         if requeue:
             st.requeue(self.study, frozen)
 
-    def _train(self, trial: optuna.Trial, genome: dict) -> None:
-        multi = len(self.cfg.objectives) > 1
-
-        def report(step: int, value: float) -> bool:
-            if multi:  # Optuna keeps intermediate values for single-objective studies only
-                return False
-            trial.report(value, step)
-            return trial.should_prune()
-
-        metrics, model, history = evaluate_candidate(
-            self.ctx, genome, seed=self.cfg.seed, report=report,
-            desc=f"trial {trial.number}")
-        acc = float(metrics["val_accuracy"])
-        if not math.isfinite(acc):
-            raise ValueError("non-finite accuracy")
-        trial.set_user_attr(st.EVALUATED, True)
-        for key in ("val_accuracy", "val_loss", "train_loss", "epochs_run", "steps", "seconds"):
-            if key in metrics:
-                trial.set_user_attr(key, metrics[key])
-        trial.set_user_attr("kept_indices", history)
-        if metrics.get("pruned"):
-            self.study.tell(trial, state=TrialState.PRUNED)
-            return
-        best = self._best_value()
-        if self.cfg.artifacts == "all" or (self.cfg.artifacts == "best" and (best is None or acc > best)):
-            self._save_weights(trial, model)
-        self.study.tell(trial, self._values(acc, trial.user_attrs))
-        self._progress(trial.number, acc, metrics, best, trial.user_attrs.get("flops_ratio", float("nan")))
-
     def _progress(self, number: int, acc: float, metrics: dict, best: float | None, ratio: float) -> None:
         best = acc if best is None else max(best, acc)
         if self._bar.disable:
@@ -310,13 +364,26 @@ class Driver:
             self._bar.update(1)
             self._bar.set_postfix(best=f"{best:.4f}", last=f"{acc:.4f}")
 
-    def _save_weights(self, trial: optuna.Trial, model: torch.nn.Module) -> None:
+    def _save_weights(self, trial: optuna.Trial, weights: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, f"trial-{trial.number}.pt")
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+            torch.save(weights, path)
             aid = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=path,
                                                    study_or_trial=trial)
         trial.set_user_attr("weights_artifact", aid)
+
+
+@dataclass
+class Candidate:
+    """A proposed architecture that must be trained: its open trial, genome and seed."""
+    trial: optuna.Trial
+    genome: dict
+    archid: str
+    seed: int
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
 
 
 def _mkdir(path: Path) -> str:
@@ -330,14 +397,3 @@ def run_search(cfg: RunConfig, overrides: list[str] | None = None, *, max_new: i
     return Driver(cfg, overrides, quiet=quiet).run(max_new=max_new)
 
 
-def describe_trial(outcome_or_study, trial: FrozenTrial) -> dict:
-    """A JSON-able summary of one trial for printing."""
-    ua = trial.user_attrs
-    return {"trial": trial.number, "accuracy": trial.values[0] if trial.values else None,
-            "flops": ua.get(st.FLOPS), "params": ua.get(st.PARAMS),
-            "flops_ratio": ua.get("flops_ratio"), "archid": ua.get(st.ARCHID),
-            "genome": ua.get(st.GENOME)}
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, sort_keys=True)

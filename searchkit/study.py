@@ -233,6 +233,38 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> int | None:
     return waiting[-1].number if waiting else None
 
 
+class DriverTag(optuna.samplers.BaseSampler):
+    """Wraps the study's sampler so a new trial is marked with this driver's identity in
+    ``before_trial`` - within ``study.ask`` itself, leaving no window in which a killed
+    driver's trial would look alive."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, heartbeat: "Heartbeat"):
+        self.inner = inner
+        self._heartbeat = heartbeat
+
+    def __getattr__(self, name: str) -> Any:  # set_feasibility, colony, ... of the inner sampler
+        return getattr(self.inner, name)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._heartbeat.add(trial._trial_id)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
 class Heartbeat:
     """Marks the trials this driver runs as alive (driver identity + a timestamp every few seconds)."""
 

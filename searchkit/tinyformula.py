@@ -65,8 +65,14 @@ def band_best(points: list[dict], n_bands: int | None = None) -> list[dict]:
         >>> [p["accuracy"] for p in band_best(pts, n_bands=2)]
         [55, 60]
     """
-    pts = [p for p in points if math.isfinite(float(p["flops"])) and float(p["flops"]) > 0
-           and math.isfinite(float(p["accuracy"]))]
+    def usable(p: dict) -> bool:  # failed / pruned trials come with None or NaN
+        try:
+            return float(p["flops"]) > 0 and math.isfinite(float(p["flops"])) and \
+                math.isfinite(float(p["accuracy"]))
+        except (TypeError, ValueError):
+            return False
+
+    pts = [p for p in points if usable(p)]
     if not pts:
         raise ValueError("fit_formula needs at least one point with finite FLOPs > 0 and accuracy")
     if n_bands is None:
@@ -99,7 +105,8 @@ def _log_marginal(x: np.ndarray, y: np.ndarray, s2: float, ls: float, n2: float)
     except np.linalg.LinAlgError:
         return -math.inf
     alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
-    return float(-0.5 * y @ alpha - np.log(np.diag(chol)).sum() - 0.5 * len(x) * math.log(2 * math.pi))
+    return float(-0.5 * y @ alpha - np.log(np.diag(chol)).sum()
+                 - 0.5 * len(x) * math.log(2 * math.pi))
 
 
 def _fit_one(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -198,7 +205,7 @@ def _solve_w(space, r: float, d: float, target: float, w_lo: float, w_hi: float)
     def flops(n: int) -> int:
         return space.costs(space.genome(r, d, n / 1e4)).flops
 
-    lo, hi = int(math.ceil(w_lo * 1e4)), int(math.floor(w_hi * 1e4))
+    lo, hi = int(math.ceil(w_lo * 1e4 - 1e-6)), int(math.floor(w_hi * 1e4 + 1e-6))
     if flops(hi) < target:
         return space.genome(r, d, hi / 1e4)
     if flops(lo) >= target:
@@ -269,7 +276,8 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
     fg = space.flops_grid
     reach = (fg[:, :, 0] <= target * (1 + tol)) & (fg[:, :, -1] >= target * (1 - tol))
     ri, di = np.nonzero(reach)
-    dist = np.abs(np.array(gr.values)[ri] - r0) / gr.step + np.abs(np.array(gd.values)[di] - d0) / gd.step
+    dist = (np.abs(np.array(gr.values)[ri] - r0) / gr.step
+            + np.abs(np.array(gd.values)[di] - d0) / gd.step)
     for n in np.argsort(dist, kind="stable")[:32]:
         if attempt(gr.values[ri[n]], gd.values[di[n]]):
             return best

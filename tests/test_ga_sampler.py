@@ -8,8 +8,8 @@ import collections
 import numpy as np
 import optuna
 import pytest
-from optuna.trial import TrialState, create_trial
 from optuna.study import StudyDirection
+from optuna.trial import TrialState, create_trial
 
 from searchkit import trial_attrs
 from searchkit.strategies.ga import GASampler, _crowding, _fronts, _Ind, _order, member_of

@@ -50,7 +50,8 @@ def test_efficientnet_b0_sanity():
 
 def test_timm_rounding_rules():
     # nearest multiple of 8, at least 8, bumped up when more than 10% below the value
-    assert [make_divisible(v) for v in (3.0, 8.16, 11.9, 12.0, 20.4, 35.0)] == [8, 8, 16, 16, 24, 32]
+    values = (3.0, 8.16, 11.9, 12.0, 20.4, 35.0)
+    assert [make_divisible(v) for v in values] == [8, 8, 16, 16, 24, 32]
     assert round_channels(1280, 0.75) == 960 and round_channels(32, 0.51) == 16
     # round (half-even), at least 1, extra repeats to the later block strings
     assert scale_stage_depth([3], 1.2) == [4] and scale_stage_depth([2], 1.25) == [2]
@@ -130,7 +131,7 @@ def test_suggestions_always_in_band(space, sampler):
         flops = space.costs(genome).flops
         assert BAND[0] <= flops <= BAND[1]
         assert set(trial.params) == {"r", "d", "w"}
-        assert space.genome_for(trial.params) == genome
+        assert space.genome_of(trial.params) == genome
         assert json.loads(json.dumps(genome)) == genome
         study.tell(trial, flops / 1e6)
     # one fixed search space for every strategy (IntersectionSearchSpace keeps all three)
@@ -176,7 +177,7 @@ def test_band_map_is_monotone_spread_and_invertible(space):
                 prev = (fi, fj, fk)
                 seen.add(prev)
                 g = space.genome(gr.values[fi], gd.values[fj], gw.values[fk])
-                assert space.genome_for(space.params_of(g)) == g
+                assert space.genome_of(space.params_of(g)) == g
     # random draws spread over the band: no genome takes a large share
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
     genomes = []
@@ -197,7 +198,8 @@ def test_costs_equal_count_costs_of_built_model(small_space):
         study.tell(trial, 0.0)
     for g in (small_space.base_genome(), small_space.min_genome(),
               {"model": "tinynet", "r": 0.37, "d": 0.73, "w": 0.61}):  # off-grid too
-        assert small_space.costs(g) == count_costs(small_space.build(g), small_space.input_size_of(g))
+        model = small_space.build(g)
+        assert small_space.costs(g) == count_costs(model, small_space.input_size_of(g))
     big = TinyNetSpace({}, 1000)
     g = {"model": "tinynet", "r": 0.86, "d": 1.2, "w": 1.0}
     assert big.costs(g) == count_costs(efficientnet_b0_family(1.0, 1.2), 192)

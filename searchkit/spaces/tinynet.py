@@ -242,7 +242,7 @@ class TinyNetSpace:
 
     # -- geometry -----------------------------------------------------------------------
     def _side(self, r: float) -> int:
-        # int(r * ref) as timm's int(224 * r); the epsilon keeps 0.3 * 10 from flooring to 2
+        # int(r * ref) as timm's int(224 * r); the epsilon keeps 0.29 * 100 from flooring to 28
         return max(self.min_side, int(float(r) * self.reference_size + 1e-9))
 
     def input_side(self, genome: Genome) -> int:
@@ -270,11 +270,12 @@ class TinyNetSpace:
 
     def suggest(self, trial: optuna.Trial) -> Genome:
         """Draw ``r, d, w`` from the fixed grids and map them into ``flops_band`` (module doc)."""
-        return self.genome_for({a: trial.suggest_float(a, g.low, g.high, step=g.step)
+        return self.genome_of({a: trial.suggest_float(a, g.low, g.high, step=g.step)
                                 for a, g in self.grids.items()})
 
-    def genome_for(self, params: dict[str, float]) -> Genome:
-        """The genome ``suggest`` returns for Optuna params ``{"r", "d", "w"}``."""
+    def genome_of(self, params: dict[str, float]) -> Genome:
+        """The genome ``suggest`` returns for Optuna params ``{"r", "d", "w"}`` (the driver's
+        model-free feasibility check calls this with :meth:`distributions`)."""
         return self._genome_at(*self.map_indices(*(self.grids[a].index(params[a]) for a in _AXES)))
 
     def _choices(self, i: int | None = None, j: int | None = None) -> np.ndarray:

@@ -1,19 +1,15 @@
 """A generational genetic algorithm (NSGA-II ranking for several objectives) as a resumable
-Optuna sampler.
+Optuna sampler. Each trial is one individual; at its ask, one system attr ``ga:member``
+records ``generation``, ``index`` (issue order in it), ``origin`` (``random``, ``offspring``
+or ``enqueued``), ``parents`` (trial numbers), ``mutation_prob``, ``diversity`` (of the pool)
+and, for retries, ``requeued_from``. Everything else is rebuilt from stored trials.
 
-Each trial is one individual; when it is asked, one system attr ``ga:member`` records
-``generation``, ``index`` (its issue order in the generation), ``origin`` (``random`` or
-``offspring``), ``parents`` (trial numbers), ``mutation_prob``, ``diversity`` (of the parent
-pool) and, for retries, ``requeued_from``. Everything else is rebuilt from stored trials.
-
-Generations: the *population* of generation g is its first ``population_size`` finished,
-non-FAIL trials in order of completion. A new trial joins the first generation whose
-population is not complete (steady filling): trials in flight never wait for a barrier, a
-failed one is simply replaced, and stragglers finishing after their generation filled are
-kept as trials but not used for breeding. Generation 0 is random. The parent pool of g+1 is
-the ``elitism`` best of (pool of g ∪ population of g), kept without re-evaluation, plus the
-best of population g up to ``population_size``: ``elitism=population_size`` is (μ+λ),
-``elitism=0`` plain generational replacement.
+Generations: the *population* of generation g is its first ``population_size`` finished
+non-FAIL trials, in order of completion. A new trial joins the first generation whose
+population is incomplete (steady filling): no barrier, a FAIL is replaced, and stragglers
+finishing after their generation filled are not bred from. Generation 0 is random. The pool
+of g+1 is the ``elitism`` best of (pool of g ∪ population of g), kept without re-evaluation,
+then the best of population g up to ``population_size`` (``elitism=population_size``: μ+λ).
 
 Breeding: two tournaments (``tournament_size`` draws, best rank wins) over the feasible
 pool members (over all of them only when none is feasible), uniform crossover with
@@ -27,12 +23,11 @@ or held in the pool is bred again (10 tries), then drawn at random (10 more), th
 the pool collapses, i.e. its mean pairwise Hamming distance / D falls below 0.2, the mutation
 probability is scaled up linearly to 5x at zero distance (capped at 0.5).
 
-Fitness: feasible trials rank by value (direction respected; PRUNED by the pruner with its
-last intermediate value), or for several objectives by constrained non-dominated sorting
-and crowding distance; infeasible ones (a positive ``trial.set_constraint`` value or
-``searchkit:infeasible``) rank below all feasible ones by total violation; trials without a
-usable value rank last; FAIL trials are skipped. A trial enqueued with user attr
-``searchkit:requeued_from`` inherits the old trial's membership.
+Fitness: feasible trials rank by value (direction respected; PRUNED by the pruner: its last
+intermediate value), for several objectives by non-dominated sorting, then crowding
+distance; infeasible ones (a positive ``trial.set_constraint`` value, ``searchkit:infeasible``)
+rank below all feasible ones by total violation, trials with no usable value last; FAIL
+trials are skipped. A trial enqueued with ``searchkit:requeued_from`` inherits membership.
 """
 
 from __future__ import annotations
@@ -76,16 +71,14 @@ class _Ind:
             self.cls, self.fit = 1, (violation,)  # infeasible: below every feasible one
         elif values is None or any(math.isnan(v) for v in values):
             self.cls, self.fit = 0, ()
-        else:
-            self.cls = 2
-            self.fit = tuple(v if d == StudyDirection.MINIMIZE else -v  # losses
-                             for v, d in zip(values, directions))
+        else:  # feasible: losses to minimise
+            self.cls, self.fit = 2, tuple(v if d == StudyDirection.MINIMIZE else -v
+                                          for v, d in zip(values, directions))
 
 
 def _fronts(losses: np.ndarray) -> list[np.ndarray]:
     """Non-dominated sorting (minimisation): index arrays, best front first."""
-    le, lt = losses[:, None] <= losses[None], losses[:, None] < losses[None]
-    dom = le.all(-1) & lt.any(-1)  # dom[i, j]: i dominates j
+    dom = (losses[:, None] <= losses[None]).all(-1) & (losses[:, None] < losses[None]).any(-1)
     count, left, fronts = dom.sum(0), np.ones(len(losses), bool), []
     while left.any():
         front = np.flatnonzero(left & (count == 0))
@@ -134,10 +127,9 @@ def _external(dist: BaseDistribution, v: float) -> Any:
 def _random(dist: BaseDistribution, rng: np.random.Generator) -> Any:
     if isinstance(dist, CategoricalDistribution):
         return dist.choices[int(rng.integers(len(dist.choices)))]
-    if dist.log:
+    if dist.log:  # ints: the ends as likely as their neighbours
         pad = 0.5 if isinstance(dist, IntDistribution) else 0.0
-        return _external(dist, math.exp(rng.uniform(math.log(dist.low - pad),
-                                                    math.log(dist.high + pad))))
+        return _external(dist, math.exp(rng.uniform(*np.log([dist.low - pad, dist.high + pad]))))
     if dist.step is not None:
         return _external(dist, dist.low + dist.step * int(
             rng.integers(round((dist.high - dist.low) / dist.step) + 1)))
@@ -148,13 +140,11 @@ def _mutate(dist: BaseDistribution, v: float, rng: np.random.Generator) -> Any:
     """One gene's mutation (see the module docstring); returns the external value."""
     if isinstance(dist, CategoricalDistribution) or rng.random() < 0.2:
         return _random(dist, rng)
-    lo, hi, x = dist.low, dist.high, v
-    if dist.log:
-        lo, hi, x = math.log(lo), math.log(hi), math.log(v)
+    lo, hi, x = (math.log(dist.low), math.log(dist.high), math.log(v)) if dist.log else (
+        dist.low, dist.high, v)
     if dist.step is not None and not dist.log:
-        grid = round((hi - lo) / dist.step)
-        delta = dist.step * int(rng.integers(1, max(1, round(0.2 * grid)) + 1))
-        delta *= rng.choice((-1, 1))
+        k = max(1, round(0.2 * (hi - lo) / dist.step))
+        delta = dist.step * int(rng.integers(1, k + 1)) * int(rng.choice((-1, 1)))
     else:
         delta = rng.normal(0.0, 0.1 * (hi - lo))
     x = x + delta if lo <= x + delta <= hi else x - delta  # reflect off the nearer bound
@@ -162,14 +152,12 @@ def _mutate(dist: BaseDistribution, v: float, rng: np.random.Generator) -> Any:
 
 
 class _State:
-    """Replay state of one study: generations' members and their parent pools."""
+    """Replay state of one study: each generation's finished members and parent pool."""
 
     def __init__(self) -> None:
         self.done, self.mark, self.seen = 0, (), set()  # finished prefix, its stamp, absorbed
-        self.members: dict[int, list[_Ind]] = {}
-        self.issued: dict[int, list[dict]] = {}  # generation -> vectors of non-FAIL trials
-        self.pools: dict[int, list[_Ind]] = {0: []}
-        self.current = 0  # the first generation whose population is not complete
+        self.members: dict[int, list[_Ind]] = {}  # generation -> finished non-FAIL trials
+        self.pools, self.current = {0: []}, 0  # current: the first incomplete generation
 
 
 class GASampler(optuna.samplers.BaseSampler):
@@ -214,8 +202,7 @@ class GASampler(optuna.samplers.BaseSampler):
         self._n, self._k, self._elites = int(population_size), int(tournament_size), int(elitism)
         self._pc, self._pm, self._diversity = float(crossover_prob), mutation_prob, bool(diversity)
         self._seed = int(np.random.SeedSequence().entropy if seed is None else seed)
-        self._lock = threading.RLock()
-        self._cache: dict[tuple, _State] = {}
+        self._lock, self._cache = threading.RLock(), {}  # study key -> _State
         self._spaces: dict[tuple, IntersectionSearchSpace] = {}
         self._ctx: dict[int, tuple[dict, dict]] = {}  # trial id -> (space, params) at ask
         self._absorbed = 0  # trials replayed: a cost counter for tests
@@ -238,7 +225,6 @@ class GASampler(optuna.samplers.BaseSampler):
         self._absorbed += 1
         ind = _Ind(trial, directions)
         state.members.setdefault(member["generation"], []).append(ind)
-        state.issued.setdefault(member["generation"], []).append(ind.vec)
         while len(state.members.get(state.current, ())) >= self._n:  # generation complete
             g = state.current
             pop = sorted(state.members[g], key=lambda i: i.stamp)[: self._n]
@@ -254,8 +240,8 @@ class GASampler(optuna.samplers.BaseSampler):
         if state is None or state.done > len(trials) or (
                 state.done and stamp(trials[state.done - 1]) != state.mark):
             state = self._cache[key] = _State()  # new, or another study under the same key
-        directions = list(study.directions)
-        new = [t for t in trials[state.done:] if t.state.is_finished() and t.number not in state.seen]
+        seen, directions = state.seen, list(study.directions)
+        new = [t for t in trials[state.done:] if t.state.is_finished() and t.number not in seen]
         for trial in sorted(new, key=lambda t: (t.datetime_complete, t.number)):
             self._absorb(state, trial, directions)  # in completion order: populations
         while state.done < len(trials) and trials[state.done].state.is_finished():
@@ -267,32 +253,32 @@ class GASampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
             state, trials = self._replay(study)
-            member = member_of(trial)
-            if member is None:
+            member, space, params = member_of(trial), self._space(study), {}
+            if member is None:  # (else asked already, by another sampler instance)
                 old = trial_attrs.get_user_attr(trial, trial_attrs.REQUEUED_FROM_KEY)
                 src = next((member_of(t) for t in reversed(trials) if t.number == old), None)
-                params: dict = {}
                 if src:  # its params are fixed to the old ones
                     member = {**src, "requeued_from": old}
                 else:
-                    member, params = self._breed(study, trial, state, trials)
+                    member, params = self._breed(trial, space, state, trials)
                 trial_attrs.set_system_attr(study, trial._trial_id, ATTR, member)
-            else:  # asked already (by another sampler instance): keep its enqueued params
-                params = {}
-            self._ctx[trial._trial_id] = (self.infer_relative_search_space(study, trial), params)
+            self._ctx[trial._trial_id] = (space, params)
             while len(self._ctx) > 4096:  # trials told by another process never come back
                 self._ctx.pop(next(iter(self._ctx)))
 
-    def _breed(self, study: optuna.Study, trial: FrozenTrial, state: _State,
+    def _breed(self, trial: FrozenTrial, space: dict, state: _State,
                trials: list[FrozenTrial]) -> tuple[dict, dict]:
         """A new member of the current generation and its proposed params."""
-        g, space = state.current, self.infer_relative_search_space(study, trial)
-        issued = list(state.issued.get(g, []))
+        g = state.current
+        issued = [i.vec for i in state.members.get(g, [])]
         for t in trials[state.done:]:  # in flight: their vectors count, not their values
             m = member_of(t) if t.state == TrialState.RUNNING and t.number != trial.number else None
             if m and m["generation"] == g:
                 issued.append({n: d.to_internal_repr(t.params[n])
                                for n, d in t.distributions.items()})
+        member = {"generation": g, "index": len(issued), "origin": "enqueued", "parents": []}
+        if space and set(space) <= set(trial.system_attrs.get("fixed_params") or ()):
+            return member, {}  # enqueued with every param fixed: nothing to breed
         pool, names = state.pools.get(g, []), list(space)
         feasible = [i for i in pool if i.cls == 2] or pool
         vecs = np.array([[i.vec.get(n, np.nan) for n in names] for i in pool], float)
@@ -302,7 +288,7 @@ class GASampler(optuna.samplers.BaseSampler):
         pm = self._pm if self._pm is not None else 1.0 / max(1, len(names))
         if self._diversity and div < _COLLAPSE:
             pm = min(pm * (1 + (_BOOST - 1) * (1 - div / _COLLAPSE)), max(pm, 0.5))
-        taboo = {self._vkey(space, v) for v in issued + [i.vec for i in pool]}
+        taboo = {tuple(v.get(n) for n in names) for v in issued + [i.vec for i in pool]}
         rng = self._rng(trial.number, 1)
         for attempt in range(2 * _TRIES + 1):
             if not feasible or attempt >= _TRIES:
@@ -310,11 +296,11 @@ class GASampler(optuna.samplers.BaseSampler):
             else:
                 params, parents = self._child(space, feasible, pm, rng)
             vec = {n: space[n].to_internal_repr(v) for n, v in params.items()}
-            if not self._diversity or self._vkey(space, vec) not in taboo:
+            if not self._diversity or tuple(vec.get(n) for n in names) not in taboo:
                 break
-        return {"generation": g, "index": len(issued), "origin": "offspring" if parents
-                else "random", "parents": parents, "mutation_prob": round(pm, 6),
-                "diversity": round(div, 6)}, params
+        member.update(origin="offspring" if parents else "random", parents=parents,
+                      mutation_prob=round(pm, 6), diversity=round(div, 6))
+        return member, params
 
     def _child(self, space: dict, pool: list[_Ind], pm: float,
                rng: np.random.Generator) -> tuple[dict, list[int]]:
@@ -333,14 +319,15 @@ class GASampler(optuna.samplers.BaseSampler):
                 params[n] = _external(d, src.vec[n])
         return params, [a.number, b.number]
 
-    @staticmethod
-    def _vkey(space: dict, vec: dict) -> tuple:
-        return tuple(round(float(vec[n]), 9) if n in vec else None for n in space)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+    def _space(self, study: optuna.Study) -> dict[str, BaseDistribution]:
         calc = self._spaces.setdefault((study.study_name, study._study_id),
                                        IntersectionSearchSpace(True))
         return {n: d for n, d in calc.calculate(study, use_cache=True).items() if not d.single()}
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        with self._lock:  # the space computed at this trial's ask (one deep copy per ask)
+            ctx = self._ctx.get(trial._trial_id)
+        return dict(ctx[0]) if ctx else self._space(study)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
