@@ -126,8 +126,11 @@ def _print_outcome(outcome) -> None:
     counts = st.counts_by_state(study)
     print(f"study {study.study_name}: {outcome.evaluated} candidates trained "
           f"({', '.join(f'{k.lower()} {v}' for k, v in sorted(counts.items()))}); stopped: {outcome.stop_reason}")
-    print(f"base {ctx.cfg.space.model}: val accuracy {ctx.base_accuracy:.4f}, "
-          f"FLOPs {_fmt_count(base.flops)}, params {_fmt_count(base.params)}")
+    if ctx.base is not None:
+        print(f"base {ctx.cfg.space.model}: val accuracy {ctx.base_accuracy:.4f}, "
+              f"FLOPs {_fmt_count(base.flops)}, params {_fmt_count(base.params)}")
+    else:
+        print(f"largest {ctx.space.name} genome: FLOPs {_fmt_count(base.flops)}, params {_fmt_count(base.params)}")
     best = outcome.best
     if best is None:
         print("no candidate finished yet")
@@ -138,8 +141,12 @@ def _print_outcome(outcome) -> None:
           f"FLOPs {_fmt_count(ua[st.FLOPS])} ({1 - ua[st.FLOPS] / base.flops:.1%} fewer)  "
           f"params {_fmt_count(ua[st.PARAMS])} ({1 - ua[st.PARAMS] / base.params:.1%} fewer)  "
           f"archid {ua[st.ARCHID]}")
-    print(f"  keep:   {ua[st.GENOME]['keep']}")
-    print(f"  widths: {widths['widths']}")
+    if "keep" in ua[st.GENOME]:
+        print(f"  keep:   {ua[st.GENOME]['keep']}")
+        print(f"  widths: {widths['widths']}")
+    else:
+        print(f"  genome: {ua[st.GENOME]}  input {widths.get('input_side', '?')} px, "
+              f"stage depths {widths.get('stage_depths')}, widths {widths.get('stage_widths')}")
     print(f"export:  searchkit export study={study.study_name}")
 
 
@@ -224,6 +231,9 @@ def cmd_train(overrides: list[str], quiet: bool) -> int:
         from searchkit.config import ConfigError
         raise ConfigError("train makes a base checkpoint; drop base.checkpoint= (use out=PATH to choose where)")
     ctx = SearchContext.build(cfg, quiet=quiet)
+    if ctx.base is None:
+        from searchkit.config import ConfigError
+        raise ConfigError(f"space={cfg.space.name} has no base network to train")
     path = Path(ctx.base_path)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

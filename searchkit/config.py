@@ -43,6 +43,8 @@ class SpaceConfig:
     keep: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     # How kept channels are chosen when weights are inherited: "l1" (largest L1 norm) or "random".
     rule: str = "l1"
+    # Options of spaces other than channels (space=tinynet: r/d/w grids, reference_size, ...).
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -254,11 +256,11 @@ def valid_keys() -> list[str]:
 def _check_key(key: str) -> str:
     key = _CHOICE_KEYS.get(key, key) if key in ("space", "algo", "data") else key
     head, _, rest = key.partition(".options.")
-    if rest and head in ("algo", "data"):
+    if rest and head in ("algo", "data", "space"):
         return key
     if key in valid_keys():
         return key
-    if key.startswith("algo.") or key.startswith("data."):
+    if key.startswith(("algo.", "data.", "space.")):
         # algo.food_number is short for algo.options.food_number
         section, _, name = key.partition(".")
         if name not in {f.name for f in fields(_section_type(section))}:
@@ -385,6 +387,11 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"algo={cfg.algo.name} searches one objective; for objectives="
                           f"[{','.join(cfg.objectives)}] use algo=ga, nsga2, tpe or random "
                           "(or keep one objective and bound the others with constraint.*)")
+    if cfg.space.name == "channels" and cfg.space.options:
+        bad = sorted(cfg.space.options)[0]
+        near = difflib.get_close_matches(bad, [f.name for f in fields(SpaceConfig)], n=1)
+        hint = f"; did you mean 'space.{near[0]}'?" if near else ""
+        raise ConfigError(f"unknown key 'space.{bad}' for space=channels{hint}")
     keep = cfg.space.keep
     if not keep or any(not 0 < k <= 1 for k in keep) or list(keep) != sorted(set(keep)):
         raise ConfigError(f"space.keep must be increasing fractions in (0, 1], got {list(keep)}")

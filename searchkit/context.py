@@ -126,11 +126,11 @@ def constraint_limits(cfg: RunConfig, space) -> dict[str, float]:
 class SearchContext:
     cfg: RunConfig
     data: DataSplits
-    base: nn.Module
+    base: nn.Module | None  # None for spaces whose candidates train from scratch
     space: object
     device: torch.device
     base_path: str
-    base_accuracy: float
+    base_accuracy: float | None
     limits: dict[str, float]
 
     @classmethod
@@ -139,10 +139,18 @@ class SearchContext:
         data = load_dataset(cfg.data.name, root=cfg.data.root, image_size=input_side(cfg),
                             seed=cfg.seed, val_fraction=cfg.data.val_fraction,
                             max_train=cfg.data.max_train, **cfg.data.options)
+        space_cls = SPACES.get(cfg.space.name)
+        if getattr(space_cls, "trains_from_scratch", False):
+            try:
+                space = space_cls.for_run(cfg, data)
+            except ValueError as exc:
+                raise ConfigError(f"space={cfg.space.name}: {exc}") from None
+            return cls(cfg=cfg, data=data, base=None, space=space, device=device, base_path="",
+                       base_accuracy=None, limits=constraint_limits(cfg, space))
         base = build_base(cfg.space.model, num_classes=data.num_classes)
         # Costs need only the architecture: an impossible constraint is refused before any
         # checkpoint is read or any base is trained.
-        space = SPACES.get(cfg.space.name)(cfg.space, base, (data.in_channels, data.image_size, data.image_size))
+        space = space_cls(cfg.space, base, (data.in_channels, data.image_size, data.image_size))
         limits = constraint_limits(cfg, space)
         acc = None
         if cfg.base.checkpoint:

@@ -107,18 +107,21 @@ def export_trial(study: optuna.Study, trial: FrozenTrial, ctx: SearchContext, ou
     costs, base = ctx.space.costs(genome), ctx.space.base_costs()
     folder = out_dir / f"{rank:02d}-trial{trial.number}-{trial.user_attrs[st.ARCHID]}"
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / "weights.pt")
-    size = (ctx.data.in_channels, ctx.data.image_size, ctx.data.image_size)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in getattr(model, "net", model).state_dict().items()},
+               folder / "weights.pt")
+    size = tuple(ctx.space.input_size_of(genome)) if hasattr(ctx.space, "input_size_of") else \
+        (ctx.data.in_channels, ctx.data.image_size, ctx.data.image_size)
+    net = getattr(model, "net", model)  # resolution wrappers resize; the program takes its own side
     example = torch.zeros(2, *size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    program = torch.export.export(net.eval(), (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, folder / "model.pt2")
     meta = {
         "study": study.study_name, "trial": trial.number, "rank": rank,
         "archid": trial.user_attrs[st.ARCHID], "genome": genome, "space": cfg.space.name,
         "model": cfg.space.model, "input_size": list(size), "num_classes": ctx.data.num_classes,
         "flops": costs.flops, "params": costs.params, "base_flops": base.flops, "base_params": base.params,
-        "flops_reduction": 1 - costs.flops / base.flops, "params_reduction": 1 - costs.params / base.params,
+        "flops_reduction": 1 - costs.flops / base.flops, "input_side": size[-1], "params_reduction": 1 - costs.params / base.params,
         "search_val_accuracy": trial.values[0], "val_accuracy": val_acc, "test_accuracy": test_acc,
         "base_val_accuracy": ctx.base_accuracy, "weights": source, "widths": ctx.space.describe(genome),
         "kept_indices": history, "flops_convention": "MACs of conv + linear layers",

@@ -57,6 +57,7 @@ class Registry:
 
 SPACES = Registry("space", {
     "channels": "searchkit.spaces.channels:ChannelSpace",
+    "tinynet": "searchkit.spaces.tinynet:TinyNetSpace",
 })
 
 STRATEGIES = Registry("algo", {
@@ -75,6 +76,12 @@ MODELS = Registry("model", {
     "resnet18": "searchkit.models.torchvision_nets:resnet18",
     "resnet50": "searchkit.models.torchvision_nets:resnet50",
     "mobilenet_v2": "searchkit.models.torchvision_nets:mobilenet_v2",
+    "efficientnet_b0": "searchkit.models.efficientnet:efficientnet_b0",
+    "tinynet_a": "searchkit.models.efficientnet:tinynet_a",
+    "tinynet_b": "searchkit.models.efficientnet:tinynet_b",
+    "tinynet_c": "searchkit.models.efficientnet:tinynet_c",
+    "tinynet_d": "searchkit.models.efficientnet:tinynet_d",
+    "tinynet_e": "searchkit.models.efficientnet:tinynet_e",
 })
 
 DATASETS = Registry("data", {

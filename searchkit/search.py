@@ -143,14 +143,17 @@ class Driver:
                                lambda p: all(v <= 0 for v in ctx.violations(space.costs(space.genome_of(p))).values()))
 
     def _record_base(self) -> None:
-        costs = self.ctx.space.base_costs()
-        info = {"model": self.cfg.space.model, "path": self.ctx.base_path,
-                "accuracy": self.ctx.base_accuracy, "flops": costs.flops, "params": costs.params,
-                "units": len(self.ctx.space.units),
-                "unit_names": [u.name for u in self.ctx.space.units],
-                "base_widths": [u.channels for u in self.ctx.space.units],
-                "input_size": list(self.ctx.space.input_size)}
-        if Path(self.ctx.base_path).is_file():
+        space = self.ctx.space
+        costs = space.base_costs()
+        info = {"model": self.cfg.space.model if self.ctx.base is not None else space.name,
+                "path": self.ctx.base_path, "accuracy": self.ctx.base_accuracy,
+                "flops": costs.flops, "params": costs.params, "input_size": list(space.input_size)}
+        if hasattr(space, "units"):
+            info.update(units=len(space.units), unit_names=[u.name for u in space.units],
+                        base_widths=[u.channels for u in space.units])
+        else:  # a space without a base: its largest genome stands in for it
+            info["genome"] = space.base_genome()
+        if self.ctx.base_path and Path(self.ctx.base_path).is_file():
             info["sha256"] = file_sha256(self.ctx.base_path)
         old = self.study.user_attrs.get(st.BASE_KEY)
         if old is not None and old.get("sha256") and info.get("sha256") and old["sha256"] != info["sha256"]:

@@ -223,6 +223,19 @@ def test_infeasible_trials_are_never_parents_while_feasible_ones_exist():
     assert sampler.parent_pool(study, max(gen(t) for t in study.trials))[0] == best.number
 
 
+def test_feasibility_hint_repairs_every_proposal():
+    from searchkit.strategies.feasibility import FeasibilityHint, attach
+
+    dims, budget = 5, 22
+    space = {f"keep_{j:03d}": optuna.distributions.IntDistribution(1, 10) for j in range(dims)}
+    sampler = GASampler(population_size=8, seed=6)
+    assert attach(sampler, FeasibilityHint(space, lambda p: sum(p.values()) <= budget))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(toy([9] * dims), n_trials=48)  # the optimum (sum 45) is out of budget
+    assert all(sum(t.params.values()) <= budget for t in study.trials)
+    assert study.best_value >= -120  # the constrained optimum (4, 4, 4, 5, 5) scores -107
+
+
 def _hypervolume(points, ref):
     """2-D hypervolume of minimisation points below ``ref``."""
     area, low = 0.0, ref[1]

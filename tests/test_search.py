@@ -107,7 +107,7 @@ def test_abc_refuses_multi_objective():
         load_config(["algo=abc", "objectives=[accuracy,flops]"])
 
 
-@pytest.mark.parametrize("algo", ["abc", "tpe", "random"])
+@pytest.mark.parametrize("algo", ["abc", "ga", "tpe", "random"])
 def test_tight_constraint_proposals_are_repaired(workdir, algo):
     """At 30% of the base's FLOPs almost no uniform draw is feasible: strategies repair
     proposals with the space's cost check instead of burning trials on infeasible ones."""

@@ -20,7 +20,8 @@ _INPUT_SIZES: dict[str, int] = {}
 # Smallest input side each network can take: VGG-16 halves its map five times; the
 # ResNets (stride-1 stems) and MobileNetV2 (stride-1 first conv) down-sample less.
 _MIN_INPUT_SIZES: dict[str, int] = {"vgg16": 32, "mobilenet_v2": 16, "resnet18": 8, "resnet50": 8,
-                                    "resnet20": 4, "resnet56": 4, "resnet110": 4}
+                                    "resnet20": 4, "resnet56": 4, "resnet110": 4,
+                                    "efficientnet_b0": 32}
 
 
 def build_base(name: str, num_classes: int = 10) -> nn.Module:

@@ -207,6 +207,26 @@ class TinyNetSpace:
     """
 
     name = "tinynet"
+    trains_from_scratch = True  # no base network: candidates are trained, not pruned
+
+    @classmethod
+    def for_run(cls, cfg, data) -> "TinyNetSpace":
+        """The space of a search run: ``reference_size`` defaults to the data's side, and a
+        ``constraint.flops`` bound becomes the band ``[band_low * bound, bound]`` (a bound
+        <= 1 is a fraction of the largest genome's FLOPs)."""
+        options = dict(cfg.space.options)
+        run = {k: options.pop(k, v) for k, v in RUN_OPTIONS.items()}
+        options.setdefault("reference_size", data.image_size)
+        bound = cfg.constraint.flops
+        if bound is not None and options.get("flops_band") is None:
+            if bound <= 1:
+                bound *= cls(options, data.num_classes, data.in_channels).base_costs().flops
+            options["flops_band"] = [float(run["band_low"]) * bound, bound]
+        return cls(options, data.num_classes, data.in_channels)
+
+    def build_with_history(self, genome: Genome, *, seed: int = 0) -> tuple[nn.Module, dict]:
+        """The genome's model wrapped to run at its own resolution; no channel history."""
+        return AtResolution(self.build(genome, seed=seed), self.input_side(genome)), {}
 
     def __init__(self, config_options: dict | None, num_classes: int, in_channels: int = 3):
         self.options = _options(config_options)
@@ -379,3 +399,29 @@ class TinyNetSpace:
             "head": head_channels(float(genome["w"])),
             "flops": c.flops, "params": c.params,
         }
+
+
+class AtResolution(nn.Module):
+    """Runs ``net`` at its genome's input side: inputs of another size are resized first
+    (bilinear). Resolution stays data, not model: ``export`` saves ``net`` alone and records
+    the side it runs at."""
+
+    def __init__(self, net: nn.Module, side: int):
+        super().__init__()
+        self.net = net
+        self.side = int(side)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.side or x.shape[-2] != self.side:
+            x = torch.nn.functional.interpolate(x, size=(self.side, self.side), mode="bilinear",
+                                                align_corners=False)
+        return self.net(x)
+
+
+# searchkit-run options that are not TinyNetSpace options: the band's lower edge, as a
+# fraction of the FLOPs bound (constraint.flops).
+RUN_OPTIONS = {"band_low": 0.85}
+
+
+
+

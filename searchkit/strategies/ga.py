@@ -18,10 +18,10 @@ probability ``crossover_prob``, then each gene mutates with probability ``mutati
 a step of ±1..±k grid points (k = 20 % of the grid, at least 1; int and stepped floats), a
 Gaussian of 10 % of the range (floats; log scale for log ones), reflected and clipped.
 
-Diversity (``diversity=True``): a child equal to a vector already issued in its generation
-or held in the pool is bred again (10 tries), then drawn at random (10 more), then kept. If
-the pool collapses, i.e. its mean pairwise Hamming distance / D falls below 0.2, the mutation
-probability is scaled up linearly to 5x at zero distance (capped at 0.5).
+Diversity (``diversity=True``): a child equal to a vector issued in its generation or held
+in the pool is bred again (10 tries), then drawn at random (10 more), then kept. When the
+pool's mean pairwise Hamming distance / D is below 0.2, mutation grows linearly to 5x at 0
+(capped at 0.5). With a feasibility hint (``set_feasibility``) every proposal is repaired.
 
 Fitness: feasible trials rank by value (direction respected; PRUNED by the pruner: its last
 intermediate value), for several objectives by non-dominated sorting, then crowding
@@ -202,14 +202,13 @@ class GASampler(optuna.samplers.BaseSampler):
         self._n, self._k, self._elites = int(population_size), int(tournament_size), int(elitism)
         self._pc, self._pm, self._diversity = float(crossover_prob), mutation_prob, bool(diversity)
         self._seed = int(np.random.SeedSequence().entropy if seed is None else seed)
-        self._lock, self._cache = threading.RLock(), {}  # study key -> _State
+        self._lock, self._cache, self._hint = threading.RLock(), {}, None  # study -> _State
         self._spaces: dict[tuple, IntersectionSearchSpace] = {}
         self._ctx: dict[int, tuple[dict, dict]] = {}  # trial id -> (space, params) at ask
         self._absorbed = 0  # trials replayed: a cost counter for tests
 
     def parent_pool(self, study: optuna.Study, generation: int) -> list[int]:
-        """Trial numbers of the parent pool generation ``generation`` is bred from, best
-        first (empty for generation 0 and for generations not reached yet)."""
+        """Trial numbers of the pool ``generation`` is bred from, best first ([] for 0)."""
         with self._lock:
             state, _ = self._replay(study, fresh=True)
         return [i.number for i in state.pools.get(generation, [])]
@@ -223,8 +222,7 @@ class GASampler(optuna.samplers.BaseSampler):
         if member is None or trial.state == TrialState.FAIL:
             return
         self._absorbed += 1
-        ind = _Ind(trial, directions)
-        state.members.setdefault(member["generation"], []).append(ind)
+        state.members.setdefault(member["generation"], []).append(_Ind(trial, directions))
         while len(state.members.get(state.current, ())) >= self._n:  # generation complete
             g = state.current
             pop = sorted(state.members[g], key=lambda i: i.stamp)[: self._n]
@@ -295,6 +293,8 @@ class GASampler(optuna.samplers.BaseSampler):
                 params, parents = {n: _random(d, rng) for n, d in space.items()}, []
             else:
                 params, parents = self._child(space, feasible, pm, rng)
+            if self._hint is not None:  # the space's cheap cost check: step genes down
+                params = self._hint.repair(params, self._rng(trial.number, 4, attempt))
             vec = {n: space[n].to_internal_repr(v) for n, v in params.items()}
             if not self._diversity or tuple(vec.get(n) for n in names) not in taboo:
                 break
@@ -307,8 +307,7 @@ class GASampler(optuna.samplers.BaseSampler):
         first = int(rng.integers(len(pool), size=self._k).min())  # pool is sorted best first
         others = [i for i in range(len(pool)) if i != first] or [first]
         a, b = pool[first], pool[int(rng.choice(others, size=self._k).min())]
-        cross = rng.random() < self._pc
-        params = {}
+        cross, params = rng.random() < self._pc, {}
         for n, d in space.items():
             src = b if cross and rng.random() < 0.5 and n in b.vec else a
             if n not in src.vec:
@@ -319,7 +318,13 @@ class GASampler(optuna.samplers.BaseSampler):
                 params[n] = _external(d, src.vec[n])
         return params, [a.number, b.number]
 
+    def set_feasibility(self, hint: Any) -> None:
+        """Repair infeasible proposals with the space's cost check (see feasibility.py)."""
+        self._hint = hint
+
     def _space(self, study: optuna.Study) -> dict[str, BaseDistribution]:
+        if self._hint is not None:
+            return dict(self._hint.space)
         calc = self._spaces.setdefault((study.study_name, study._study_id),
                                        IntersectionSearchSpace(True))
         return {n: d for n, d in calc.calculate(study, use_cache=True).items() if not d.single()}
@@ -343,8 +348,3 @@ class GASampler(optuna.samplers.BaseSampler):
                            param_distribution: BaseDistribution) -> Any:
         rng = self._rng(trial.number, 2, zlib.crc32(param_name.encode()))
         return _random(param_distribution, rng)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        with self._lock:
-            self._ctx.pop(trial._trial_id, None)

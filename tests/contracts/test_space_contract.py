@@ -20,7 +20,18 @@ def _channels():
     return ChannelSpace(SpaceConfig(model="resnet20"), build_base("resnet20"), (3, 16, 16))
 
 
-SPACE_FACTORIES = {"channels": _channels}
+def _tinynet():
+    from searchkit.spaces.tinynet import TinyNetSpace
+    return TinyNetSpace({"reference_size": 32, "r": [0.25, 1.0, 0.25], "d": [0.25, 0.5, 0.25],
+                         "w": [0.25, 0.5, 0.25], "flops_band": [1e6, 3e6]}, 10)
+
+
+SPACE_FACTORIES = {"channels": _channels, "tinynet": _tinynet}
+
+
+def _size(space, genome):
+    """Spaces whose resolution is part of the genome say so per genome."""
+    return tuple(space.input_size_of(genome)) if hasattr(space, "input_size_of") else tuple(space.input_size)
 
 
 @pytest.fixture(params=SPACES.names())
@@ -49,16 +60,18 @@ def test_genomes_are_json_and_archids_stable(space):
     for params, genome in _genomes(space):
         assert json.loads(json.dumps(genome)) == genome
         assert archid(genome) == archid(json.loads(json.dumps(genome)))
-        assert space.params_of(genome) == params
+        # Enqueuing params_of(genome) reproduces the genome (params may be raw draws that
+        # the space mapped, e.g. into a FLOPs band).
+        assert space.genome_of(space.params_of(genome)) == genome
 
 
 def test_costs_match_the_built_model(space):
     torch.manual_seed(0)
     for _, genome in _genomes(space, 3):
         model = space.build(genome, seed=0)
-        assert space.costs(genome) == count_costs(model, space.input_size)
+        assert space.costs(genome) == count_costs(model, _size(space, genome))
         with torch.no_grad():
-            model.eval()(torch.zeros(2, *space.input_size))
+            model.eval()(torch.zeros(2, *_size(space, genome)))
 
 
 def test_cost_bounds(space):

@@ -1,0 +1,369 @@
+"""The Ray Tune executor: candidates are trained concurrently by Ray Tune trials.
+
+The driver still asks and tells (DESIGN invariant 3); Ray only runs the training.
+:class:`DriverSearcher` is a ``ray.tune.search.Searcher`` around the driver: Tune calls
+``suggest`` -> ``driver.propose()``, and each trial's results come back as
+``driver.report`` (intermediate accuracies; :class:`PrunerScheduler` stops a trial the
+study's pruner prunes) and ``driver.finish`` / ``driver.fail`` (its end). A trial that
+raises (a diverged candidate: ``NonFiniteLossError``), or whose worker process dies, is
+retried ``ray.max_failures`` times and then recorded FAIL with a one-line reason; the
+search goes on.
+
+The Optuna study is the only truth. Tune's own experiment state lives in a temporary
+directory that is removed after the run; a restarted driver never calls
+``Tuner.restore`` - it runs again, and the driver's stale-trial recovery fails (and
+re-queues) the trials the stopped driver left RUNNING.
+
+Workers rebuild the :class:`~searchkit.context.SearchContext` from the run configuration
+(JSON, with paths made absolute) once per worker process, reading the base checkpoint the
+driver cached. A worker hands the trained weights back as a ``torch.save`` file in the
+driver's temporary directory. NOTE: on a multi-node cluster (``ray.address=...``) the
+base cache, the dataset root and that directory must be on a filesystem shared by all
+nodes (the same paths); a weights file the driver cannot read is skipped with a warning
+and the trial is told without its weights.
+
+Strategies under concurrency: ``abc`` runs steady-state (see its module), ``tpe`` uses
+the constant liar, ``random`` needs nothing.
+
+Example:
+    >>> # searchkit search executor=ray ray.cpus_per_trial=1 ray.max_concurrent=2
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+import torch
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
+
+if TYPE_CHECKING:
+    from searchkit.config import RunConfig
+    from searchkit.search import Candidate, Driver
+
+log = logging.getLogger("searchkit")
+
+METRIC = "val_accuracy"
+
+# One SearchContext per worker process (data, base, space): rebuilt only when the run
+# configuration changes, so a reused actor trains its next candidate at once.
+_WORKER_CONTEXT: dict[str, Any] = {}
+
+
+# --- the worker side -------------------------------------------------------------------
+
+
+def _worker_context(cfg_json: str):
+    ctx = _WORKER_CONTEXT.get(cfg_json)
+    if ctx is None:
+        from searchkit.config import load_config
+        from searchkit.context import SearchContext
+
+        cfg = load_config([], base=json.loads(cfg_json))
+        ctx = SearchContext.build(cfg, quiet=True, train_base=False)
+        _WORKER_CONTEXT.clear()
+        _WORKER_CONTEXT[cfg_json] = ctx
+    return ctx
+
+
+def train_candidate(config: dict) -> None:
+    """The Tune trainable (function API): build, fine-tune and measure one candidate.
+
+    Each validation is reported as ``{"step", "val_accuracy"}``; the last report carries
+    ``final=True``, the metrics and kept-indices history (JSON) and the weights file path.
+    """
+    from searchkit.search import evaluate_candidate
+
+    torch.set_num_threads(max(1, int(config["threads"])))
+    ctx = _worker_context(config["run_config"])
+
+    def forward(step: int, value: float) -> bool:
+        tune.report({"step": int(step), METRIC: float(value)})
+        return False  # the driver's pruner stops the trial through the scheduler
+
+    metrics, weights, history = evaluate_candidate(ctx, config["genome"], seed=config["seed"],
+                                                   report=forward, progress=False)
+    weights_path = None
+    if config.get("weights_dir"):
+        weights_path = os.path.join(config["weights_dir"], f"trial-{config['number']}-{uuid.uuid4().hex[:8]}.pt")
+        torch.save(weights, weights_path)
+    metrics = {k: v for k, v in metrics.items() if k != "history"}
+    tune.report({"final": True, "step": int(metrics.get("steps") or 0),
+                 METRIC: float(metrics["val_accuracy"]), "metrics": json.dumps(metrics),
+                 "kept_indices": json.dumps(history), "weights_path": weights_path})
+
+
+# --- the driver side -------------------------------------------------------------------
+
+
+class _Bridge:
+    """State shared by the searcher, the scheduler and the stopper: Tune trial id ->
+    candidate, and the first error the driver raised (which ends the run)."""
+
+    def __init__(self, driver: "Driver", run_config: str, weights_dir: str | None, threads: int):
+        self.driver = driver
+        self.run_config = run_config
+        self.weights_dir = weights_dir
+        self.threads = threads
+        self.cands: dict[str, "Candidate"] = {}
+        self.pruned: dict[str, dict] = {}
+        self.errors: dict[str, str] = {}
+        self.fatal: BaseException | None = None
+
+    # Tune pickles its search algorithm, scheduler and stopper for Tuner.restore, which
+    # searchkit never uses (the study is the truth): the live driver is left out.
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.driver = None
+        self.fatal = RuntimeError("a searchkit Ray run cannot be restored by Tune; run the search again")
+
+    def guard(self, fn, *args):
+        """Run a driver call; an error it raises stops the run and is re-raised after it."""
+        if self.fatal is not None:
+            return None
+        try:
+            return fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run_with_ray
+            self.fatal = exc
+            return None
+
+
+class DriverSearcher(Searcher):
+    """Tune's search algorithm: the searchkit driver's ask/tell."""
+
+    def __init__(self, bridge: _Bridge):
+        super().__init__(metric=METRIC, mode="max")
+        self.bridge = bridge
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        b = self.bridge
+        cand = b.guard(b.driver.propose)
+        if cand is None:
+            # Not now while trials run: one may fail and the budget then needs another.
+            return Searcher.FINISHED if b.fatal is not None or not b.driver.in_flight else None
+        b.cands[trial_id] = cand
+        return {"number": cand.number, "genome": cand.genome, "seed": cand.seed,
+                "run_config": b.run_config, "weights_dir": b.weights_dir, "threads": b.threads}
+
+    def save(self, checkpoint_path: str) -> None:
+        pass  # the study is the only state
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass  # intermediate values are told by PrunerScheduler, which decides on them
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        b = self.bridge
+        cand = b.cands.pop(trial_id, None)
+        if cand is None or cand.number not in b.driver.in_flight:
+            return  # already told
+        if b.fatal is not None:
+            return  # run_with_ray re-queues what is left
+        if error:
+            b.guard(b.driver.fail, cand, b.errors.pop(trial_id, "the trial failed (no error recorded)"))
+        elif result and result.get("final"):
+            metrics = json.loads(result["metrics"])
+            history = json.loads(result["kept_indices"])
+            b.guard(b.driver.finish, cand, metrics, history, _load_weights(result.get("weights_path")))
+        elif trial_id in b.pruned:
+            last = b.pruned.pop(trial_id)
+            b.guard(b.driver.finish, cand, {"val_accuracy": last[METRIC], "steps": last.get("step"),
+                                            "pruned": True}, {})
+        # else: stopped by the end of the run (Ctrl-C); run_with_ray re-queues it
+
+
+class PrunerScheduler(FIFOScheduler):
+    """FIFO, but tells each intermediate accuracy to the study and stops what it prunes."""
+
+    def __init__(self, bridge: _Bridge):
+        super().__init__()
+        self.bridge = bridge
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        b = self.bridge
+        if b.fatal is not None:
+            return TrialScheduler.STOP
+        cand = b.cands.get(trial.trial_id)
+        if cand is None or result.get("final") or METRIC not in result or "step" not in result:
+            return TrialScheduler.CONTINUE
+        value = float(result[METRIC])
+        if math.isfinite(value) and b.guard(b.driver.report, cand, int(result["step"]), value):
+            b.pruned[trial.trial_id] = {METRIC: value, "step": int(result["step"])}
+            return TrialScheduler.STOP
+        return TrialScheduler.STOP if b.fatal is not None else TrialScheduler.CONTINUE
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self.bridge.errors[trial.trial_id] = _error_reason(trial)
+        super().on_trial_error(tune_controller, trial)
+
+
+class _StopOnFatal(Stopper):
+    def __init__(self, bridge: _Bridge):
+        self.bridge = bridge
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.bridge.fatal is not None
+
+    def stop_all(self) -> bool:
+        return self.bridge.fatal is not None
+
+
+def _error_reason(trial) -> str:
+    """One line naming what went wrong in a trial (the worker's own exception if known)."""
+    exc: BaseException | None = None
+    try:
+        # Tune writes the error to the trial's local staging dir first and syncs it to
+        # storage_path later: read the local file (written just before on_trial_error).
+        name = trial.run_metadata.pickled_error_filename
+        local = Path(trial.local_path, name) if name and trial.local_path else None
+        if local is not None and local.is_file():
+            exc = ray.cloudpickle.loads(local.read_bytes())
+        else:
+            exc = trial.get_pickled_error()
+    except Exception:  # noqa: BLE001 - a missing or unreadable error file
+        exc = None
+    attempts = trial.run_metadata.num_failures
+    suffix = f" ({attempts} attempts)" if attempts > 1 else ""
+    if exc is None:
+        return f"the trial failed{suffix}"
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return f"worker died: {_first_line(exc)}{suffix}"
+    cause = exc
+    while isinstance(cause, ray.exceptions.RayTaskError) and getattr(cause, "cause", None) is not None \
+            and cause.cause is not cause:
+        cause = cause.cause
+    if isinstance(cause, ray.exceptions.RayTaskError):
+        return f"{_first_line(cause)}{suffix}"
+    return f"{type(cause).__name__}: {_first_line(cause)}{suffix}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _load_weights(path: str | None) -> dict | None:
+    if not path:
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        log.warning("weights file %s is not readable here (a multi-node cluster needs a "
+                    "shared filesystem); the trial is told without its weights", path)
+        return None
+    finally:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _absolute_paths(cfg: "RunConfig") -> str:
+    """The run configuration as JSON for workers: Tune runs trials in other directories."""
+    tree = cfg.to_dict()
+    for section, key in (("base", "cache_dir"), ("base", "checkpoint"), ("data", "root")):
+        if tree[section].get(key):
+            tree[section][key] = str(Path(tree[section][key]).expanduser().resolve())
+    return json.dumps(tree, sort_keys=True)
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to ``address`` or start a local instance; returns whether we must shut it down."""
+    if ray.is_initialized():
+        return False
+    common = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                  configure_logging=True)
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, **common)
+    return True
+
+
+def run_with_ray(driver: "Driver") -> None:
+    """Propose, train (as Ray Tune trials) and tell until the driver stops proposing."""
+    from searchkit.search import SearchInterrupted
+
+    rc = driver.cfg.ray
+    if rc.cpus_per_trial <= 0 or rc.gpus_per_trial < 0:
+        from searchkit.config import ConfigError
+        raise ConfigError("ray.cpus_per_trial must be positive and ray.gpus_per_trial not negative")
+    # Tune's result loggers would copy every result (history, metrics) into files nobody reads.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # The classic reporter is silent at verbose=0 (the new one still prints its banner).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A failed candidate is logged once, by the driver, with a one-line reason: not with
+    # Tune's traceback of each attempt and its end-of-run list of unfinished trials.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    quieted = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    for name in quieted:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    tmp = tempfile.mkdtemp(prefix="searchkit-ray-")
+    started = False
+    try:
+        started = _start_ray(rc.address)
+        if rc.max_concurrent is not None:
+            concurrent = max(1, int(rc.max_concurrent))
+        else:
+            concurrent = max(1, int(ray.cluster_resources().get("CPU", 1) // rc.cpus_per_trial))
+        weights_dir = None
+        if driver.cfg.artifacts != "none":
+            weights_dir = os.path.join(tmp, "weights")
+            os.makedirs(weights_dir)
+        bridge = _Bridge(driver, _absolute_paths(driver.cfg), weights_dir,
+                         threads=max(1, int(rc.cpus_per_trial)))
+        trainable = tune.with_resources(train_candidate, {"cpu": rc.cpus_per_trial, "gpu": rc.gpus_per_trial})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=DriverSearcher(bridge), scheduler=PrunerScheduler(bridge),
+                num_samples=-1, max_concurrent_trials=concurrent, reuse_actors=True,
+                trial_name_creator=lambda t: f"trial_{t.config.get('number', t.trial_id)}",
+                trial_dirname_creator=lambda t: f"trial_{t.config.get('number', t.trial_id)}_{t.trial_id}"),
+            run_config=tune.RunConfig(
+                name="searchkit", storage_path=os.path.join(tmp, "tune"), verbose=0,
+                stop=_StopOnFatal(bridge),
+                failure_config=tune.FailureConfig(max_failures=rc.max_failures),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
+        )
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            _requeue_left(driver, "interrupted (Ctrl-C)")
+            raise SearchInterrupted() from None
+        if bridge.fatal is not None:
+            _requeue_left(driver, "the search stopped on an error")
+            raise bridge.fatal
+        if driver.in_flight:  # Tune stopped early: a Ctrl-C it handled itself
+            _requeue_left(driver, "interrupted (Ctrl-C)")
+            raise SearchInterrupted()
+    finally:
+        for name, level in quieted.items():
+            logging.getLogger(name).setLevel(level)
+        if started:
+            ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# "Trials did not complete" (tune.py) and, without result files, "Failed to fetch metrics".
+_NOISY_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+
+
+def _requeue_left(driver: "Driver", reason: str) -> None:
+    for cand in list(driver.in_flight.values()):
+        driver.fail(cand, reason, requeue=True)

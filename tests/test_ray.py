@@ -1,0 +1,179 @@
+"""The Ray Tune executor on a real local Ray instance: concurrent trials, failures, kill -9."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from searchkit.config import load_config  # noqa: E402
+from searchkit.search import RepeatedFailures, run_search  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+FAST = ["space.model=resnet20", "data=synthetic", "base.epochs=1", "finetune.max_batches=2",
+        "data.options={size: 256}"]
+
+
+def _ray_pids() -> set[int]:
+    """Processes of Ray (driver-side daemons and workers) on this machine."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::") or "/ray/core/src/ray/" in cmd or "ray/_private/" in cmd \
+                or "ray/dashboard/" in cmd:
+            out.add(int(entry.name))
+    return out
+
+
+@pytest.fixture
+def no_leftover_ray():
+    """Kill (by pid) Ray processes a test started and left behind, e.g. a killed driver's."""
+    before = _ray_pids()
+    yield
+    for pid in _ray_pids() - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One local instance for the in-process tests; the executor reuses an initialized Ray
+    and leaves it running (the CLI test below lets the driver start and stop its own)."""
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    print(f"\nray.init took {time.perf_counter() - start:.1f} s")
+    yield
+    ray.shutdown()
+
+
+def _overlap(trials) -> int:
+    """Most trials whose [start, complete] intervals overlap at one moment."""
+    events = []
+    for t in trials:
+        events += [(t.datetime_start, 1), (t.datetime_complete, -1)]
+    most = now = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_search_runs_two_trials_at_once(workdir, ray_instance):
+    """abc (steady-state) with two candidates in flight; tpe (constant liar) runs so in the
+    kill -9 test below."""
+    common = [*FAST, "algo=abc", "algo.food_number=2", "progress=false"]
+    outcome = run_search(load_config([*common, "trials=4", "executor=ray", "ray.max_concurrent=2"]),
+                         quiet=True)
+    assert ray.is_initialized(), "an instance the executor did not start is left running"
+    trials = outcome.study.get_trials(deepcopy=False)
+    assert outcome.evaluated == 4 and outcome.stop_reason == "budget"
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    evaluated = [t for t in trials if t.user_attrs.get("searchkit:evaluated")]
+    assert len(evaluated) == 4
+    assert _overlap(evaluated) >= 2, "two candidates should train at the same time"
+    for t in evaluated:
+        assert 0.0 <= t.user_attrs["val_accuracy"] <= 1.0
+        assert t.user_attrs["steps"] == 2 and t.user_attrs["kept_indices"]
+    best = outcome.best
+    assert best is not None and best.user_attrs.get("weights_artifact")
+    # The same record as a local run of the same settings.
+    local = run_search(load_config([*common, "trials=1", "study=local"]), quiet=True)
+    assert set(local.best.user_attrs) <= set(best.user_attrs)
+
+
+def test_diverging_candidate_is_retried_then_failed_with_reason(workdir, ray_instance):
+    """NaN training raises in the worker: retried ray.max_failures times, then FAIL with the
+    worker's one-line reason; the search itself ends normally."""
+    cfg = load_config([*FAST, "finetune.lr=1e30", "algo=random", "trials=2", "executor=ray",
+                       "ray.max_concurrent=2", "ray.max_failures=1", "progress=false"])
+    outcome = run_search(cfg, quiet=True, max_new=2)
+    assert outcome.stop_reason == "max_new" and outcome.evaluated == 0
+    trials = outcome.study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    for t in trials:
+        reason = t.user_attrs["searchkit:fail_reason"]
+        assert reason.startswith("NonFiniteLossError: training loss became nan"), reason
+        assert reason.endswith("(2 attempts)") and "\n" not in reason
+
+
+@pytest.mark.slow
+def test_repeated_failures_stop_the_ray_search(workdir, ray_instance):
+    cfg = load_config([*FAST, "finetune.lr=1e30", "algo=random", "trials=2", "executor=ray",
+                       "ray.max_concurrent=2", "ray.max_failures=0", "progress=false"])
+    with pytest.raises(RepeatedFailures, match="NonFiniteLossError"):
+        run_search(cfg, quiet=True)
+    study = optuna.load_study(study_name="channels-random", storage="sqlite:///studies/searchkit.db")
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if "NonFiniteLossError" in t.user_attrs.get("searchkit:fail_reason", "")]
+    assert len(failed) >= 5 and all(t.state.name == "FAIL" for t in failed)
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    # A candidate still training when the search stopped is re-queued, not lost.
+    for t in trials:
+        if t.state.name == "FAIL" and t not in failed:
+            assert any(w.user_attrs.get("searchkit:requeued_from") == t.number for w in trials)
+
+
+def _cli(args, cwd, **kw):
+    env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "searchkit", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_sigkill_of_ray_driver_then_same_command_continues(tmp_path, no_leftover_ray):
+    args = ["search", *FAST, "algo=tpe", "trials=4", "executor=ray", "ray.max_concurrent=2"]
+    db = tmp_path / "studies" / "searchkit.db"
+
+    def states():
+        if not db.exists():
+            return []
+        try:
+            with sqlite3.connect(db, timeout=30) as con:
+                return [r[0] for r in con.execute("select state from trials order by number")]
+        except sqlite3.OperationalError:
+            return []
+
+    proc = _cli(args, tmp_path)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        s = states()
+        if s.count("COMPLETE") >= 2 and "RUNNING" in s:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"search did not reach two results with one running: {states()}\n{proc.stdout.read()}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    storage = f"sqlite:///{db}"
+    study = optuna.load_study(study_name="channels-tpe", storage=storage)
+    done_before = {t.number: t.values for t in study.trials if t.state.name == "COMPLETE"}
+    running = [t.number for t in study.trials if t.state.name == "RUNNING"]
+    assert running
+
+    again = _cli(args, tmp_path)  # a fresh local Ray instance, beside the killed one's leftovers
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    trials = optuna.load_study(study_name="channels-tpe", storage=storage).trials
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    assert all(trials[n].values == v for n, v in done_before.items())
+    evaluated = [t for t in trials if t.user_attrs.get("searchkit:evaluated")]
+    assert len(evaluated) == 4 and _overlap(evaluated) >= 2
+    for n in running:
+        assert trials[n].state.name == "FAIL"
+        assert trials[n].user_attrs["searchkit:fail_reason"] == "driver stopped while the trial ran"
