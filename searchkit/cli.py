@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "studies": "list studies: trials by state and best result",
         "list": "list spaces, strategies, models and datasets",
         "train": "train a base network and save its state_dict",
+        "tinynet": "tinynet formula study=NAME flops=TARGET: fit r(FLOPs), d(FLOPs), solve w",
     }
     for name, text in helps.items():
         sp = sub.add_parser(name, help=text, description=text, epilog=_epilog(),
@@ -246,8 +247,42 @@ def cmd_train(overrides: list[str], quiet: bool) -> int:
     return 0
 
 
+def cmd_tinynet(overrides: list[str], quiet: bool) -> int:
+    from searchkit import study as st
+    from searchkit.config import ConfigError, parse_quantity
+    from searchkit.context import SearchContext
+    from searchkit.tinyformula import formula_for_study
+    if not overrides or overrides[0] != "formula":
+        raise ConfigError("usage: searchkit tinynet formula study=NAME flops=TARGET [storage=URL]")
+    rest = overrides[1:]
+    name = _pop(rest, "study")
+    target = _pop(rest, "flops")
+    storage = str(_pop(rest, "storage", "sqlite:///studies/searchkit.db"))
+    if name is None or target is None:
+        raise ConfigError("tinynet formula needs study=NAME and flops=TARGET (e.g. flops=2M)")
+    if rest:
+        raise ConfigError(f"tinynet formula takes study=, flops= and storage=, got {rest[0]}")
+    study = st.load_existing(str(name), storage)
+    cfg = st.stored_config(study)
+    if cfg.space.name != "tinynet":
+        raise ConfigError(f"study '{name}' searched space={cfg.space.name}, not tinynet")
+    ctx = SearchContext.build(cfg, quiet=True, train_base=False)
+    flops = parse_quantity("flops", target)
+    try:
+        fit, genome = formula_for_study(study, flops, ctx)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    got = ctx.space.costs(genome)
+    print(f"tiny formula from {fit.get('n_points', len(fit.get('data', [])))} band-best candidates of '{name}':")
+    print(f"  target {_fmt_count(flops)} FLOPs -> r={genome['r']:.4f} d={genome['d']:.4f} w={genome['w']:.4f} "
+          f"(input {ctx.space.input_side(genome)} px): {_fmt_count(got.flops)} FLOPs "
+          f"({got.flops / flops - 1:+.2%}), {_fmt_count(got.params)} params")
+    print(f"  the fit and its data are stored in the study (user attr searchkit:tinyformula)")
+    return 0
+
+
 COMMANDS = {"search": cmd_search, "resume": lambda o, q: cmd_search(o, q, resume=True),
-            "export": cmd_export, "report": cmd_report, "studies": cmd_studies, "list": cmd_list, "train": cmd_train}
+            "tinynet": cmd_tinynet, "export": cmd_export, "report": cmd_report, "studies": cmd_studies, "list": cmd_list, "train": cmd_train}
 
 
 def _setup_logging(quiet: bool) -> None:

@@ -110,6 +110,15 @@ class RayConfig:
     # Retries of a candidate whose worker raised or died before it is recorded FAIL.
     max_failures: int = 2
 
+    def __post_init__(self) -> None:
+        if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
+            raise ConfigError("ray.cpus_per_trial must be positive and ray.gpus_per_trial not negative, "
+                              f"got {self.cpus_per_trial} and {self.gpus_per_trial}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError(f"ray.max_concurrent must be at least 1, got {self.max_concurrent}")
+        if self.max_failures < 0:
+            raise ConfigError(f"ray.max_failures must not be negative, got {self.max_failures}")
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -285,3 +285,27 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
                      f"d={d0}; best {best} is {best_err:.1%} off "
                      f"(space reaches {space.min_costs().flops / 1e6:.4g}M.."
                      f"{space.base_costs().flops / 1e6:.4g}M)")
+
+
+FIT_KEY = "searchkit:tinyformula"
+
+
+def formula_for_study(study, flops_target: float, ctx) -> tuple[dict, dict]:
+    """Fit the tiny formula to a tinynet study's trained candidates, store the fit (with its
+    data) in the study, and solve it for ``flops_target``.
+
+    Returns:
+        (fit, genome whose FLOPs lie within 3% of the target)
+    """
+    from searchkit.study import GENOME, FLOPS, ranked_trials
+
+    points = [{**{k: float(t.user_attrs[GENOME][k]) for k in ("r", "d", "w")},
+               "flops": float(t.user_attrs[FLOPS]), "accuracy": float(t.values[0])}
+              for t in ranked_trials(study)]
+    if len(points) < 2:
+        raise ValueError(f"study '{study.study_name}' has {len(points)} trained candidates; "
+                         "the formula needs at least 2 (search longer first)")
+    fit = fit_formula(points)
+    genome = solve(fit, flops_target, ctx.space)
+    study.set_user_attr(FIT_KEY, {"fit": fit, "last_target": flops_target, "last_genome": genome})
+    return fit, genome

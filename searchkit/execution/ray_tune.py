@@ -95,13 +95,14 @@ def train_candidate(config: dict) -> None:
     metrics, weights, history = evaluate_candidate(ctx, config["genome"], seed=config["seed"],
                                                    report=forward, progress=False)
     weights_path = None
-    if config.get("weights_dir"):
+    wanted = bool(config.get("weights_dir"))
+    if wanted and os.path.isdir(config["weights_dir"]):  # not on another node without a shared filesystem
         weights_path = os.path.join(config["weights_dir"], f"trial-{config['number']}-{uuid.uuid4().hex[:8]}.pt")
         torch.save(weights, weights_path)
     metrics = {k: v for k, v in metrics.items() if k != "history"}
     tune.report({"final": True, "step": int(metrics.get("steps") or 0),
                  METRIC: float(metrics["val_accuracy"]), "metrics": json.dumps(metrics),
-                 "kept_indices": json.dumps(history), "weights_path": weights_path})
+                 "kept_indices": json.dumps(history), "weights_path": weights_path or ("" if wanted else None)})
 
 
 # --- the driver side -------------------------------------------------------------------
@@ -118,6 +119,10 @@ class _Bridge:
         self.threads = threads
         self.cands: dict[str, "Candidate"] = {}
         self.pruned: dict[str, dict] = {}
+        self.reported: dict[str, int] = {}
+        # The driver declined to propose while trials ran; Tune asks again every loop,
+        # and only a finished trial can change the answer.
+        self.waiting = False
         self.errors: dict[str, str] = {}
         self.fatal: BaseException | None = None
 
@@ -150,9 +155,12 @@ class DriverSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict | str | None:
         b = self.bridge
+        if b.waiting and b.driver.in_flight and b.fatal is None:
+            return None  # nothing finished since the driver last declined: no need to ask it
         cand = b.guard(b.driver.propose)
         if cand is None:
             # Not now while trials run: one may fail and the budget then needs another.
+            b.waiting = True
             return Searcher.FINISHED if b.fatal is not None or not b.driver.in_flight else None
         b.cands[trial_id] = cand
         return {"number": cand.number, "genome": cand.genome, "seed": cand.seed,
@@ -170,6 +178,8 @@ class DriverSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         b = self.bridge
         cand = b.cands.pop(trial_id, None)
+        b.reported.pop(trial_id, None)
+        b.waiting = False  # a finished trial may leave room in the budget
         if cand is None or cand.number not in b.driver.in_flight:
             return  # already told
         if b.fatal is not None:
@@ -201,9 +211,12 @@ class PrunerScheduler(FIFOScheduler):
         cand = b.cands.get(trial.trial_id)
         if cand is None or result.get("final") or METRIC not in result or "step" not in result:
             return TrialScheduler.CONTINUE
-        value = float(result[METRIC])
-        if math.isfinite(value) and b.guard(b.driver.report, cand, int(result["step"]), value):
-            b.pruned[trial.trial_id] = {METRIC: value, "step": int(result["step"])}
+        value, step = float(result[METRIC]), int(result["step"])
+        if step <= b.reported.get(trial.trial_id, -1):
+            return TrialScheduler.CONTINUE  # a retried trial repeats steps the study already has
+        b.reported[trial.trial_id] = step
+        if math.isfinite(value) and b.guard(b.driver.report, cand, step, value):
+            b.pruned[trial.trial_id] = {METRIC: value, "step": step}
             return TrialScheduler.STOP
         return TrialScheduler.STOP if b.fatal is not None else TrialScheduler.CONTINUE
 
@@ -258,19 +271,23 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _load_weights(path: str | None) -> dict | None:
-    if not path:
+    """A worker's weights file (removed once read); ``""``: the worker could not write one."""
+    if path is None:
         return None
     try:
+        if not path:
+            raise FileNotFoundError
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
-        log.warning("weights file %s is not readable here (a multi-node cluster needs a "
-                    "shared filesystem); the trial is told without its weights", path)
+        log.warning("a worker's weights file is not reachable from the driver (a multi-node "
+                    "cluster needs a shared filesystem); the trial is told without its weights")
         return None
     finally:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 def _absolute_paths(cfg: "RunConfig") -> str:
@@ -300,16 +317,8 @@ def run_with_ray(driver: "Driver") -> None:
     from searchkit.search import SearchInterrupted
 
     rc = driver.cfg.ray
-    if rc.cpus_per_trial <= 0 or rc.gpus_per_trial < 0:
-        from searchkit.config import ConfigError
-        raise ConfigError("ray.cpus_per_trial must be positive and ray.gpus_per_trial not negative")
-    # Tune's result loggers would copy every result (history, metrics) into files nobody reads.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # The classic reporter is silent at verbose=0 (the new one still prints its banner).
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # A failed candidate is logged once, by the driver, with a one-line reason: not with
-    # Tune's traceback of each attempt and its end-of-run list of unfinished trials.
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    saved_env = {name: os.environ.get(name) for name in _TUNE_ENV}
+    os.environ.update({k: v for k, v in _TUNE_ENV.items() if saved_env[k] is None})
     quieted = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
     for name in quieted:
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -320,7 +329,7 @@ def run_with_ray(driver: "Driver") -> None:
         if rc.max_concurrent is not None:
             concurrent = max(1, int(rc.max_concurrent))
         else:
-            concurrent = max(1, int(ray.cluster_resources().get("CPU", 1) // rc.cpus_per_trial))
+            concurrent = _default_concurrency(ray.cluster_resources(), rc.cpus_per_trial, rc.gpus_per_trial)
         weights_dir = None
         if driver.cfg.artifacts != "none":
             weights_dir = os.path.join(tmp, "weights")
@@ -355,13 +364,33 @@ def run_with_ray(driver: "Driver") -> None:
     finally:
         for name, level in quieted.items():
             logging.getLogger(name).setLevel(level)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
         if started:
             ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_TUNE_ENV = {
+    # Tune's result loggers would copy every result into files nobody reads.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # The classic reporter is silent at verbose=0 (the new one still prints its banner).
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # A failed candidate is logged once, by the driver, with a one-line reason: not with
+    # Tune's traceback of each attempt.
+    "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",
+}
 # "Trials did not complete" (tune.py) and, without result files, "Failed to fetch metrics".
 _NOISY_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+
+
+def _default_concurrency(resources: dict, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """As many trials as the cluster's CPUs (and GPUs, when trials take some) can hold at once."""
+    fits = resources.get("CPU", 1) // cpus_per_trial
+    if gpus_per_trial > 0:
+        fits = min(fits, resources.get("GPU", 0) // gpus_per_trial)
+    return max(1, int(fits))
 
 
 def _requeue_left(driver: "Driver", reason: str) -> None:
