@@ -6,4 +6,5 @@ they run on are shared and noisy.
 
 BENCHMARKS = {
     "channels": "searchkit.bench.channels",
+    "samplers": "searchkit.bench.samplers",
 }
