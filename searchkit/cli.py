@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text, description=text, epilog=_epilog(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("overrides", nargs="*", metavar="key=value")
-        sp.add_argument("-q", "--quiet", action="store_true", help="only errors and the final result")
+        sp.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
+                        help="only errors and the final result")
     return p
 
 
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return EXIT_USAGE
+    args.quiet = args.quiet or getattr(args, "sub_quiet", False)
     _setup_logging(args.quiet)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     warnings.filterwarnings("ignore", message=".*ExperimentalWarning.*")

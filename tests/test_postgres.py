@@ -114,6 +114,7 @@ def test_two_drivers_share_one_study(workdir, pg_url, study_name, algo):
     assert len(evaluated) >= 6
     # Every result a driver told is in the study, once, and each trial was told by one driver.
     told = [(int(n), float(v)) for out in outputs for n, v in TOLD.findall(out)]
+    print(f"{algo}: trials told by each driver:", [[int(n) for n, _ in TOLD.findall(out)] for out in outputs])
     assert len({n for n, _ in told}) == len(told), f"a trial was told twice: {told}"
     by_number = {t.number: t for t in trials}
     for number, value in told:
