@@ -13,7 +13,7 @@ Example:
     >>> from searchkit.config import load_config
     >>> cfg = load_config(["space.model=resnet20", "data=synthetic", "base.epochs=0",
     ...                    "finetune.max_batches=1", "trials=2", "algo=random",
-    ...                    "storage=sqlite:///:memory:", "progress=false"])
+    ...                    "storage='sqlite:///:memory:'", "progress=false"])
     >>> run_search(cfg).evaluated >= 2
     True
 """

@@ -74,6 +74,7 @@ def open_storage(url: str) -> BaseStorage:
         # NOTE: a generous lock timeout lets a report or a second reader share the file.
         return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     if url.startswith(("postgresql", "postgres://", "mysql")):
+        url = _with_installed_driver(url)
         try:
             return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
         except ModuleNotFoundError as exc:
@@ -83,6 +84,17 @@ def open_storage(url: str) -> BaseStorage:
             raise StudyError(f"cannot open storage {_redact(url)}: {str(exc).splitlines()[0]}") from None
     raise StudyError(f"unsupported storage '{url}': use sqlite:///FILE.db, postgresql://..., "
                      "or a journal file ending in .log")
+
+
+def _with_installed_driver(url: str) -> str:
+    """SQLAlchemy reads a bare ``postgresql://`` as psycopg 3; the ``postgres`` extra brings
+    psycopg2, so name it when psycopg 3 is not installed."""
+    import importlib.util
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare) and importlib.util.find_spec("psycopg") is None \
+                and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len(bare):]
+    return url
 
 
 def _redact(url: str) -> str:
@@ -190,15 +202,22 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
+# A trial with neither a driver tag nor params never got past ``study.ask``: a live driver
+# tags it within milliseconds, so after this long it was left by a killed one.
+UNTAGGED_GRACE_S = 5.0
+
+
 def _is_stale(trial: FrozenTrial, now: float, grace_s: float) -> bool:
     driver = get_system_attr(trial, DRIVER, None)
+    start = trial.datetime_start.timestamp() if trial.datetime_start else now
+    if driver is None and not trial.params:
+        return now - start > UNTAGGED_GRACE_S
     if driver and driver.get("host") == socket.gethostname():
         # Same machine: the driver is alive iff its pid exists with the same start time.
         if driver.get("pid") == os.getpid():
             return False
         return _process_start(int(driver["pid"])) != driver.get("start")
     beat = get_system_attr(trial, HEARTBEAT, None)
-    start = trial.datetime_start.timestamp() if trial.datetime_start else now
     return now - (beat if beat is not None else start) > grace_s
 
 

@@ -102,18 +102,22 @@ def test_sigkill_then_same_command_continues(tmp_path):
     db = tmp_path / "studies" / "searchkit.db"
 
     def states():
+        """(state, has params) per trial: the kill should land while a candidate trains."""
         if not db.exists():
             return []
         try:
             with sqlite3.connect(db, timeout=30) as con:
-                return [r[0] for r in con.execute("select state from trials order by number")]
+                return [(r[0], r[1] > 0) for r in con.execute(
+                    "select state, (select count(*) from trial_params p where p.trial_id = t.trial_id) "
+                    "from trials t order by number")]
         except sqlite3.OperationalError:
             return []
 
     deadline = time.time() + 400
     while time.time() < deadline:
         s = states()
-        if s.count("COMPLETE") >= 2 and s and s[-1] == "RUNNING":
+        if [x for x, _ in s].count("COMPLETE") >= 2 and s and s[-1] == ("RUNNING", True):
+            time.sleep(0.5)  # inside its fine-tuning
             break
         time.sleep(0.2)
     else:

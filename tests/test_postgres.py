@@ -82,9 +82,6 @@ def test_postgres_storage_end_to_end(workdir, pg_url, study_name):
     assert all(t.user_attrs["genome"] and t.user_attrs["searchkit:evaluated"] for t in study.trials)
 
 
-@pytest.mark.xfail(not _has_module("psycopg"), strict=False,
-                   reason="SQLAlchemy 2.1 maps bare postgresql:// to psycopg 3, not the psycopg2 "
-                          "of the postgres extra; searchkit.study.open_storage should pick the installed driver")
 def test_bare_postgresql_url_works(workdir, pg_server_url):
     from searchkit.study import open_storage
     storage = open_storage(pg_server_url)

@@ -5,6 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -170,6 +171,8 @@ def test_sigkill_of_ray_driver_then_same_command_continues(tmp_path, no_leftover
     again = _cli(args, tmp_path)  # a fresh local Ray instance, beside the killed one's leftovers
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out
+    # The killed driver's temporary directory (Tune state, weights) was swept by the next run.
+    assert not list(Path(tempfile.gettempdir()).glob(f"searchkit-ray-{proc.pid}-*"))
     trials = optuna.load_study(study_name="channels-tpe", storage=storage).trials
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     assert all(trials[n].values == v for n, v in done_before.items())

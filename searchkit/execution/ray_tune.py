@@ -7,7 +7,8 @@ The driver still asks and tells (DESIGN invariant 3); Ray only runs the training
 study's pruner prunes) and ``driver.finish`` / ``driver.fail`` (its end). A trial that
 raises (a diverged candidate: ``NonFiniteLossError``), or whose worker process dies, is
 retried ``ray.max_failures`` times and then recorded FAIL with a one-line reason; the
-search goes on.
+search goes on. A trial the pruner stops is told PRUNED with its last reported accuracy
+(without kept-indices history: the worker is stopped before it returns one).
 
 The Optuna study is the only truth. Tune's own experiment state lives in a temporary
 directory that is removed after the run; a restarted driver never calls
@@ -346,7 +347,8 @@ def run_with_ray(driver: "Driver") -> None:
     quieted = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
     for name in quieted:
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    tmp = tempfile.mkdtemp(prefix="searchkit-ray-")
+    _sweep_dead_runs()
+    tmp = tempfile.mkdtemp(prefix=f"searchkit-ray-{os.getpid()}-")
     started = False
     try:
         started = _start_ray(rc.address)
@@ -415,6 +417,21 @@ def _default_concurrency(resources: dict, cpus_per_trial: float, gpus_per_trial:
     if gpus_per_trial > 0:
         fits = min(fits, resources.get("GPU", 0) // gpus_per_trial)
     return max(1, int(fits))
+
+
+def _sweep_dead_runs() -> None:
+    """Remove the temporary directories of runs whose driver was killed (kill -9 skips the
+    cleanup); a directory is named after its driver's pid."""
+    for path in Path(tempfile.gettempdir()).glob("searchkit-ray-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive, under another user
+            pass
 
 
 def _requeue_left(driver: "Driver", reason: str) -> None:
