@@ -278,7 +278,7 @@ def cmd_tinynet(overrides: list[str], quiet: bool) -> int:
     print(f"  target {_fmt_count(flops)} FLOPs -> r={genome['r']:.4f} d={genome['d']:.4f} w={genome['w']:.4f} "
           f"(input {ctx.space.input_side(genome)} px): {_fmt_count(got.flops)} FLOPs "
           f"({got.flops / flops - 1:+.2%}), {_fmt_count(got.params)} params")
-    print(f"  the fit and its data are stored in the study (user attr searchkit:tinyformula)")
+    print("  the fit and its data are stored in the study (user attr searchkit:tinyformula)")
     return 0
 
 

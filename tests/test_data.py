@@ -86,7 +86,7 @@ def test_load_dataset_rejects_unknown_names_and_options():
     with pytest.raises(UnknownNameError, match="did you mean 'digits'"):
         load_dataset("digit")
     assert "augment" in dataset_options("cifar10")
-    assert dataset_options("digits")["image_size"] == 32
+    assert dataset_options("digits")["image_size"] == 16  # twice the native 8x8; context.input_side raises it per model
 
 
 # -- synthetic ---------------------------------------------------------------------------

@@ -109,7 +109,10 @@ def main(argv: list[str]) -> int:
             f"| {arm} | {test:.4f} | {test - uni:+.4f} | {test - rnd:+.4f} | "
             f"{median([r['flops_ratio'] for r in rs]):.1%} | {'-' if arm == 'uniform' else f'{sval:.4f}'} | "
             f"{per_seed} |")
-    lines += ["", "Differences are in accuracy points (fraction); positive means better than the baseline.", ""]
+    n_test = len(base_ctx.data.test) if base_ctx.data.test is not None else 0
+    lines += ["", "Differences are in accuracy points (fraction); positive means better than the baseline. "
+              f"The test split has {n_test} images, so one image is {1 / max(n_test, 1):.4f}: differences "
+              "of one or two images are noise.", ""]
     path = write_report("channels", "\n".join(lines) + "\n", {"options": opt, "rows": rows,
                                                                "base_accuracy": base_ctx.base_accuracy,
                                                                "bound_flops": bound}, opt["out"])

@@ -42,12 +42,13 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from searchkit import trial_attrs
+from searchkit.strategies._dist import draw, snap
 
 _PHASES = ("init", "employed", "onlooker", "scout")
 _RETRY_KEYS = ("dims", "reissue_of", "requeued_from")  # not inherited by a re-issued role
@@ -123,26 +124,7 @@ def _roulette(rfit: list[float], start: int, rng: np.random.Generator) -> tuple[
     return i, (i + 1) % len(rfit)
 
 
-def _snap(dist: BaseDistribution, v: float) -> Any:
-    """An internal (linear) value rounded to the distribution's grid, clipped, external."""
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[int(min(max(round(v), 0), len(dist.choices) - 1))]
-    if dist.step is not None:
-        v = dist.low + round((v - dist.low) / dist.step) * dist.step
-    v = min(max(v, dist.low), dist.high)
-    return int(round(v)) if isinstance(dist, IntDistribution) else float(v)
-
-
-def _random(dist: BaseDistribution, rng: np.random.Generator) -> Any:
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[int(rng.integers(len(dist.choices)))]
-    pad = 0.5 if isinstance(dist, IntDistribution) else 0.0  # ends as likely as the others
-    if dist.log:
-        return _snap(dist, math.exp(rng.uniform(*np.log([dist.low - pad, dist.high + pad]))))
-    if dist.step is not None:
-        k = rng.integers(round((dist.high - dist.low) / dist.step) + 1)
-        return _snap(dist, dist.low + dist.step * int(k))
-    return float(rng.uniform(dist.low, dist.high))
+_snap, _random = snap, draw  # shared with the GA (strategies/_dist.py)
 
 
 def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Generator) -> tuple:

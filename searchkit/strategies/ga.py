@@ -40,12 +40,13 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from searchkit import trial_attrs
+from searchkit.strategies._dist import draw, snap
 
 ATTR = "ga:member"
 _COLLAPSE, _BOOST, _TRIES = 0.2, 5.0, 10
@@ -114,26 +115,7 @@ def _order(inds: Sequence[_Ind]) -> list[_Ind]:
     return feas + rest
 
 
-def _external(dist: BaseDistribution, v: float) -> Any:
-    """An internal value snapped to the grid, clipped, in external form."""
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[int(min(max(round(v), 0), len(dist.choices) - 1))]
-    if dist.step is not None:
-        v = dist.low + round((v - dist.low) / dist.step) * dist.step
-    v = min(max(v, dist.low), dist.high)
-    return int(round(v)) if isinstance(dist, IntDistribution) else float(v)
-
-
-def _random(dist: BaseDistribution, rng: np.random.Generator) -> Any:
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[int(rng.integers(len(dist.choices)))]
-    if dist.log:  # ints: the ends as likely as their neighbours
-        pad = 0.5 if isinstance(dist, IntDistribution) else 0.0
-        return _external(dist, math.exp(rng.uniform(*np.log([dist.low - pad, dist.high + pad]))))
-    if dist.step is not None:
-        return _external(dist, dist.low + dist.step * int(
-            rng.integers(round((dist.high - dist.low) / dist.step) + 1)))
-    return float(rng.uniform(dist.low, dist.high))
+_external, _random = snap, draw  # shared with ABC (strategies/_dist.py)
 
 
 def _mutate(dist: BaseDistribution, v: float, rng: np.random.Generator) -> Any:

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
+
+from searchkit.strategies._dist import draw
 
 
 def trial_seed(seed: int | None, number: int) -> int | None:
@@ -88,7 +89,7 @@ class PerTrialSeeded(BaseSampler):
         # Startup/random phases return nothing relative: draw the whole vector here so it
         # can be checked and repaired as one.
         rng = self._rng(trial.number, 1)
-        params = {n: params[n] if n in params else _uniform(d, rng) for n, d in search_space.items()}
+        params = {n: params[n] if n in params else draw(d, rng) for n, d in search_space.items()}
         return self._hint.repair(params, self._rng(trial.number, 2))
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
@@ -106,19 +107,6 @@ class PerTrialSeeded(BaseSampler):
 
     def reseed_rng(self) -> None:  # the seed is the identity of the run; nothing to reseed
         pass
-
-
-def _uniform(dist: BaseDistribution, rng: np.random.Generator) -> Any:
-    """One uniform draw from an Optuna distribution (grid-aware)."""
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[int(rng.integers(len(dist.choices)))]
-    if isinstance(dist, IntDistribution):
-        return int(dist.low + dist.step * rng.integers((dist.high - dist.low) // dist.step + 1))
-    if isinstance(dist, FloatDistribution) and dist.step:
-        return float(dist.low + dist.step * rng.integers(round((dist.high - dist.low) / dist.step) + 1))
-    if isinstance(dist, FloatDistribution) and dist.log:
-        return float(np.exp(rng.uniform(np.log(dist.low), np.log(dist.high))))
-    return float(rng.uniform(dist.low, dist.high))
 
 
 def make_tpe(*, seed: int | None = None, n_startup_trials: int = 10, **kw: Any) -> PerTrialSeeded:
