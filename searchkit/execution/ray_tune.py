@@ -254,20 +254,24 @@ class _StopOnFatal(Stopper):
 
 def _error_reason(trial) -> str:
     """One line naming what went wrong in a trial (the worker's own exception if known)."""
-    exc: BaseException | None = None
-    try:
-        # Tune writes the error to the trial's local staging dir first and syncs it to
-        # storage_path later: read the local file (written just before on_trial_error).
-        name = trial.run_metadata.pickled_error_filename
-        local = Path(trial.local_path, name) if name and trial.local_path else None
-        if local is not None and local.is_file():
-            exc = ray.cloudpickle.loads(local.read_bytes())
-        else:
-            exc = trial.get_pickled_error()
-    except Exception:  # noqa: BLE001 - a missing or unreadable error file
-        exc = None
     attempts = trial.run_metadata.num_failures
     suffix = f" ({attempts} attempts)" if attempts > 1 else ""
+    # Tune writes the error as text to the trial's local staging dir first (and syncs it to
+    # storage later); its last "Name: message" line is the worker's own exception. Reading
+    # text keeps searchkit free of unpickling.
+    name = trial.run_metadata.error_filename
+    local = Path(trial.local_path, name) if name and trial.local_path else None
+    if local is not None and local.is_file():
+        line = _exception_line(local.read_text(errors="replace"))
+        if line:
+            if "RayActorError" in line or "ActorDiedError" in line or "actor died" in line.lower():
+                return f"worker died: {line.split(':', 1)[-1].strip()}{suffix}"
+            return f"{line}{suffix}"
+    exc: BaseException | None = None
+    try:
+        exc = trial.get_pickled_error()  # Ray's own API; a missing file gives None
+    except Exception:  # noqa: BLE001 - a missing or unreadable error file
+        exc = None
     if exc is None:
         return f"the trial failed{suffix}"
     if isinstance(exc, ray.exceptions.RayActorError):
@@ -279,6 +283,20 @@ def _error_reason(trial) -> str:
     if isinstance(cause, ray.exceptions.RayTaskError):
         return f"{_first_line(cause)}{suffix}"
     return f"{type(cause).__name__}: {_first_line(cause)}{suffix}"
+
+
+def _exception_line(text: str) -> str | None:
+    """The innermost ``Name: message`` line of a traceback text (the raised exception)."""
+    found = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        head = stripped.split(":", 1)[0]
+        if ":" in stripped and head.replace(".", "").replace("_", "").isalnum() and \
+                (head.endswith(("Error", "Exception")) or head.split(".")[-1].endswith(("Error", "Exception"))) \
+                and not line.startswith((" ", "\t")):
+            name, _, message = stripped.partition(":")
+            found = f"{name.split('.')[-1]}: {message.strip()}"
+    return found
 
 
 def _first_line(exc: BaseException) -> str:
