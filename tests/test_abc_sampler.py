@@ -13,28 +13,10 @@ from optuna.trial import TrialState
 from searchkit import trial_attrs
 from searchkit.strategies.abc import ABCSampler, role_of
 from searchkit.strategies.optuna_builtin import make_random, make_tpe
+from toys import keeps, toy
 
 PHASES = ("init", "employed", "onlooker", "scout")
 CORE = ("phase", "cycle", "slot", "source", "partner", "rfit", "next")
-
-
-@pytest.fixture(autouse=True)
-def _quiet_optuna():
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(level)
-
-
-def keeps(trial, dims, high=10):
-    return [trial.suggest_int(f"keep_{j:03d}", 1, high) for j in range(dims)]
-
-
-def toy(target):
-    """ABCPruner-style toy: maximise -sum((x_j - t_j)^2) over int dims in 1..10."""
-    def objective(trial):
-        return -float(sum((x - t) ** 2 for x, t in zip(keeps(trial, len(target)), target)))
-    return objective
 
 
 def role(trial):

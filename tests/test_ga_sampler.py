@@ -14,25 +14,7 @@ from optuna.trial import TrialState, create_trial
 from searchkit import trial_attrs
 from searchkit.strategies.ga import GASampler, _crowding, _fronts, _Ind, _order, member_of
 from searchkit.strategies.optuna_builtin import make_random
-
-
-@pytest.fixture(autouse=True)
-def _quiet_optuna():
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(level)
-
-
-def keeps(trial, dims, high=10):
-    return [trial.suggest_int(f"keep_{j:03d}", 1, high) for j in range(dims)]
-
-
-def toy(target):
-    """maximise -sum((x_j - t_j)^2) over int dims in 1..10."""
-    def objective(trial):
-        return -float(sum((x - t) ** 2 for x, t in zip(keeps(trial, len(target)), target)))
-    return objective
+from toys import keeps, toy
 
 
 def gen(trial):
