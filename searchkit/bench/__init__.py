@@ -7,4 +7,8 @@ they run on are shared and noisy.
 BENCHMARKS = {
     "channels": "searchkit.bench.channels",
     "samplers": "searchkit.bench.samplers",
+    "executor": "searchkit.bench.executor",
+    "pareto": "searchkit.bench.pareto",
+    "tinynet": "searchkit.bench.tinynet",
+    "latency": "searchkit.bench.latency",
 }
