@@ -1,11 +1,13 @@
 """The Ray Tune executor on a real local Ray instance: concurrent trials, failures, kill -9."""
 
+import collections
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ ray = pytest.importorskip("ray")
 
 from searchkit.config import load_config  # noqa: E402
 from searchkit.search import RepeatedFailures, run_search  # noqa: E402
+from searchkit.strategies.ga import member_of  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -128,6 +131,114 @@ def test_diverging_candidates_are_retried_then_failed_and_stop_the_search(workdi
             assert t.user_attrs["searchkit:fail_reason"] == "the search stopped on an error"
             assert [w for w in trials if w.user_attrs.get("searchkit:requeued_from") == t.number
                     and w.state.name == "WAITING"]
+
+
+def test_ga_generations_stay_consistent_with_two_trials_in_flight(workdir, ray_instance):
+    """GA under Ray: steady filling holds with candidates in flight - a trial joins
+    generation g only once g-1 had its population finished at its ask, and while g had not;
+    issue order within a generation has no gaps or repeats; parents come from the pool."""
+    size, budget = 3, 9  # at most size + 1 per generation with 2 in flight: generation 2 is reached
+    outcome = run_search(load_config([*FAST, "algo=ga", f"algo.population_size={size}", f"trials={budget}",
+                                      "executor=ray", "ray.max_concurrent=2", "progress=false"]),
+                         quiet=True)
+    study = outcome.study
+    trials = study.get_trials(deepcopy=False)
+    assert outcome.evaluated == budget and outcome.stop_reason == "budget"
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}  # no RUNNING, WAITING or FAIL
+    evaluated = [t for t in trials if t.user_attrs.get("searchkit:evaluated")]
+    assert len(evaluated) == budget and _overlap(evaluated) >= 2
+    members = {t.number: member_of(t) for t in trials}
+    assert all(m is not None and {"generation", "index", "origin", "parents"} <= set(m)
+               for m in members.values())
+
+    def finished_before(generation, moment):
+        return sum(1 for t in trials if members[t.number]["generation"] == generation
+                   and t.datetime_complete <= moment)
+
+    by_gen = collections.defaultdict(list)
+    for t in trials:
+        g = members[t.number]["generation"]
+        by_gen[g].append(t)
+        if g > 0:
+            assert finished_before(g - 1, t.datetime_start) >= size, f"trial {t.number} joined {g} early"
+        assert finished_before(g, t.datetime_start) < size, f"trial {t.number} joined a full generation"
+    assert max(by_gen) >= 2, "the run should breed at least two generations"
+    sampler = study.sampler  # the GA itself again (the driver's tag is removed after the run)
+    for g, ts in by_gen.items():
+        in_ask_order = sorted(ts, key=lambda t: t.number)
+        assert [members[t.number]["index"] for t in in_ask_order] == list(range(len(ts)))
+        pool = set(sampler.parent_pool(study, g))
+        for t in ts:
+            m = members[t.number]
+            assert m["origin"] in (("random",) if g == 0 else ("offspring", "random"))
+            assert set(m["parents"]) <= pool and (g > 0 or not m["parents"])
+    assert any(members[t.number]["origin"] == "offspring" for t in trials)
+
+
+def _ray_descendants(title: str) -> list[int]:
+    """Pids of this process's descendants whose title starts with ``title`` (only Ray
+    processes this test session started: the module's instance is a child of pytest)."""
+    children = collections.defaultdict(list)
+    titles = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                continue
+            titles[int(entry.name)] = cmd
+            children[ppid].append(int(entry.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            todo.append(pid)
+            if titles.get(pid, "").startswith(title):
+                found.append(pid)
+    return found
+
+
+def test_worker_killed_mid_trial_is_failed_and_the_search_goes_on(workdir, ray_instance):
+    """SIGKILL of the worker process while it trains (as the OOM killer would): with
+    ray.max_failures=0 that candidate is recorded FAIL ("worker died: ..."), a new worker
+    takes the next one, and the search meets its budget."""
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_first_training_worker():
+        while not done.is_set() and not killed:
+            # A Tune function trainable runs as ImplicitFunc.train (ImplicitFunc when idle).
+            for pid in _ray_descendants("ray::ImplicitFunc.train"):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                break
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_first_training_worker, daemon=True)
+    killer.start()
+    try:
+        outcome = run_search(load_config([*FAST, "algo=random", "trials=2", "executor=ray",
+                                          "ray.max_concurrent=1", "ray.max_failures=0", "progress=false"]),
+                             quiet=True)
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "no worker was seen training"
+    trials = outcome.study.get_trials(deepcopy=False)
+    assert outcome.evaluated == 2 and outcome.stop_reason == "budget"
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert [t.number for t in failed] == [0], [(t.number, t.state.name, t.user_attrs) for t in trials]
+    assert [t.number for t in trials if t.user_attrs.get("searchkit:evaluated")] == [1, 2]
+    reason = failed[0].user_attrs["searchkit:fail_reason"]
+    assert reason and "\n" not in reason, reason
+    if reason == "the trial failed":
+        # Tune's error.txt for a dead actor reads "The actor died unexpectedly before finishing
+        # this task. ... Worker exit detail: ..." with no "Name: message" line, and
+        # trial.get_pickled_error() gives None (error.pkl is only in the local staging dir),
+        # so _error_reason falls back to its generic text. Remove once it names the death.
+        pytest.xfail("known: a killed worker's FAIL reason is the generic 'the trial failed'")
+    assert reason.startswith("worker died: "), reason
 
 
 def _cli(args, cwd, **kw):
