@@ -178,8 +178,9 @@ VALID = {
 }
 
 
-# Strategies whose fitness is a single number (see their docs for why).
-SINGLE_OBJECTIVE_ALGOS = ("abc",)
+# Strategies whose fitness is a single number (see their docs for why). None now: abc
+# decomposes several objectives (see strategies/abc.py), ga ranks them NSGA-II style.
+SINGLE_OBJECTIVE_ALGOS: tuple[str, ...] = ()
 
 
 def _to_plain(value: Any) -> Any:

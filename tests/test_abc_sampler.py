@@ -54,12 +54,6 @@ def test_constructor_is_keyword_only():
         ABCSampler(10)  # type: ignore[misc]
 
 
-def test_multi_objective_is_refused_clearly():
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=ABCSampler(seed=0))
-    with pytest.raises(ValueError, match="single-objective"):
-        study.ask()
-
-
 # --- the ABC schedule --------------------------------------------------------------------
 
 
@@ -400,3 +394,170 @@ def test_optuna_builtin_factories():
     assert isinstance(make_random(seed=0).inner, optuna.samplers.RandomSampler)
     with pytest.raises(TypeError):
         make_tpe(seed=0, no_such_option=1)
+
+
+# --- several objectives ------------------------------------------------------------------
+
+
+def _hypervolume(points, ref):
+    """2-D hypervolume of minimisation points below ``ref``."""
+    area, low = 0.0, ref[1]
+    for l1, l2 in sorted(points):
+        if l2 < low and l1 < ref[0]:
+            area, low = area + (ref[0] - l1) * (low - l2), l2
+    return area
+
+
+def _non_dominated(points):
+    out, low = [], math.inf
+    for p in sorted(set(points)):
+        if p[1] < low:
+            out.append(p)
+            low = p[1]
+    return out
+
+
+def _accuracy_vs_cost(seed, dims):
+    """An "accuracy" to maximise (-sum a_j (10 - x_j)^2) against a "cost" to minimise
+    (sum c_j x_j); separable, so its exact front comes from merging one gene at a time."""
+    rng = np.random.default_rng(seed)
+    a, c = rng.integers(1, 5, dims).tolist(), rng.integers(1, 5, dims).tolist()
+
+    def objective(trial):
+        x = keeps(trial, dims)
+        return (-float(sum(w * (10 - v) ** 2 for w, v in zip(a, x))),
+                float(sum(w * v for w, v in zip(c, x))))
+
+    front = [(0, 0)]
+    for j in range(dims):
+        front = _non_dominated([(l1 + a[j] * (10 - v) ** 2, l2 + c[j] * v)
+                                for l1, l2 in front for v in range(1, 11)])
+    ref = (0.5 * 81 * sum(a), 0.7 * 10 * sum(c))  # the front's knee, not its easy flanks
+    return objective, ref, _hypervolume(front, ref)
+
+
+def _mo_study(sampler, **kw):
+    return optuna.create_study(directions=["maximize", "minimize"], sampler=sampler, **kw)
+
+
+def test_multi_objective_front_beats_random_and_nears_the_exact_one():
+    dims, budget, abc, rnd = 10, 200, [], []
+    for seed in range(5):
+        objective, ref, exact = _accuracy_vs_cost(100 + seed, dims)
+        for sampler, results in ((ABCSampler(seed=seed), abc), (make_random(seed=seed), rnd)):
+            study = _mo_study(sampler)
+            study.optimize(objective, n_trials=budget)
+            front = [(-t.values[0], t.values[1]) for t in study.best_trials]
+            results.append(_hypervolume(front, ref) / exact)
+    # 10 seeds when this was written: ABC 0.755 of the exact front's hypervolume, random
+    # 0.698, Optuna's NSGA-II 0.818 (ABC above random on 8 of 10).
+    assert np.median(abc) > np.median(rnd), (abc, rnd)
+    assert np.median(abc) > 0.7, abc
+
+
+def test_multi_objective_sources_spread_along_the_front():
+    food = 6
+    sampler = ABCSampler(seed=3, food_number=food)
+    study = _mo_study(sampler)
+    objective, _, _ = _accuracy_vs_cost(7, 6)
+    study.optimize(objective, n_trials=90)
+    colony = sampler.colony(study)
+    t = [(i + 0.5) / food for i in range(food)]
+    assert [w for s in colony for w in s["weights"]] == pytest.approx([w for x in t for w in (x, 1 - x)])
+    for s in colony:
+        held = trials_of(study)[s["trial_number"]]
+        assert s["feasible"] and s["values"] == held.values
+    # Low weight on a loss means that loss must be small: sources ordered along the front.
+    accuracy = [s["values"][0] for s in colony]
+    assert accuracy[0] >= accuracy[-1] and len({tuple(s["values"]) for s in colony}) >= 3
+    assert {t.number for t in study.best_trials} & {s["trial_number"] for s in colony}
+    onlookers = [role_of(t) for t in trials_of(study) if role_of(t)["phase"] == "onlooker"]
+    assert onlookers and all(max(r["rfit"]) == 1.0 for r in onlookers)
+
+
+def test_multi_objective_greedy_step_is_pareto_compliant():
+    from searchkit.strategies.abc import _Colony, _pareto_ranks
+
+    colony = _Colony(4, 2)  # weights (1/8, 7/8), (3/8, 5/8), (5/8, 3/8), (7/8, 1/8)
+    employed = {"phase": "employed", "source": 1}
+    for n, losses in enumerate([(1.0, 9.0), (5.0, 5.0), (9.0, 1.0)]):
+        colony.finish({"phase": "init", "source": n}, n, {"x": n}, (1, losses))
+    assert colony.num == [0, 1, 2, None]  # each the best of the three under its own weights
+    assert (colony.lo, colony.hi) == ((1.0, 1.0), (9.0, 9.0))
+    colony.finish(employed, 3, {"x": 3}, (1, (6.0, 6.0)))  # dominated by source 1's (5, 5)
+    assert colony.num == [0, 1, 2, None] and colony.trail[1] == 1
+    colony.finish(employed, 4, {"x": 4}, (0, -2.0))  # infeasible: never replaces a feasible one
+    assert colony.num == [0, 1, 2, None] and colony.trail[1] == 2
+    colony.finish(employed, 5, {"x": 5}, (1, (4.0, 4.0)))  # dominates source 1 ...
+    assert colony.num[1] == 5 and colony.trail[1] == 0
+    assert colony.num[2] == 5  # ... and beats neighbour 2's (9, 1) under 2's own weights
+    assert colony.num[0] == 0  # but not neighbour 0's (1, 9)
+    assert colony.rank_keys()[:3] == [(1, 1.0)] * 3 and colony.rank_keys()[3] is None
+    assert _pareto_ranks([(1, 2), (2, 1), (2, 2), (3, 3), (1, 2)]) == [0, 0, 1, 2, 0]
+
+
+def _mo_resume_objective(trial):
+    x = keeps(trial, 6)
+    if trial.number in (8, 23):
+        raise RuntimeError("simulated crash")
+    return -float(sum((v - 6) ** 2 for v in x)), float(sum(x))
+
+
+def test_multi_objective_interrupted_run_resumes_exactly_on_sqlite(tmp_path):
+    def sampler():
+        return ABCSampler(seed=321, food_number=5, food_limit=2)
+
+    def fingerprint(study):
+        return [(t.state, t.params, role_of(t)) for t in study.trials]
+
+    full = _mo_study(sampler())  # in memory
+    full.optimize(_mo_resume_objective, n_trials=45, catch=(RuntimeError,))
+    url = f"sqlite:///{tmp_path / 'cut.db'}"
+    cut = _mo_study(sampler(), storage=url, study_name="s")
+    cut.optimize(_mo_resume_objective, n_trials=19, catch=(RuntimeError,))
+    del cut
+    resumed = optuna.load_study(study_name="s", storage=url, sampler=sampler())
+    resumed.optimize(_mo_resume_objective, n_trials=26, catch=(RuntimeError,))
+    assert fingerprint(resumed) == fingerprint(full)
+    assert {role_of(t)["phase"] for t in full.trials} == set(PHASES)
+    assert role_of(full.trials[9])["reissue_of"] == 8
+
+
+def test_multi_objective_constraints_are_respected():
+    BOUND = 30  # cuts the accurate (large) end off the front of sums 6..60
+    kinds = collections.Counter()
+    sampler = ABCSampler(seed=4, food_number=5, food_limit=3)
+    study = _mo_study(sampler)
+    objective, _, _ = _accuracy_vs_cost(11, 6)
+    held_feasible: set[int] = set()
+    for n in range(150):
+        trial = study.ask()
+        values = objective(trial)
+        bee = role_of(trial_attrs.get_trial(study, trial._trial_id))
+        total = sum(trial.params.values())
+        if total > BOUND and n % 2:  # recorded as searchkit does: pruned, never trained
+            trial.set_user_attr(trial_attrs.INFEASIBLE_KEY, True)
+            study.tell(trial, state=TrialState.PRUNED)
+            kinds["flag"] += 1
+        elif total > BOUND:  # trained, with a tempting value, but over the bound
+            trial.set_constraint("sum", total - BOUND)
+            study.tell(trial, (0.0, 0.0))
+            kinds["constraint"] += 1
+        else:
+            study.tell(trial, values)
+        colony = sampler.colony(study)
+        for i, s in enumerate(colony):
+            if s["trial_number"] is None:
+                continue
+            feasible = sum(trials_of(study)[s["trial_number"]].params.values()) <= BOUND
+            assert s["feasible"] == feasible
+            # a feasible source turns infeasible only by a scout (which replaces outright)
+            scouted = bee["phase"] == "scout" and bee["source"] == i
+            assert feasible or scouted or i not in held_feasible
+            (held_feasible.add if feasible else held_feasible.discard)(i)
+    assert min(kinds.values()) >= 5 and len(kinds) == 2
+    assert sum(s["feasible"] for s in sampler.colony(study)) >= 4
+    feasible = [t for t in trials_of(study) if t.state == TrialState.COMPLETE and not t.constraints]
+    # The bound's end of the front: the best feasible "accuracy" is -264 (median feasible -544).
+    assert max(t.values[0] for t in feasible) >= -320
+

@@ -102,9 +102,8 @@ def test_multi_objective_front_and_pareto_export(workdir):
     assert len(folders) == len(front)
 
 
-def test_abc_refuses_multi_objective():
-    with pytest.raises(ConfigError, match="searches one objective"):
-        load_config(["algo=abc", "objectives=[accuracy,flops]"])
+def test_abc_accepts_multi_objective():  # it decomposes the front (strategies/abc.py)
+    assert load_config(["algo=abc", "objectives=[accuracy,flops]"]).algo.name == "abc"
 
 
 @pytest.mark.parametrize("algo", ["abc", "ga", "tpe", "random"])
