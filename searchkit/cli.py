@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "list": "list spaces, strategies, models and datasets",
         "train": "train a base network and save its state_dict",
         "tinynet": "tinynet formula study=NAME flops=TARGET: fit r(FLOPs), d(FLOPs), solve w",
+        "latency": "latency profile|fit|validate target=NAME: a latency predictor for this CPU",
     }
     for name, text in helps.items():
         sp = sub.add_parser(name, help=text, description=text, epilog=_epilog(),
@@ -282,7 +283,58 @@ def cmd_tinynet(overrides: list[str], quiet: bool) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "resume": lambda o, q: cmd_search(o, q, resume=True),
+def cmd_latency(overrides: list[str], quiet: bool) -> int:
+    """``searchkit latency profile|fit|validate target=NAME [threads=N] [sweep=default|quick]
+    [models=N] [dir=latency]``."""
+    from searchkit.config import ConfigError
+    from searchkit.costs import profiling
+    usage = ("usage: searchkit latency profile|fit|validate target=NAME "
+             "[threads=N] [sweep=default|quick] [models=N] [dir=DIR]")
+    if not overrides or overrides[0] not in ("profile", "fit", "validate"):
+        raise ConfigError(usage)
+    action, rest = overrides[0], overrides[1:]
+    target = _pop(rest, "target")
+    root = str(_pop(rest, "dir", "latency"))
+    if target is None:
+        raise ConfigError(f"latency {action} needs target=NAME ({usage})")
+    target = str(target)
+    say = (lambda *a, **k: None) if quiet else (lambda msg: print(f"searchkit: {msg}", file=sys.stderr))
+    try:
+        if action == "profile":
+            threads = _pop(rest, "threads", 1)
+            batch = _pop(rest, "batch", 1)
+            sweep = str(_pop(rest, "sweep", "default"))
+            seed = _pop(rest, "seed", 0)
+            if rest:
+                raise ConfigError(f"latency profile takes target=, threads=, batch=, sweep=, seed=, dir=; got {rest[0]}")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (threads, batch, seed)):
+                raise ConfigError("threads=, batch= and seed= must be integers")
+            path = profiling.profile(target, threads=threads, batch=batch, sweep=sweep, seed=seed, root=root,
+                                     log=say)
+            print(f"wrote {path}; next: searchkit latency fit target={target}")
+        elif action == "fit":
+            if rest:
+                raise ConfigError(f"latency fit takes target= and dir=; got {rest[0]}")
+            path = profiling.fit(target, root=root)
+            print(f"wrote {path}; check it with: searchkit latency validate target={target}")
+        else:
+            models = _pop(rest, "models", 60)
+            seed = _pop(rest, "seed", 1)
+            report_dir = str(_pop(rest, "reports", "reports/latency"))
+            bases = _pop(rest, "bases", True)
+            if rest:
+                raise ConfigError(f"latency validate takes target=, models=, seed=, bases=, reports=, dir=; got {rest[0]}")
+            path, summary = profiling.validate(target, n_random=int(models), seed=int(seed), root=root,
+                                               report_dir=report_dir, log=say, bases=bool(bases))
+            o = summary["overall"]
+            print(f"{o['n']} held-out models on target '{target}': RMSPE {o['rmspe']:.1%}, "
+                  f"within 5% {o['within_5']:.0%}, within 10% {o['within_10']:.0%}; wrote {path}")
+    except profiling.ProfileError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "latency": cmd_latency, "resume": lambda o, q: cmd_search(o, q, resume=True),
             "tinynet": cmd_tinynet, "export": cmd_export, "report": cmd_report, "studies": cmd_studies, "list": cmd_list, "train": cmd_train}
 
 

@@ -95,6 +95,15 @@ class ConstraintConfig:
     # absolute (suffixes K, M, G accepted: flops=60M).
     flops: float | None = None
     params: float | None = None
+    # Predicted latency in milliseconds on latency.target (always absolute).
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    # A profiled CPU: latency/<target>/predictor.json (`searchkit latency profile` + `fit`).
+    target: str | None = None
+    dir: str = "latency"
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,7 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     objectives: tuple[str, ...] = ("accuracy",)
     # Let strategies repair proposals that break a constraint (cheap cost check, no model);
     # false: record such proposals as infeasible instead.
@@ -170,7 +180,7 @@ _CHOICES = {"space.name": "space", "algo.name": "algo", "data.name": "data",
 VALID = {
     "pruner": ("none", "median", "hyperband", "halving"),
     "executor": ("local", "ray"),
-    "objectives": ("accuracy", "flops", "params"),
+    "objectives": ("accuracy", "flops", "params", "latency"),
     "space.rule": ("l1", "random"),
     "finetune.optimizer": ("sgd", "adam"),
     "finetune.schedule": ("cosine", "constant", "step"),
@@ -391,6 +401,9 @@ def _validate(cfg: RunConfig) -> None:
     if len(cfg.objectives) > 1 and cfg.pruner != "none":
         raise ConfigError("pruners stop single-objective trials only; drop pruner= for "
                           f"objectives=[{','.join(cfg.objectives)}]")
+    if cfg.latency.target is None and (cfg.constraint.latency_ms is not None or "latency" in cfg.objectives):
+        raise ConfigError("latency needs a profiled target: add latency.target=NAME (see "
+                          "`searchkit latency profile target=NAME` and `searchkit latency fit target=NAME`)")
     if len(set(cfg.objectives)) != len(cfg.objectives):
         raise ConfigError(f"objectives must not repeat, got {list(cfg.objectives)}")
     if len(cfg.objectives) > 1 and cfg.algo.name in SINGLE_OBJECTIVE_ALGOS:

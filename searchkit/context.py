@@ -101,8 +101,9 @@ def input_side(cfg: RunConfig) -> int:
     return max(int(dataset_options(cfg.data.name)["image_size"]), min_input_size(cfg.space.model))
 
 
-def constraint_limits(cfg: RunConfig, space) -> dict[str, float]:
-    """Absolute constraint bounds; fractions (<= 1) are taken of the base's costs.
+def constraint_limits(cfg: RunConfig, space, latency=None) -> dict[str, float]:
+    """Absolute constraint bounds; fractions (<= 1) are taken of the base's costs
+    (``latency`` bounds are always milliseconds).
 
     Raises:
         ConfigError: when no architecture of the space can meet a bound.
@@ -119,7 +120,29 @@ def constraint_limits(cfg: RunConfig, space) -> dict[str, float]:
             raise ConfigError(
                 f"impossible constraint: {name} <= {bound:,.0f} but the smallest architecture of "
                 f"this space has {getattr(lowest, name):,} {name} (base: {getattr(base, name):,})")
+    if cfg.constraint.latency_ms is not None:
+        bound = float(cfg.constraint.latency_ms)
+        fastest = latency.min_ms()
+        if fastest > bound:
+            raise ConfigError(
+                f"impossible constraint: latency <= {bound:g} ms on target '{cfg.latency.target}' but the "
+                f"smallest architecture of this space is predicted at {fastest:.3g} ms "
+                f"(base: {latency.base_ms():.3g} ms)")
+        out["latency"] = bound
     return out
+
+
+def genome_latency(cfg: RunConfig, space):
+    """The latency model of ``latency.target`` for ``space`` (``None`` without a target)."""
+    if cfg.latency.target is None:
+        return None
+    from searchkit.costs.genome_latency import GenomeLatency
+    from searchkit.costs.profiling import load_predictor
+    try:
+        return GenomeLatency(load_predictor(cfg.latency.target, cfg.latency.dir), space,
+                             cache_dir=cfg.base.cache_dir)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass
@@ -132,6 +155,7 @@ class SearchContext:
     base_path: str
     base_accuracy: float | None
     limits: dict[str, float]
+    latency: object = None  # GenomeLatency when latency.target is set
 
     @classmethod
     def build(cls, cfg: RunConfig, *, quiet: bool = False, train_base: bool = True) -> "SearchContext":
@@ -145,13 +169,15 @@ class SearchContext:
                 space = space_cls.for_run(cfg, data)
             except ValueError as exc:
                 raise ConfigError(f"space={cfg.space.name}: {exc}") from None
+            latency = genome_latency(cfg, space)
             return cls(cfg=cfg, data=data, base=None, space=space, device=device, base_path="",
-                       base_accuracy=None, limits=constraint_limits(cfg, space))
+                       base_accuracy=None, limits=constraint_limits(cfg, space, latency), latency=latency)
         base = build_base(cfg.space.model, num_classes=data.num_classes)
         # Costs need only the architecture: an impossible constraint is refused before any
         # checkpoint is read or any base is trained.
         space = space_cls(cfg.space, base, (data.in_channels, data.image_size, data.image_size))
-        limits = constraint_limits(cfg, space)
+        latency = genome_latency(cfg, space)
+        limits = constraint_limits(cfg, space, latency)
         acc = None
         if cfg.base.checkpoint:
             path = Path(cfg.base.checkpoint)
@@ -183,8 +209,20 @@ class SearchContext:
             acc, _ = evaluate_accuracy(base, data.val, device=device)
             base.to("cpu")
         return cls(cfg=cfg, data=data, base=base, space=space, device=device, base_path=str(path),
-                   base_accuracy=float(acc), limits=limits)
+                   base_accuracy=float(acc), limits=limits, latency=latency)
 
-    def violations(self, costs: Costs) -> dict[str, float]:
+    def measures(self, genome: dict, costs: Costs | None = None) -> dict[str, float]:
+        """The genome's costs by objective name: flops, params and (with a target) latency in ms."""
+        costs = costs or self.space.costs(genome)
+        out = {"flops": costs.flops, "params": costs.params}
+        if self.latency is not None:
+            out["latency"] = self.latency.ms(genome)
+        return out
+
+    def violations(self, costs: Costs, genome: dict | None = None) -> dict[str, float]:
         """Constraint values as Optuna wants them: <= 0 feasible (relative excess over the bound)."""
-        return {name: getattr(costs, name) / bound - 1.0 for name, bound in self.limits.items()}
+        out = {}
+        for name, bound in self.limits.items():
+            value = self.latency.ms(genome) if name == "latency" else getattr(costs, name)
+            out[name] = value / bound - 1.0
+        return out

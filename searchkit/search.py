@@ -140,7 +140,7 @@ class Driver:
         if not self.cfg.repair or not ctx.limits or not hasattr(space, "distributions"):
             return None
         return FeasibilityHint(space.distributions(),
-                               lambda p: all(v <= 0 for v in ctx.violations(space.costs(space.genome_of(p))).values()))
+                               lambda p: _feasible(ctx, space.genome_of(p)))
 
     def _record_base(self) -> None:
         space = self.ctx.space
@@ -155,7 +155,16 @@ class Driver:
             info["genome"] = space.base_genome()
         if self.ctx.base_path and Path(self.ctx.base_path).is_file():
             info["sha256"] = file_sha256(self.ctx.base_path)
+        if self.ctx.latency is not None:
+            meta = self.ctx.latency.predictor.meta
+            info.update(latency=self.ctx.latency.base_ms(), latency_target=meta.get("target"),
+                        latency_predictor=meta.get("sha256"))
         old = self.study.user_attrs.get(st.BASE_KEY)
+        if old is not None and old.get("latency_predictor") and info.get("latency_predictor") \
+                and old["latency_predictor"] != info["latency_predictor"]:
+            raise st.StudyError(f"study '{self.study.study_name}' priced latency with another predictor for "
+                                f"target '{old.get('latency_target')}' (it was profiled or fitted again); "
+                                "start a new study= to search against the new one")
         if old is not None and old.get("sha256") and info.get("sha256") and old["sha256"] != info["sha256"]:
             raise st.StudyError(f"study '{self.study.study_name}' was searched from another base "
                                 f"checkpoint ({old['path']}); pass that base.checkpoint to continue it")
@@ -252,7 +261,10 @@ class Driver:
         trial.set_user_attr(st.PARAMS, costs.params)
         trial.set_user_attr("flops_ratio", costs.flops / base.flops)
         trial.set_user_attr("params_ratio", costs.params / base.params)
-        violations = ctx.violations(costs)
+        if ctx.latency is not None:
+            trial.set_user_attr(st.LATENCY, ctx.latency.ms(genome))
+            trial.set_user_attr("latency_ratio", ctx.latency.ms(genome) / ctx.latency.base_ms())
+        violations = ctx.violations(costs, genome)
         for name, value in violations.items():
             trial.set_constraint(name, value)
         if any(v > 0 for v in violations.values()):
@@ -387,6 +399,10 @@ class Candidate:
     @property
     def number(self) -> int:
         return self.trial.number
+
+
+def _feasible(ctx: SearchContext, genome: dict) -> bool:
+    return all(v <= 0 for v in ctx.violations(ctx.space.costs(genome), genome).values())
 
 
 def _mkdir(path: Path) -> str:

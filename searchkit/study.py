@@ -40,6 +40,7 @@ GENOME = "genome"
 ARCHID = "archid"
 FLOPS = "flops"
 PARAMS = "params"
+LATENCY = "latency"  # predicted milliseconds on latency.target
 INFEASIBLE = "searchkit:infeasible"
 DUPLICATE_OF = "searchkit:duplicate_of"
 EVALUATED = "searchkit:evaluated"
@@ -244,7 +245,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> int | None:
     if retries >= MAX_REQUEUES or not trial.params:
         return None
     keep = {k: v for k, v in trial.user_attrs.items()
-            if k in (GENOME, ARCHID, FLOPS, PARAMS, "flops_ratio", "params_ratio")}
+            if k in (GENOME, ARCHID, FLOPS, PARAMS, LATENCY, "flops_ratio", "params_ratio", "latency_ratio")}
     study.enqueue_trial(trial.params, user_attrs={
         **keep, REQUEUED_FROM: trial.number, "searchkit:retries": retries + 1,
     }, skip_if_exists=False)

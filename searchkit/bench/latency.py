@@ -1,0 +1,124 @@
+"""Latency benchmark: predictions per second from genomes, next to measurements per second.
+
+Protocol (one run, side by side, on the same random genomes):
+
+* ``predict batch``: :meth:`GenomeLatency.many` on all genomes at once (what a strategy
+  scoring a population or a sweep uses), fresh predictor memo each repeat;
+* ``predict one by one``: :meth:`GenomeLatency.ms` per genome, cold memo (what the driver
+  does for each proposal);
+* ``measure``: build each model and time its forward as ``validate`` does (the
+  alternative a predictor replaces).
+
+Spaces: channels on ResNet-56 at 16 px (the quick start) and TinyNet. The predictor is
+``latency/<target>/predictor.json`` if present, else a quick profile fitted on the spot
+(prediction speed depends on the forests' size, not on how well they were measured).
+
+Example:
+    python -m searchkit.bench latency target=this-cpu-1t genomes=2000
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from searchkit.bench.common import options, write_report
+from searchkit.config import load_config
+from searchkit.context import SearchContext
+from searchkit.costs.genome_latency import GenomeLatency
+from searchkit.costs.latency import Predictor, measure_model_ms
+from searchkit.costs.profiling import fit, load_predictor, profile, target_dir
+
+DEFAULTS = {"target": "this-cpu-1t", "dir": "latency", "genomes": 2000, "measured": 12, "repeats": 3,
+            "out": "reports/bench"}
+
+
+def _predictor(opt) -> tuple[Predictor, str]:
+    if (target_dir(opt["target"], opt["dir"]) / "predictor.json").is_file():
+        return load_predictor(opt["target"], opt["dir"]), f"`{opt['target']}` ({opt['dir']}/)"
+    tmp = Path(tempfile.mkdtemp(prefix="searchkit-latbench-"))
+    profile("bench-quick", sweep="quick", root=tmp, progress=False, log=lambda *a: None)
+    fit("bench-quick", root=tmp)
+    return load_predictor("bench-quick", tmp), "a quick profile fitted for this benchmark"
+
+
+def _space(name: str):
+    if name == "channels":
+        cfg = load_config(["space=channels", "space.model=resnet56", "data=digits", "base.epochs=0",
+                           "constraint.flops=1.0"])
+    else:
+        cfg = load_config(["space=tinynet", "data=digits", "constraint.flops=null"])
+    return SearchContext.build(cfg, quiet=True, train_base=True).space
+
+
+def _genomes(space, n: int, rng: random.Random) -> list[dict]:
+    if space.name == "channels":
+        return [space.genome([rng.choice(space.choices) for _ in space.units]) for _ in range(n)]
+    grids = space.grids
+    out = []
+    for _ in range(n):
+        params = {a: g.low + g.step * rng.randrange(int(round((g.high - g.low) / g.step)) + 1)
+                  for a, g in grids.items()}
+        out.append(space.genome_of(params))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    opt = options(argv, DEFAULTS)
+    torch.set_num_threads(1)
+    pred, source = _predictor(opt)
+    rng = random.Random(0)
+    rows = []
+    for name in ("channels", "tinynet"):
+        space = _space(name)
+        genomes = _genomes(space, int(opt["genomes"]), rng)
+        pred._memo.clear()
+        t = time.perf_counter()
+        lat = GenomeLatency(pred, space, cache_dir="studies/bases")  # kernel map cached on disk
+        lat.many(genomes[:1])  # builds the tables (channels: per kernel; tinynet: whole grid)
+        setup = time.perf_counter() - t
+        batch_rate = one_rate = 0.0
+        for _ in range(int(opt["repeats"])):
+            lat._memo.clear()
+            t = time.perf_counter()
+            lat.many(genomes)
+            batch_rate = max(batch_rate, len(genomes) / (time.perf_counter() - t))
+            pred._memo.clear()
+            lat._memo.clear()
+            t = time.perf_counter()
+            for g in genomes:
+                lat.ms(g)
+            one_rate = max(one_rate, len(genomes) / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for g in genomes[: int(opt["measured"])]:
+            model = space.build(g)
+            measure_model_ms(model, space.input_size_of(g) if hasattr(space, "input_size_of") else space.input_size)
+        meas_rate = int(opt["measured"]) / (time.perf_counter() - t)
+        rows.append({"space": name, "setup_s": setup, "predict_batch_per_s": batch_rate, "predict_one_per_s": one_rate,
+                     "measure_per_s": meas_rate, "kernels_per_model": len(lat.kernels(genomes[0]))})
+        print(f"{name}: batch {batch_rate:,.0f}/s, one by one {one_rate:,.0f}/s, measured {meas_rate:.2f}/s",
+              flush=True)
+    lines = ["# Latency predictor: predictions per second from genomes", "",
+             f"Predictor: {source}, threads 1. {opt['genomes']} random genomes per space; rates are the best "
+             f"of {opt['repeats']} repeats with the predictor's memo cleared each time (cold). `measure` builds "
+             f"each of {opt['measured']} genomes' model and times its forward as `searchkit latency validate` "
+             "does (warm-up, >= 15 timed calls, >= 0.3 s). `table setup` is paid once per search: channels "
+             "tabulate each kernel over its units' choices (the kernel map itself is cached on disk); tinynet "
+             "tabulates its whole (r, d, w) grid on the first batch. `one by one` is the driver's path, "
+             "one genome per proposal, memos cleared. Goal: >= 10,000 predictions/s.", "",
+             "| space | kernels per model | table setup s | predict (batch) /s | predict (one by one) /s | "
+             "measure /s | batch vs measure |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['space']} | {r['kernels_per_model']} | {r['setup_s']:.2f} | {r['predict_batch_per_s']:,.0f} | "
+                     f"{r['predict_one_per_s']:,.0f} | {r['measure_per_s']:.2f} | "
+                     f"{r['predict_batch_per_s'] / r['measure_per_s']:,.0f}x |")
+    ok = all(r["predict_batch_per_s"] >= 10_000 for r in rows)
+    lines += ["", f"Goal (>= 10,000 predictions/s from genomes, batch): {'met' if ok else 'NOT met'}.", ""]
+    path = write_report("latency", "\n".join(lines), {"options": opt, "rows": rows, "predictor": source},
+                        opt["out"])
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,314 @@
+"""Profiling a target CPU, fitting its predictor, validating it on held-out whole models.
+
+``searchkit latency profile target=NAME`` -> ``latency/NAME/profile.json``:
+
+1. **Kernels.** A designed sweep per kernel type (:mod:`searchkit.costs.kernels`: conv k x k
+   incl. grouped/depthwise with its BN and activation, linear, pooling, element-wise ops,
+   over channels, resolution and stride) plus the distinct kernels of random models of the
+   registered spaces (``calibration`` models below), all shuffled into chains and timed
+   inside the chain (:func:`~searchkit.costs.latency.measure_chain`), robust medians.
+2. **Calibration models.** Random channel-pruned candidates of every base and random
+   TinyNet genomes, measured whole: they fit the per-call overhead of the predictor.
+3. Machine facts: CPU model, cores, threads, torch version, batch.
+
+``fit`` turns a profile into ``latency/NAME/predictor.json`` (no pickle). ``validate``
+measures a *different* random population (another seed) plus every base network and
+writes RMSPE and the shares within +-5 % / +-10 % to ``reports/latency/NAME.md``.
+
+Example:
+    >>> pop = population(seed=1, n_random=2, bases=False)
+    >>> len(pop), sorted({s.family for s in pop}) != []
+    (2, True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from searchkit import __version__
+from searchkit.costs.kernel_map import ChannelKernelMap, efficientnet_kernels
+from searchkit.costs.kernels import KERNELS
+from searchkit.costs.latency import Predictor, measure_chain, measure_model_ms, relative_errors
+from searchkit.costs.trace import Kernel, trace_kernels
+
+PROFILE_VERSION = 1
+SWEEPS = {  # kernels per type in the generic part of the sweep
+    "default": {"conv": 1400, "eltwise": 360, "pool": 160, "linear": 120, "view": 3},
+    "quick": {"conv": 60, "eltwise": 20, "pool": 10, "linear": 8, "view": 1},
+}
+CALIBRATION_MODELS = {"default": 36, "quick": 4}
+CHAIN = 24
+# Channel-pruning bases at the input sides their searches use (digits 16 px, CIFAR 32 px).
+CHANNEL_BASES = (("resnet20", 16), ("resnet56", 16), ("resnet110", 16), ("resnet56", 32),
+                 ("vgg16", 32), ("mobilenet_v2", 32), ("resnet18", 32), ("resnet50", 32))
+TINYNETS = (("tinynet_e", 0.51, 0.60, 106), ("tinynet_d", 0.54, 0.695, 152), ("tinynet_c", 0.54, 0.85, 184),
+            ("efficientnet_b0", 1.0, 1.0, 96))
+KEEP_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+class ProfileError(ValueError):
+    """A missing or unreadable profile/predictor (one-line message)."""
+
+
+def target_dir(target: str, root: str | Path = "latency") -> Path:
+    if not target or any(c in target for c in "/\\") or target.startswith("."):
+        raise ProfileError(f"bad latency target name {target!r} (a plain name like 'laptop-1t')")
+    return Path(root) / target
+
+
+def machine_facts(threads: int, batch: int) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "batch": batch,
+            "torch": torch.__version__, "python": platform.python_version(), "searchkit": __version__,
+            "machine": platform.machine()}
+
+
+# --- model populations --------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One whole model: where it comes from, its kernels (predicted without building it)
+    and how to build it (for measuring)."""
+
+    family: str
+    name: str
+    input_size: tuple[int, int, int]
+    kernels: list[Kernel]
+    build: Callable[[], nn.Module]
+
+
+_MAPS: dict[tuple, tuple] = {}
+
+
+def _channel_map(model: str, side: int):
+    from searchkit.models import build_base
+    from searchkit.models.surgery import channel_units
+    key = (model, side)
+    if key not in _MAPS:
+        base = build_base(model)
+        units = channel_units(base)
+        _MAPS[key] = (base, units, ChannelKernelMap.build(base, units, (3, side, side)))
+    return _MAPS[key]
+
+
+def population(seed: int, n_random: int, *, bases: bool = True, families: str = "all",
+               channel_bases=CHANNEL_BASES) -> list[Sample]:
+    """Random candidates of the channels and tinynet spaces (and, with ``bases``, every base
+    network), spread over sizes: each channel genome draws a centre fraction and per-unit
+    fractions around it; each TinyNet genome draws depth, width and side."""
+    from searchkit.models import build_base
+    from searchkit.models.efficientnet import efficientnet_b0_family
+    from searchkit.models.surgery import pruned_shape_model
+    rng = random.Random(seed)
+    out: list[Sample] = []
+    if bases:
+        for model, side in CHANNEL_BASES:
+            base, units, kmap = _channel_map(model, side)
+            out.append(Sample("base", f"{model}@{side}", (3, side, side), kmap.kernels([1.0] * len(units)),
+                              lambda m=model: build_base(m)))
+        for name, w, d, side in TINYNETS:
+            out.append(Sample("base", f"{name}@{side}", (3, side, side), efficientnet_kernels(w, d, side, 10),
+                              lambda w=w, d=d: efficientnet_b0_family(w, d, num_classes=10)))
+    for i in range(n_random):
+        if families == "channels" or (families == "all" and i % 3 != 2):
+            model, side = channel_bases[rng.randrange(len(channel_bases))]
+            base, units, kmap = _channel_map(model, side)
+            centre = rng.uniform(0.1, 1.0)
+            keep = [min(KEEP_GRID, key=lambda g: abs(g - min(1.0, max(0.1, rng.gauss(centre, 0.2)))))
+                    for _ in units]
+            out.append(Sample("channels", f"{model}@{side} keep~{centre:.2f}", (3, side, side),
+                              kmap.kernels(keep),
+                              lambda base=base, units=units, keep=keep: pruned_shape_model(base, units, keep)))
+        else:
+            d, w = round(rng.uniform(0.3, 1.2), 2), round(rng.uniform(0.25, 1.0), 2)
+            side = rng.choice([16, 24, 32, 48, 64, 96, 128])
+            out.append(Sample("tinynet", f"tinynet d={d} w={w} @{side}", (3, side, side),
+                              efficientnet_kernels(w, d, side, 10),
+                              lambda w=w, d=d: efficientnet_b0_family(w, d, num_classes=10)))
+    return out
+
+
+# --- profile -------------------------------------------------------------------------------------
+def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "default", seed: int = 0,
+            root: str | Path = "latency", progress: bool | None = None, log=print) -> Path:
+    """Measure the kernel sweep and the calibration models on this CPU; write the profile."""
+    from searchkit.progress import bar
+    if sweep not in SWEEPS:
+        raise ProfileError(f"unknown sweep '{sweep}' (choices: {', '.join(SWEEPS)})")
+    if batch != 1:
+        raise ProfileError("batch must be 1 for now (kernel rows are recorded at batch 1)")
+    if threads < 1:
+        raise ProfileError(f"threads must be >= 1, got {threads}")
+    out_dir = target_dir(target, root)
+    started = time.perf_counter()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(seed)
+        rows = [(kind, tuple(r)) for kind, n in SWEEPS[sweep].items() for r in KERNELS[kind].sweep(rng, n)]
+        calib = population(seed=10_000 + seed, n_random=CALIBRATION_MODELS[sweep], bases=False,
+                           channel_bases=CHANNEL_BASES if sweep == "default" else CHANNEL_BASES[:1])
+        seen = set(rows)
+        for s in calib:
+            for k in s.kernels:
+                if (k.kind, k.fields) not in seen:
+                    seen.add((k.kind, k.fields))
+                    rows.append((k.kind, k.fields))
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        seconds = [0.0] * len(rows)
+        chains = [order[i:i + CHAIN] for i in range(0, len(order), CHAIN)]
+        log(f"profiling {len(rows)} kernels in {len(chains)} chains and {len(calib)} whole models "
+            f"(threads={threads})")
+        with bar(total=len(chains) + len(calib), desc=f"profile {target}", enabled=progress) as pb:
+            for chain in chains:
+                fns = [KERNELS[rows[i][0]].make(rows[i][1]) for i in chain]
+                for i, s in zip(chain, measure_chain(fns)):
+                    seconds[i] = s
+                pb.update(1)
+            models = []
+            for s in calib:
+                models.append({"name": s.name, "family": s.family, "input_size": list(s.input_size),
+                               "kernels": [[k.kind, list(k.fields)] for k in s.kernels],
+                               "ms": measure_model_ms(s.build(), s.input_size)})
+                pb.update(1)
+    finally:
+        torch.set_num_threads(old_threads)
+    kernels: dict[str, dict] = {}
+    for (kind, fields), sec in zip(rows, seconds):
+        kernels.setdefault(kind, {"rows": [], "seconds": []})
+        kernels[kind]["rows"].append(list(fields))
+        kernels[kind]["seconds"].append(sec)
+    doc = {"version": PROFILE_VERSION, "target": target, "sweep": sweep, "seed": seed,
+           "machine": machine_facts(threads, batch), "seconds_taken": round(time.perf_counter() - started, 1),
+           "kernels": kernels, "calibration_models": models}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "profile.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, separators=(",", ":")))
+    tmp.replace(path)
+    return path
+
+
+def load_profile(target: str, root: str | Path = "latency") -> dict:
+    path = target_dir(target, root) / "profile.json"
+    if not path.is_file():
+        raise ProfileError(f"no latency profile for target '{target}' at {path}; run "
+                           f"`searchkit latency profile target={target}` on that CPU first")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProfileError(f"cannot read {path}: {exc}") from None
+    if doc.get("version") != PROFILE_VERSION:
+        raise ProfileError(f"{path} has profile version {doc.get('version')!r}; expected {PROFILE_VERSION}")
+    return doc
+
+
+def fit(target: str, root: str | Path = "latency") -> Path:
+    """Fit ``latency/NAME/predictor.json`` from ``latency/NAME/profile.json``."""
+    doc = load_profile(target, root)
+    rows = {k: v["rows"] for k, v in doc["kernels"].items()}
+    secs = {k: v["seconds"] for k, v in doc["kernels"].items()}
+    meta = {"target": target, **doc["machine"], "profile_seconds": doc["seconds_taken"],
+            "kernels_profiled": {k: len(v) for k, v in rows.items()}}
+    pred = Predictor.fit(rows, secs, meta)
+    models = [([Kernel(kind, tuple(f)) for kind, f in m["kernels"]], m["ms"]) for m in doc["calibration_models"]]
+    pred.calibrate(models)
+    return pred.save(target_dir(target, root) / "predictor.json")
+
+
+def load_predictor(target: str, root: str | Path = "latency") -> Predictor:
+    path = target_dir(target, root) / "predictor.json"
+    if not path.is_file():
+        hint = "fit" if (path.parent / "profile.json").is_file() else "profile"
+        raise ProfileError(f"no latency predictor for target '{target}' at {path}; run "
+                           f"`searchkit latency {hint} target={target}`")
+    try:
+        return Predictor.load(path)
+    except ValueError as exc:
+        raise ProfileError(str(exc)) from None
+
+
+# --- validate ------------------------------------------------------------------------------------
+def validate(target: str, *, n_random: int = 60, seed: int = 1, root: str | Path = "latency", bases: bool = True,
+             report_dir: str | Path = "reports/latency", progress: bool | None = None, log=print) -> tuple[Path, dict]:
+    """Measure held-out whole models against the predictor; write ``reports/latency/NAME.md``."""
+    from searchkit.progress import bar
+    pred = load_predictor(target, root)
+    threads = int(pred.meta.get("threads", 1))
+    here = machine_facts(threads, 1)
+    if pred.meta.get("cpu") and pred.meta["cpu"] != here["cpu"]:
+        log(f"warning: predictor '{target}' was profiled on '{pred.meta['cpu']}', this CPU is '{here['cpu']}'")
+    pop = population(seed=seed, n_random=n_random, bases=bases,
+                     channel_bases=CHANNEL_BASES if bases else CHANNEL_BASES[:1])
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    results = []
+    try:
+        with bar(total=len(pop), desc=f"validate {target}", enabled=progress) as pb:
+            for s in pop:
+                measured = measure_model_ms(s.build(), s.input_size)
+                predicted = pred.predict_ms(s.kernels)
+                results.append({"family": s.family, "name": s.name, "measured_ms": measured,
+                                "predicted_ms": predicted, "error": predicted / measured - 1})
+                pb.update(1)
+    finally:
+        torch.set_num_threads(old)
+    overall = relative_errors([r["predicted_ms"] for r in results], [r["measured_ms"] for r in results])
+    by_family = {f: relative_errors([r["predicted_ms"] for r in results if r["family"] == f],
+                                    [r["measured_ms"] for r in results if r["family"] == f])
+                 for f in sorted({r["family"] for r in results})}
+    summary = {"target": target, "threads": threads, "bases": bases, "overall": overall, "by_family": by_family,
+               "models": results, "predictor": pred.meta, "validated_on": here, "seed": seed,
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    path = write_validation(summary, report_dir)
+    return path, summary
+
+
+def write_validation(summary: dict, report_dir: str | Path) -> Path:
+    o = summary["overall"]
+    ok = o["within_10"] >= 0.95 and o["rmspe"] <= 0.05
+    meta = summary["predictor"]
+    lines = [f"# Latency predictor `{summary['target']}`: validation on held-out models", "",
+             f"Target: {meta.get('cpu')}, {summary['threads']} thread(s), batch 1, torch {meta.get('torch')}. "
+             f"Held-out models: {o['n']} ({'every base network and ' if summary.get('bases', True) else ''}random candidates of the channels and "
+             f"tinynet spaces, seed {summary['seed']}; the profile's calibration models use another seed).",
+             "", f"**RMSPE {o['rmspe']:.1%}, within ±5 %: {o['within_5']:.0%}, within ±10 %: "
+             f"{o['within_10']:.0%}** (goal: ≥ 95 % within ±10 % and RMSPE ≤ 5 %: "
+             f"{'met' if ok else 'NOT met'}). Mean error {o['mean_error']:+.1%}, worst {o['max_abs_error']:.1%}.",
+             "", "| family | models | RMSPE | within ±5 % | within ±10 % | mean error |", "|---|---|---|---|---|---|"]
+    for fam, r in summary["by_family"].items():
+        lines.append(f"| {fam} | {r['n']} | {r['rmspe']:.1%} | {r['within_5']:.0%} | {r['within_10']:.0%} | "
+                     f"{r['mean_error']:+.1%} |")
+    lines += ["", "| model | measured ms | predicted ms | error |", "|---|---|---|---|"]
+    for r in sorted(summary["models"], key=lambda r: r["measured_ms"]):
+        lines.append(f"| {r['name']} | {r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | {r['error']:+.1%} |")
+    lines += ["", f"Predictor: calibration a={meta.get('calibration', '')}, profiled in "
+              f"{meta.get('profile_seconds')} s, kernels per type {meta.get('kernels_profiled')}.",
+              f"Validated {summary['date']} on {summary['validated_on']['cpu']} "
+              f"({summary['validated_on']['cores']} cores).", "",
+              f"Reproduce: `searchkit latency profile target={summary['target']} threads={summary['threads']}` "
+              f"then `searchkit latency fit target={summary['target']}` and "
+              f"`searchkit latency validate target={summary['target']}`.", ""]
+    path = Path(report_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{summary['target']}.md").write_text("\n".join(lines))
+    (path / f"{summary['target']}.json").write_text(json.dumps(summary, indent=1, default=str))
+    return path / f"{summary['target']}.md"

@@ -1,0 +1,194 @@
+"""Latency predictor: traces, kernel maps, JSON forests, the CLI and latency in search.
+
+The accuracy goal (>= 95 % of held-out models within +-10 %) is a property of a full
+profile on a quiet machine and is checked by ``searchkit latency validate`` (committed
+under reports/latency/), not here: these tests use a quick profile on a shared machine.
+"""
+
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+
+from searchkit.config import load_config
+from searchkit.costs.genome_latency import GenomeLatency
+from searchkit.costs.kernel_map import ChannelKernelMap, efficientnet_kernels
+from searchkit.costs.latency import Forest, Predictor, relative_errors
+from searchkit.costs.profiling import fit, load_predictor, profile
+from searchkit.costs.trace import Kernel, trace_kernels
+from searchkit.models import build_base
+from searchkit.models.efficientnet import efficientnet_b0_family
+from searchkit.models.surgery import channel_units, prune_channels
+from searchkit.search import run_search
+
+
+@pytest.mark.parametrize("model,side", [("resnet20", 16), ("mobilenet_v2", 32), ("vgg16", 32)])
+def test_kernel_map_equals_the_trace_of_the_pruned_model(model, side):
+    base = build_base(model)
+    units = channel_units(base)
+    kmap = ChannelKernelMap.build(base, units, (3, side, side))
+    rng = random.Random(0)
+    for _ in range(3):
+        keep = [rng.choice([0.1, 0.3, 0.5, 0.8, 1.0]) for _ in units]
+        assert kmap.kernels(keep) == trace_kernels(prune_channels(base, units, keep), (3, side, side))
+
+
+@pytest.mark.parametrize("w,d,side", [(1.0, 1.0, 32), (0.51, 0.6, 106), (0.3, 0.45, 17)])
+def test_tinynet_kernels_are_written_out_as_the_model_runs_them(w, d, side):
+    net = efficientnet_b0_family(w, d, num_classes=10)
+    assert efficientnet_kernels(w, d, side, 10) == trace_kernels(net, (3, side, side))
+
+
+def test_trace_groups_conv_bn_activation():
+    rows = trace_kernels(build_base("resnet20"), (3, 32, 32))
+    convs = [r for r in rows if r.kind == "conv"]
+    assert len(convs) == 19 and all(r.fields[7] == 1 for r in convs)  # every conv has its BN
+    assert sum(r.fields[8] == 1 for r in convs) == 10  # stem + first conv of each block: ReLU fused
+
+
+def test_forest_arrays_predict_what_scikit_learn_predicts(tmp_path):
+    from sklearn.ensemble import ExtraTreesRegressor
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, (300, 4))
+    y = np.sin(x[:, 0]) + x[:, 1] * x[:, 2]
+    est = ExtraTreesRegressor(n_estimators=7, min_samples_leaf=2, random_state=0).fit(x, y)
+    forest = Forest.from_sklearn(est)
+    q = rng.uniform(-1, 11, (200, 4))
+    assert np.allclose(forest.predict(q), est.predict(q))
+    # and through JSON, without scikit-learn's objects
+    again = Forest(json.loads(json.dumps(forest.to_json())))
+    assert np.allclose(again.predict(q), est.predict(q))
+
+
+def test_relative_errors():
+    r = relative_errors([1.0, 1.06, 0.8], [1.0, 1.0, 1.0])
+    assert r["n"] == 3 and r["within_5"] == pytest.approx(1 / 3) and r["within_10"] == pytest.approx(2 / 3)
+    assert r["rmspe"] == pytest.approx(np.sqrt((0 + 0.06 ** 2 + 0.2 ** 2) / 3))
+
+
+@pytest.fixture(scope="module")
+def quick_target(tmp_path_factory):
+    """A quick profile of this CPU (small sweep, resnet20 and tinynet calibration models)."""
+    root = tmp_path_factory.mktemp("latency")
+    path = profile("quick", sweep="quick", root=root, progress=False, log=lambda *a: None)
+    doc = json.loads(path.read_text())
+    assert doc["machine"]["threads"] == 1 and doc["machine"]["torch"]
+    assert {"conv", "eltwise", "pool", "linear"} <= set(doc["kernels"])
+    assert all(s > 0 for k in doc["kernels"].values() for s in k["seconds"])
+    fit("quick", root=root)
+    return root
+
+
+def test_predictor_file_is_plain_json_and_reloads_identically(quick_target):
+    path = quick_target / "quick" / "predictor.json"
+    text = path.read_text()
+    assert text.startswith("{") and json.loads(text)["version"] == 1
+    pred = load_predictor("quick", quick_target)
+    again = Predictor.from_json(json.loads(text))
+    kernels = efficientnet_kernels(0.5, 0.5, 32, 10)
+    assert pred.predict_ms(kernels) == pytest.approx(again.predict_ms(kernels))
+    assert pred.predict_ms(kernels) > 0
+    # a bigger network is predicted slower
+    big = trace_kernels(build_base("resnet56"), (3, 32, 32))
+    small = trace_kernels(build_base("resnet20"), (3, 16, 16))
+    assert pred.predict_ms(big) > pred.predict_ms(small)
+
+
+def test_genome_latency_batch_equals_one_by_one(quick_target, tmp_path):
+    pred = load_predictor("quick", quick_target)
+    from searchkit.context import SearchContext
+    ctx = SearchContext.build(load_config(["space.model=resnet20", "data=synthetic", "base.epochs=0",
+                                           f"base.cache_dir={tmp_path}", "constraint.flops=1.0"]), quiet=True)
+    lat = GenomeLatency(pred, ctx.space, cache_dir=tmp_path)
+    rng = random.Random(1)
+    genomes = [ctx.space.genome([rng.choice(ctx.space.choices) for _ in ctx.space.units]) for _ in range(20)]
+    batch = lat.many(genomes)
+    direct = [pred.predict_ms(lat.kernels(g)) for g in genomes]
+    assert np.allclose(batch, direct)
+    assert np.allclose([lat.ms(g) for g in genomes], direct)
+    # off-grid fractions (a uniform baseline) take the kernel path
+    assert lat.ms(ctx.space.uniform(0.37)) == pytest.approx(pred.predict_ms(lat.kernels(ctx.space.uniform(0.37))))
+    # the kernel map was cached on disk and is read back
+    assert list(tmp_path.glob("kernelmap-resnet20-*.json"))
+    assert np.allclose(GenomeLatency(pred, ctx.space, cache_dir=tmp_path).many(genomes), batch)
+
+
+def test_search_under_a_latency_bound_trains_only_candidates_under_it(quick_target, tmp_path):
+    pred = load_predictor("quick", quick_target)
+    common = ["space.model=resnet20", "data=synthetic", "base.epochs=0", "finetune.max_batches=1",
+              "constraint.flops=1.0", f"latency.target=quick", f"latency.dir={quick_target}",
+              f"base.cache_dir={tmp_path / 'bases'}", f"storage=sqlite:///{tmp_path / 'db.sqlite'}",
+              "progress=false"]
+    from searchkit.context import SearchContext
+    ctx = SearchContext.build(load_config(common), quiet=True)
+    lo, hi = ctx.latency.min_ms(), ctx.latency.base_ms()
+    bound = lo + 0.4 * (hi - lo)
+    out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=4", "algo=random",
+                                           "repair=false", "max_attempts_factor=50"]), quiet=True)
+    trials = out.study.trials
+    trained = [t for t in trials if t.user_attrs.get("searchkit:evaluated")]
+    assert len(trained) == 4
+    assert all(t.user_attrs["latency"] <= bound for t in trained)
+    infeasible = [t for t in trials if t.user_attrs.get("searchkit:infeasible")]
+    assert infeasible and all(t.user_attrs["latency"] > bound for t in infeasible)
+    assert all(t.constraints["latency"] == pytest.approx(t.user_attrs["latency"] / bound - 1) for t in infeasible)
+    base = out.study.user_attrs["searchkit:base"]
+    assert base["latency_target"] == "quick" and base["latency"] == pytest.approx(hi)
+    # the same bound with repair: the strategy repairs its proposals instead
+    out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=3", "algo=abc",
+                                           "study=abc-latency"]), quiet=True)
+    assert all(t.user_attrs["latency"] <= bound for t in out.study.trials if t.user_attrs.get("searchkit:evaluated"))
+
+
+def test_accuracy_latency_front(quick_target, tmp_path):
+    out = run_search(load_config([
+        "space.model=resnet20", "data=synthetic", "base.epochs=0", "finetune.max_batches=1",
+        "constraint.flops=1.0", "latency.target=quick", f"latency.dir={quick_target}", "algo=nsga2",
+        "objectives=[accuracy,latency]", "trials=4", f"base.cache_dir={tmp_path}",
+        f"storage=sqlite:///{tmp_path / 'db.sqlite'}", "progress=false"]), quiet=True)
+    done = [t for t in out.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done and all(t.values[1] == pytest.approx(t.user_attrs["latency"]) for t in done)
+    assert out.study.directions[1] == optuna.study.StudyDirection.MINIMIZE
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "searchkit", *args], cwd=cwd, capture_output=True, text=True,
+                          env={"CI": "1", "PATH": "/usr/bin:/bin", **__import__("os").environ})
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    for args, fragment in [
+        (["latency", "fit", "target=nowhere"], "no latency profile for target 'nowhere'"),
+        (["latency", "validate", "target=nowhere"], "no latency predictor for target 'nowhere'"),
+        (["latency", "profile"], "needs target=NAME"),
+        (["latency", "profile", "target=../x"], "bad latency target name"),
+        (["latency", "profile", "target=x", "sweep=huge"], "unknown sweep 'huge'"),
+        (["latency", "explode", "target=x"], "usage: searchkit latency"),
+        (["search", "constraint.latency_ms=3"], "latency needs a profiled target"),
+        (["search", "latency.target=nowhere", "constraint.latency_ms=3", "data=synthetic"],
+         "no latency predictor for target 'nowhere'"),
+    ]:
+        r = _cli(*args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stderr)
+        assert fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_cli_validate_writes_the_report(quick_target, tmp_path):
+    r = _cli("latency", "validate", "target=quick", f"dir={quick_target}", "models=3", "bases=false",
+             f"reports={tmp_path / 'rep'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "rep" / "quick.md").read_text()
+    assert "RMSPE" in text and "within ±10 %" in text
+    summary = json.loads((tmp_path / "rep" / "quick.json").read_text())
+    assert summary["overall"]["n"] == 3 and all(m["measured_ms"] > 0 for m in summary["models"])
+
+
+def test_impossible_latency_bound_is_refused_before_training(quick_target, tmp_path):
+    r = _cli("search", "space.model=resnet20", "data=synthetic", "base.epochs=0", "latency.target=quick",
+             f"latency.dir={quick_target}", "constraint.latency_ms=0.0001", cwd=tmp_path)
+    assert r.returncode == 2 and "impossible constraint: latency" in r.stderr
+    assert not (tmp_path / "studies" / "searchkit.db").exists() or "channels" not in r.stdout
