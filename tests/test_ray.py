@@ -232,12 +232,6 @@ def test_worker_killed_mid_trial_is_failed_and_the_search_goes_on(workdir, ray_i
     assert [t.number for t in trials if t.user_attrs.get("searchkit:evaluated")] == [1, 2]
     reason = failed[0].user_attrs["searchkit:fail_reason"]
     assert reason and "\n" not in reason, reason
-    if reason == "the trial failed":
-        # Tune's error.txt for a dead actor reads "The actor died unexpectedly before finishing
-        # this task. ... Worker exit detail: ..." with no "Name: message" line, and
-        # trial.get_pickled_error() gives None (error.pkl is only in the local staging dir),
-        # so _error_reason falls back to its generic text. Remove once it names the death.
-        pytest.xfail("known: a killed worker's FAIL reason is the generic 'the trial failed'")
     assert reason.startswith("worker died: "), reason
 
 

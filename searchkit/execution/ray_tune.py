@@ -262,7 +262,11 @@ def _error_reason(trial) -> str:
     name = trial.run_metadata.error_filename
     local = Path(trial.local_path, name) if name and trial.local_path else None
     if local is not None and local.is_file():
-        line = _exception_line(local.read_text(errors="replace"))
+        text = local.read_text(errors="replace")
+        died = _death_line(text)
+        if died:
+            return f"worker died: {died}{suffix}"
+        line = _exception_line(text)
         if line:
             if "RayActorError" in line or "ActorDiedError" in line or "actor died" in line.lower():
                 return f"worker died: {line.split(':', 1)[-1].strip()}{suffix}"
@@ -283,6 +287,18 @@ def _error_reason(trial) -> str:
     if isinstance(cause, ray.exceptions.RayTaskError):
         return f"{_first_line(cause)}{suffix}"
     return f"{type(cause).__name__}: {_first_line(cause)}{suffix}"
+
+
+def _death_line(text: str) -> str | None:
+    """Ray's words when the worker process itself died (its error text has no exception line)."""
+    low = text.lower()
+    if "actor died unexpectedly" not in low and "worker process has died" not in low \
+            and "worker died" not in low:
+        return None
+    for line in text.splitlines():
+        if "exit detail" in line.lower():
+            return line.split(":", 1)[-1].strip()[:200] or "the worker process exited"
+    return "the worker process exited unexpectedly"
 
 
 def _exception_line(text: str) -> str | None:
