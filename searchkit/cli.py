@@ -144,6 +144,10 @@ def _print_outcome(outcome) -> None:
           f"FLOPs {_fmt_count(ua[st.FLOPS])} ({1 - ua[st.FLOPS] / base.flops:.1%} fewer)  "
           f"params {_fmt_count(ua[st.PARAMS])} ({1 - ua[st.PARAMS] / base.params:.1%} fewer)  "
           f"archid {ua[st.ARCHID]}")
+    if st.LATENCY in ua and ctx.latency is not None:
+        print(f"  latency: {ua[st.LATENCY]:.3f} ms predicted on target '{ctx.cfg.latency.target}' "
+              f"(base {ctx.latency.base_ms():.3f} ms"
+              + (f", bound {ctx.cfg.constraint.latency_ms:g} ms)" if ctx.cfg.constraint.latency_ms else ")"))
     if "keep" in ua[st.GENOME]:
         print(f"  keep:   {ua[st.GENOME]['keep']}")
         print(f"  widths: {widths['widths']}")
@@ -172,6 +176,11 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
               f"{meta['test_accuracy'] if meta['test_accuracy'] is None else format(meta['test_accuracy'], '.4f')} "
               f"FLOPs {_fmt_count(meta['flops'])} ({meta['flops_reduction']:.1%} fewer) "
               f"params {_fmt_count(meta['params'])} ({meta['params_reduction']:.1%} fewer)")
+        if "latency" in meta:
+            lat = meta["latency"]
+            bound = f", bound {lat['bound_ms']:g} ms" if lat.get("bound_ms") else ""
+            print(f"  latency: predicted {lat['predicted_ms']:.3f} ms on '{lat['target']}', measured here "
+                  f"{lat['measured_ms']:.3f} ms ({lat['threads']} thread(s){bound})")
     return 0
 
 

@@ -129,8 +129,30 @@ def export_trial(study: optuna.Study, trial: FrozenTrial, ctx: SearchContext, ou
         "versions": {"searchkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "load": "torch.export.load('model.pt2').module()(x)  # x: float tensor N x C x H x W",
     }
+    if ctx.latency is not None:
+        meta["latency"] = _latency_record(ctx, genome, net, size)
     (folder / "arch.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     return folder
+
+
+def _latency_record(ctx: SearchContext, genome: dict, net: torch.nn.Module, size) -> dict:
+    """Predicted latency on the study's target and, for comparison, the exported network
+    measured here (batch 1, the target's thread count): the bound holds where both agree."""
+    from searchkit.costs.latency import measure_model_ms
+    from searchkit.costs.profiling import machine_facts
+    meta = ctx.latency.predictor.meta
+    threads = int(meta.get("threads", 1))
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        measured = measure_model_ms(net, size)
+    finally:
+        torch.set_num_threads(old)
+    here = machine_facts(threads, 1)["cpu"]
+    return {"target": meta.get("target"), "target_cpu": meta.get("cpu"), "threads": threads,
+            "predicted_ms": ctx.latency.ms(genome), "measured_ms": measured, "measured_on": here,
+            "measured_on_target_cpu": here == meta.get("cpu"),
+            "bound_ms": ctx.cfg.constraint.latency_ms}
 
 
 def export_study(name: str, storage: str, out: str | Path = "exports", top: int | str = 1,

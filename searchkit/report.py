@@ -24,7 +24,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ class _Summary:
     pareto_params: list[int]
     flops_bound: float | None
     params_bound: float | None
+    pareto_latency: list[int] = field(default_factory=list)  # with a latency target
+    latency_bound: float | None = None
 
 
 # --- public entry point ------------------------------------------------------------------
@@ -158,7 +160,7 @@ def _summarize(study: optuna.Study) -> _Summary:
             if t.datetime_complete and t.datetime_start else None
         rows.append({
             "number": t.number, "state": t.state.name, "label": _label(t),
-            "accuracy": _accuracy(t), "flops": flops, "params": params,
+            "accuracy": _accuracy(t), "flops": flops, "params": params, "latency": _num(ua.get(st.LATENCY)),
             "flops_ratio": _num(ua.get("flops_ratio")) or (flops / base_flops if flops and base_flops else None),
             "params_ratio": _num(ua.get("params_ratio")) or (params / base_params if params and base_params else None),
             "archid": ua.get(st.ARCHID), "duration_s": duration,
@@ -167,7 +169,7 @@ def _summarize(study: optuna.Study) -> _Summary:
             "duplicate_of": ua.get(st.DUPLICATE_OF), "fail_reason": ua.get(st.FAIL_REASON),
             "genome": _json_attr(ua.get(st.GENOME)),
         })
-    columns = ["number", "state", "label", "accuracy", "flops", "params", "flops_ratio", "params_ratio",
+    columns = ["number", "state", "label", "accuracy", "flops", "params", "latency", "flops_ratio", "params_ratio",
                "archid", "duration_s", "train_s", "evaluated", "infeasible", "duplicate_of",
                "fail_reason", "genome"]
     frame = pd.DataFrame(rows, columns=columns)
@@ -183,7 +185,9 @@ def _summarize(study: optuna.Study) -> _Summary:
         name=study.study_name, config=config, base=base, frame=frame, trials=trials, best=best,
         pareto_flops=_front(study, trained, "flops"), pareto_params=_front(study, trained, "params"),
         flops_bound=_bound(constraint.get("flops"), base_flops),
-        params_bound=_bound(constraint.get("params"), base_params))
+        params_bound=_bound(constraint.get("params"), base_params),
+        pareto_latency=_front(study, trained, "latency") if trained.latency.notna().any() else [],
+        latency_bound=_num(constraint.get("latency_ms")))
 
 
 def _front(study: optuna.Study, trained: pd.DataFrame, cost: str) -> list[int]:
@@ -270,6 +274,8 @@ def _hover(row) -> str:
         parts.append(f"FLOPs {_si(row.flops)} ({_pct(row.flops_ratio)} of base)")
     if row.params is not None and not pd.isna(row.params):
         parts.append(f"params {_si(row.params)} ({_pct(row.params_ratio)})")
+    if getattr(row, "latency", None) is not None and not pd.isna(row.latency):
+        parts.append(f"latency {row.latency:.3f} ms (predicted)")
     return "<br>".join(parts)
 
 
@@ -333,11 +339,16 @@ def _pareto_figure(s: _Summary) -> str:
 
     f = s.frame
     trained = f[(f.label == "COMPLETE") & f.evaluated & f.accuracy.notna()]
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
-                        subplot_titles=("Accuracy vs FLOPs", "Accuracy vs parameters"))
+    panels = [("flops", s.pareto_flops, s.flops_bound, "FLOPs (MACs)"),
+              ("params", s.pareto_params, s.params_bound, "parameters")]
+    titles = ["Accuracy vs FLOPs", "Accuracy vs parameters"]
+    if s.pareto_latency:
+        target = (s.config.get("latency") or {}).get("target")
+        panels.append(("latency", s.pareto_latency, s.latency_bound, f"predicted latency (ms) on {target}"))
+        titles.append("Accuracy vs latency")
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=titles)
     base_acc = _num(s.base.get("accuracy"))
-    panels = (("flops", s.pareto_flops, s.flops_bound, "FLOPs (MACs)"),
-              ("params", s.pareto_params, s.params_bound, "parameters"))
     for col, (cost, front, bound, title) in enumerate(panels, start=1):
         first = col == 1
         pts = trained[trained[cost].notna()]
@@ -635,6 +646,7 @@ def _pick_section(s: _Summary) -> str:
 def _trial_table(s: _Summary) -> str:
     cols = [("trial", "number"), ("state", "label"), ("accuracy", "accuracy"), ("FLOPs", "flops"),
             ("FLOPs / base", "flops_ratio"), ("params", "params"), ("params / base", "params_ratio"),
+            ("latency (ms)", "latency"),
             ("archid", "archid"), ("duration (s)", "duration_s"), ("flags", "flags")]
     head = "".join(f"<th{' class=l' if key in ('label', 'archid', 'flags') else ''}>{_e(name)}</th>"
                    for name, key in cols)
@@ -658,7 +670,9 @@ def _trial_table(s: _Summary) -> str:
         cells = [
             (r.number, f"#{r.number}"), (r.label, r.label.lower()), (r.accuracy, _acc(r.accuracy)),
             (r.flops, _si(r.flops)), (r.flops_ratio, _pct(r.flops_ratio)), (r.params, _si(r.params)),
-            (r.params_ratio, _pct(r.params_ratio)), (archid_, archid_ or "–"),
+            (r.params_ratio, _pct(r.params_ratio)),
+            (r.latency, "–" if r.latency is None or pd.isna(r.latency) else f"{r.latency:.3f}"),
+            (archid_, archid_ or "–"),
             (r.duration_s, "–" if r.duration_s is None or pd.isna(r.duration_s) else f"{r.duration_s:.1f}"),
             ("; ".join(flags), "; ".join(flags)),
         ]

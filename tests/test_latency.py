@@ -138,6 +138,12 @@ def test_search_under_a_latency_bound_trains_only_candidates_under_it(quick_targ
     assert all(t.constraints["latency"] == pytest.approx(t.user_attrs["latency"] / bound - 1) for t in infeasible)
     base = out.study.user_attrs["searchkit:base"]
     assert base["latency_target"] == "quick" and base["latency"] == pytest.approx(hi)
+    # export records the prediction and measures the exported network here
+    from searchkit.export import export_study
+    folder = export_study(out.study.study_name, f"sqlite:///{tmp_path / 'db.sqlite'}", out=tmp_path / "exp")[0]
+    lat = json.loads((folder / "arch.json").read_text())["latency"]
+    assert lat["target"] == "quick" and lat["predicted_ms"] <= bound and lat["measured_ms"] > 0
+    assert lat["bound_ms"] == pytest.approx(bound) and lat["threads"] == 1
     # the same bound with repair: the strategy repairs its proposals instead
     out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=3", "algo=abc",
                                            "study=abc-latency"]), quiet=True)
@@ -153,6 +159,10 @@ def test_accuracy_latency_front(quick_target, tmp_path):
     done = [t for t in out.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert done and all(t.values[1] == pytest.approx(t.user_attrs["latency"]) for t in done)
     assert out.study.directions[1] == optuna.study.StudyDirection.MINIMIZE
+    from searchkit.report import write_report
+    page = write_report(out.study, tmp_path / "report")
+    html = (page if page.suffix == ".html" else next(page.glob("*.html"))).read_text()
+    assert "Accuracy vs latency" in html and "latency (ms)" in html
 
 
 def _cli(*args, cwd):
