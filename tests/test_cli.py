@@ -91,10 +91,11 @@ def test_search_studies_export_and_load_without_searchkit(tmp_path):
     assert int(nparams) == meta["params"]
 
 
-def test_sigkill_then_same_command_continues(tmp_path):
-    """Kill -9 mid-search; the same command finishes the budget, losing nothing."""
-    args = ["search", *FAST, "finetune.max_batches=6", "algo=abc", "algo.food_number=3", "trials=5",
-            "constraint.flops=1.0"]
+def _search_then_sigkill(args, tmp_path, study_name):
+    """Start ``searchkit search ARGS``; SIGKILL it while its third candidate trains.
+
+    Returns the study's database, the values of the trials completed before the kill and
+    the number of the trial it left RUNNING."""
     env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "searchkit", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -124,23 +125,75 @@ def test_sigkill_then_same_command_continues(tmp_path):
         pytest.fail(f"search did not reach a running third trial: {states()}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    study = optuna.load_study(study_name="channels-abc", storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
     done_before = {t.number: t.values for t in study.trials if t.state.name == "COMPLETE"}
     running = [t.number for t in study.trials if t.state.name == "RUNNING"]
-    assert running, "the kill should leave a trial RUNNING"
+    assert len(running) == 1, "the kill should leave one trial RUNNING"
+    return db, done_before, running[0]
 
-    cli(*args, cwd=tmp_path)
-    study = optuna.load_study(study_name="channels-abc", storage=f"sqlite:///{db}")
+
+def _nothing_lost(db, study_name, done_before, killed_number, budget):
+    """After the same command ran again: the budget is met, no result lost, nothing left
+    RUNNING, and the killed trial FAILed and was re-queued once with its params.
+
+    Returns the study, the killed trial and its re-queued copy."""
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
     trials = study.trials
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     assert all(trials[n].values == v for n, v in done_before.items())
     evaluated = [t for t in trials if t.user_attrs.get("searchkit:evaluated")]
-    assert len(evaluated) == 5
-    killed = trials[running[0]]
+    assert len(evaluated) == budget
+    killed = trials[killed_number]
     assert killed.state.name == "FAIL"
     requeued = [t for t in trials if t.user_attrs.get("searchkit:requeued_from") == killed.number]
     assert len(requeued) == 1 and requeued[0].params == killed.params
+    assert requeued[0].state.name == "COMPLETE" and requeued[0] in evaluated
+    return study, killed, requeued[0]
+
+
+def test_sigkill_then_same_command_continues(tmp_path):
+    """Kill -9 mid-search; the same command finishes the budget, losing nothing."""
+    args = ["search", *FAST, "finetune.max_batches=6", "algo=abc", "algo.food_number=3", "trials=5",
+            "constraint.flops=1.0"]
+    db, done_before, running = _search_then_sigkill(args, tmp_path, "channels-abc")
+    cli(*args, cwd=tmp_path)
+    _, killed, again = _nothing_lost(db, "channels-abc", done_before, running, budget=5)
     # The re-queued trial keeps the killed one's place in the colony.
-    role, again = killed.system_attrs["abc:role"], requeued[0].system_attrs["abc:role"]
+    role, again = killed.system_attrs["abc:role"], again.system_attrs["abc:role"]
     assert all(again[k] == role[k] for k in ("phase", "cycle", "slot", "source"))
     assert again["requeued_from"] == killed.number
+
+
+@pytest.mark.parametrize("algo", ["ga", "nsga2"])
+def test_sigkill_multi_objective_search_continues(tmp_path, algo):
+    """The same for a Pareto search (objectives=[accuracy,flops]) with a generational
+    strategy; then (once: ~10 s of torch.export per model) ``export top=pareto`` writes
+    exactly the front of the resumed study."""
+    from searchkit.study import pareto_trials
+
+    name = f"channels-{algo}"
+    args = ["search", *FAST, "finetune.max_batches=6", f"algo={algo}", "algo.population_size=3",
+            "objectives=[accuracy,flops]", "trials=5", "constraint.flops=1.0"]
+    db, done_before, running = _search_then_sigkill(args, tmp_path, name)
+    cli(*args, cwd=tmp_path)
+    study, killed, again = _nothing_lost(db, name, done_before, running, budget=5)
+    assert len(study.directions) == 2
+    assert all(t.values[1] == t.user_attrs["flops"] for t in study.trials if t.state.name == "COMPLETE")
+    if algo == "ga":  # the re-queued trial keeps the killed one's place in its generation
+        member, kept = killed.system_attrs["ga:member"], again.system_attrs["ga:member"]
+        assert all(kept[k] == member[k] for k in ("generation", "index", "origin", "parents"))
+        assert kept["requeued_from"] == killed.number
+    if algo != "ga":
+        return
+
+    cli("export", f"study={name}", "out=exp", "top=pareto", cwd=tmp_path)
+    front = pareto_trials(study)
+    folders = sorted((tmp_path / "exp" / name).glob("0*"))
+    assert front and len(folders) == len(front)
+    exported = [json.loads((f / "arch.json").read_text()) for f in folders]
+    assert {m["trial"] for m in exported} == {t.number for t in front}
+    done = [t for t in study.trials if t.user_attrs.get("searchkit:evaluated") and t.state.name == "COMPLETE"]
+    for m in exported:  # nothing trained dominates an exported model
+        mine = (m["search_val_accuracy"], m["flops"])
+        assert not any(t.values[0] >= mine[0] and t.user_attrs["flops"] <= mine[1]
+                       and (t.values[0], t.user_attrs["flops"]) != mine for t in done)
