@@ -560,4 +560,3 @@ def test_multi_objective_constraints_are_respected():
     feasible = [t for t in trials_of(study) if t.state == TrialState.COMPLETE and not t.constraints]
     # The bound's end of the front: the best feasible "accuracy" is -264 (median feasible -544).
     assert max(t.values[0] for t in feasible) >= -320
-
