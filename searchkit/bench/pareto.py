@@ -16,7 +16,7 @@ Protocol (one run, side by side):
 4. Steps 2-3 repeat for ``seeds`` seeds; the report gives medians and every figure.
 
 Example:
-    python -m searchkit.bench pareto seeds=3 evals=24
+    python -m searchkit.bench pareto seeds=5 evals=24
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from searchkit.search import run_search
 from searchkit.study import evaluated_trials
 
 DEFAULTS = {"model": "resnet20", "data": "digits", "evals": 24, "checkpoints": [8, 16],
-            "seeds": 3, "population": 8, "finetune_batches": 16, "base_epochs": 15,
+            "seeds": 5, "population": 8, "finetune_batches": 16, "base_epochs": 15,
             "algos": ["abc", "ga", "nsga2", "tpe", "random"], "threads": 1, "out": "reports/bench"}
 REFERENCE = (1.0, 1.0)
 
