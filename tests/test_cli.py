@@ -141,7 +141,10 @@ def _nothing_lost(db, study_name, done_before, killed_number, budget):
     trials = study.trials
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     assert all(trials[n].values == v for n, v in done_before.items())
-    evaluated = [t for t in trials if t.user_attrs.get("searchkit:evaluated")]
+    # (the killed trial itself may carry the evaluated mark: the kill can land between its
+    # fine-tuning and its tell; only told trials count towards the budget)
+    evaluated = [t for t in trials if t.user_attrs.get("searchkit:evaluated")
+                 and t.state.name in ("COMPLETE", "PRUNED")]
     assert len(evaluated) == budget
     killed = trials[killed_number]
     assert killed.state.name == "FAIL"
