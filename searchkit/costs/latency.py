@@ -191,9 +191,12 @@ class Predictor:
         s = np.array([self.kernel_sum_s(k) for k, _ in models])
         n = np.array([len(k) for k, _ in models], dtype=np.float64)
         y = np.array([ms * 1e-3 for _, ms in models])
-        a_mat = np.stack([s, n, np.ones_like(s)], axis=1) / y[:, None]
-        coef, *_ = np.linalg.lstsq(a_mat, np.ones_like(y), rcond=None)
-        if coef[0] <= 0:  # degenerate calibration set: keep the sum as it is
+        if len(models) < 12:  # too few for three parameters (a quick profile): one scale
+            coef = np.array([float(np.median(y / s)), 0.0, 0.0])
+        else:
+            a_mat = np.stack([s, n, np.ones_like(s)], axis=1) / y[:, None]
+            coef, *_ = np.linalg.lstsq(a_mat, np.ones_like(y), rcond=None)
+        if not 0.25 <= coef[0] <= 4:  # degenerate calibration set: keep the sum as it is
             coef = np.array([1.0, 0.0, 0.0])
         self.calibration = tuple(float(c) for c in coef)
         self._memo.clear()
