@@ -117,7 +117,7 @@ def _search_then_sigkill(args, tmp_path, study_name):
     while time.time() < deadline:
         s = states()
         if [x for x, _ in s].count("COMPLETE") >= 2 and s and s[-1] == ("RUNNING", True):
-            time.sleep(0.5)  # inside its fine-tuning
+            time.sleep(0.3)  # inside its fine-tuning (40 batches: about a second or more)
             break
         time.sleep(0.2)
     else:
@@ -156,7 +156,7 @@ def _nothing_lost(db, study_name, done_before, killed_number, budget):
 
 def test_sigkill_then_same_command_continues(tmp_path):
     """Kill -9 mid-search; the same command finishes the budget, losing nothing."""
-    args = ["search", *FAST, "finetune.max_batches=6", "algo=abc", "algo.food_number=3", "trials=5",
+    args = ["search", *FAST, "finetune.max_batches=40", "algo=abc", "algo.food_number=3", "trials=5",
             "constraint.flops=1.0"]
     db, done_before, running = _search_then_sigkill(args, tmp_path, "channels-abc")
     cli(*args, cwd=tmp_path)
@@ -175,7 +175,7 @@ def test_sigkill_multi_objective_search_continues(tmp_path, algo):
     from searchkit.study import pareto_trials
 
     name = f"channels-{algo}"
-    args = ["search", *FAST, "finetune.max_batches=6", f"algo={algo}", "algo.population_size=3",
+    args = ["search", *FAST, "finetune.max_batches=40", f"algo={algo}", "algo.population_size=3",
             "objectives=[accuracy,flops]", "trials=5", "constraint.flops=1.0"]
     db, done_before, running = _search_then_sigkill(args, tmp_path, name)
     cli(*args, cwd=tmp_path)
