@@ -139,7 +139,7 @@ def _latency_record(ctx: SearchContext, genome: dict, net: torch.nn.Module, size
     """Predicted latency on the study's target and, for comparison, the exported network
     measured here (batch 1, the target's thread count): the bound holds where both agree."""
     from searchkit.costs.latency import measure_model_ms
-    from searchkit.costs.profiling import machine_facts
+    from searchkit.costs.profiling import cpu_model
     meta = ctx.latency.predictor.meta
     threads = int(meta.get("threads", 1))
     old = torch.get_num_threads()
@@ -148,7 +148,7 @@ def _latency_record(ctx: SearchContext, genome: dict, net: torch.nn.Module, size
         measured = measure_model_ms(net, size)
     finally:
         torch.set_num_threads(old)
-    here = machine_facts(threads, 1)["cpu"]
+    here = cpu_model()
     return {"target": meta.get("target"), "target_cpu": meta.get("cpu"), "threads": threads,
             "predicted_ms": ctx.latency.ms(genome), "measured_ms": measured, "measured_on": here,
             "measured_on_target_cpu": here == meta.get("cpu"),

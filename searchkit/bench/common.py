@@ -18,16 +18,10 @@ from searchkit.config import parse_override
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import optuna
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+
+    from searchkit.costs.profiling import cpu_model
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "optuna": optuna.__version__,
             "searchkit": __version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 

@@ -42,7 +42,7 @@ from searchkit import __version__
 from searchkit.costs.kernel_map import ChannelKernelMap, efficientnet_kernels
 from searchkit.costs.kernels import KERNELS
 from searchkit.costs.latency import Predictor, measure_chain, measure_model_ms, relative_errors
-from searchkit.costs.trace import Kernel, trace_kernels
+from searchkit.costs.trace import Kernel
 
 PROFILE_VERSION = 1
 SWEEPS = {  # kernels per type in the generic part of the sweep
@@ -84,16 +84,19 @@ def target_dir(target: str, root: str | Path = "latency") -> Path:
     return Path(root) / target
 
 
-def machine_facts(threads: int, batch: int) -> dict:
-    cpu = platform.processor() or ""
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "batch": batch,
+    return platform.processor() or ""
+
+
+def machine_facts(threads: int, batch: int) -> dict:
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "batch": batch,
             "torch": torch.__version__, "python": platform.python_version(), "searchkit": __version__,
             "machine": platform.machine()}
 
