@@ -304,11 +304,13 @@ class Driver:
             acc = float(metrics["val_accuracy"])
             if not math.isfinite(acc):
                 raise ValueError("non-finite accuracy")
-            trial.set_user_attr(st.EVALUATED, True)
             for key in ("val_accuracy", "val_loss", "train_loss", "epochs_run", "steps", "seconds"):
                 if key in metrics:
                     trial.set_user_attr(key, metrics[key])
             trial.set_user_attr("kept_indices", history)
+            # Marked last, just before the tell; a driver killed in between leaves it on a
+            # RUNNING trial, which recovery fails and un-marks (study.recover_stale_trials).
+            trial.set_user_attr(st.EVALUATED, True)
             if metrics.get("pruned"):
                 self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 return
@@ -365,6 +367,8 @@ class Driver:
 
     def _fail(self, trial: optuna.Trial, reason: str, *, requeue: bool) -> None:
         trial.set_user_attr(st.FAIL_REASON, reason)
+        if trial.user_attrs.get(st.EVALUATED):  # its result was never told
+            trial.set_user_attr(st.EVALUATED, False)
         frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         if requeue:
             st.requeue(self.study, frozen)

@@ -234,6 +234,8 @@ def recover_stale_trials(study: optuna.Study, grace_s: float = GRACE_PERIOD_S) -
         if not _is_stale(trial, now, grace_s):
             continue
         set_user_attr(study, trial._trial_id, FAIL_REASON, "driver stopped while the trial ran")
+        if trial.user_attrs.get(EVALUATED):  # killed between marking the result and telling it
+            set_user_attr(study, trial._trial_id, EVALUATED, False)
         frozen = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
         out.append((trial.number, requeue(study, frozen)))
     return out

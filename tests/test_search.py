@@ -134,3 +134,20 @@ def test_interrupted_seeded_search_proposes_what_an_uninterrupted_one_does(workd
     assert seq(resumed.study) == seq(straight.study)
     assert [t.values for t in resumed.study.trials] == [t.values for t in straight.study.trials]
     assert {p for _, p in seq(straight.study)} >= {"init", "employed", "onlooker"}
+
+
+def test_trial_killed_after_its_result_was_marked_is_not_counted(tmp_path):
+    """A driver killed between marking a result evaluated and telling it leaves a RUNNING
+    trial that says evaluated: recovery fails it, un-marks it and re-queues it once."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}", study_name="s")
+    trial = study.ask({"keep_000": optuna.distributions.IntDistribution(1, 10)})
+    # The tag of a driver on this host whose process no longer exists.
+    st.set_system_attr(study, trial._trial_id, st.DRIVER, {"host": st.socket.gethostname(),
+                                                           "pid": 2**22 + 17, "start": 1.0})
+    trial.set_user_attr(st.EVALUATED, True)
+    trial.set_user_attr("val_accuracy", 0.5)
+    assert st.recover_stale_trials(study) == [(0, 1)]
+    dead, again = study.get_trials()
+    assert dead.state == TrialState.FAIL and dead.user_attrs[st.EVALUATED] is False
+    assert again.state == TrialState.WAITING and again.system_attrs["fixed_params"] == dead.params
+    assert st.evaluated_trials(study) == []
