@@ -147,7 +147,8 @@ def _print_outcome(outcome) -> None:
     if st.LATENCY in ua and ctx.latency is not None:
         print(f"  latency: {ua[st.LATENCY]:.3f} ms predicted on target '{ctx.cfg.latency.target}' "
               f"(base {ctx.latency.base_ms():.3f} ms"
-              + (f", bound {ctx.cfg.constraint.latency_ms:g} ms)" if ctx.cfg.constraint.latency_ms else ")"))
+              + (f", bound {ctx.cfg.constraint.latency_ms:g} ms searched as predicted <= "
+                 f"{ctx.limits['latency']:.3f} ms)" if ctx.cfg.constraint.latency_ms else ")"))
     if "keep" in ua[st.GENOME]:
         print(f"  keep:   {ua[st.GENOME]['keep']}")
         print(f"  widths: {widths['widths']}")
@@ -179,8 +180,9 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
         if "latency" in meta:
             lat = meta["latency"]
             bound = f", bound {lat['bound_ms']:g} ms" if lat.get("bound_ms") else ""
+            verdict = {True: ": met", False: ": NOT met", None: ""}[lat.get("bound_met")] if bound else ""
             print(f"  latency: predicted {lat['predicted_ms']:.3f} ms on '{lat['target']}', measured here "
-                  f"{lat['measured_ms']:.3f} ms ({lat['threads']} thread(s){bound})")
+                  f"{lat['measured_ms']:.3f} ms ({lat['threads']} thread(s){bound}{verdict})")
     return 0
 
 
@@ -298,7 +300,7 @@ def cmd_latency(overrides: list[str], quiet: bool) -> int:
     from searchkit.config import ConfigError
     from searchkit.costs import profiling
     usage = ("usage: searchkit latency profile|fit|validate target=NAME "
-             "[threads=N] [sweep=default|quick] [models=N] [dir=DIR]")
+             "[threads=N] [sweep=default|quick] [rounds=N] [models=N] [dir=DIR]")
     if not overrides or overrides[0] not in ("profile", "fit", "validate"):
         raise ConfigError(usage)
     action, rest = overrides[0], overrides[1:]
@@ -314,12 +316,14 @@ def cmd_latency(overrides: list[str], quiet: bool) -> int:
             batch = _pop(rest, "batch", 1)
             sweep = str(_pop(rest, "sweep", "default"))
             seed = _pop(rest, "seed", 0)
+            rounds = _pop(rest, "rounds", None)
             if rest:
-                raise ConfigError(f"latency profile takes target=, threads=, batch=, sweep=, seed=, dir=; got {rest[0]}")
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (threads, batch, seed)):
-                raise ConfigError("threads=, batch= and seed= must be integers")
-            path = profiling.profile(target, threads=threads, batch=batch, sweep=sweep, seed=seed, root=root,
-                                     log=say)
+                raise ConfigError(f"latency profile takes target=, threads=, batch=, sweep=, seed=, rounds=, dir=; "
+                                  f"got {rest[0]}")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (threads, batch, seed, rounds or 1)):
+                raise ConfigError("threads=, batch=, seed= and rounds= must be integers")
+            path = profiling.profile(target, threads=threads, batch=batch, sweep=sweep, seed=seed, rounds=rounds,
+                                     root=root, log=say)
             print(f"wrote {path}; next: searchkit latency fit target={target}")
         elif action == "fit":
             if rest:
@@ -331,9 +335,13 @@ def cmd_latency(overrides: list[str], quiet: bool) -> int:
             seed = _pop(rest, "seed", 1)
             report_dir = str(_pop(rest, "reports", "reports/latency"))
             bases = _pop(rest, "bases", True)
+            rounds = _pop(rest, "rounds", 12)
             if rest:
-                raise ConfigError(f"latency validate takes target=, models=, seed=, bases=, reports=, dir=; got {rest[0]}")
-            path, summary = profiling.validate(target, n_random=int(models), seed=int(seed), root=root,
+                raise ConfigError(f"latency validate takes target=, models=, seed=, rounds=, bases=, reports=, dir=; "
+                                  f"got {rest[0]}")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (models, rounds)):
+                raise ConfigError("models= and rounds= must be positive integers")
+            path, summary = profiling.validate(target, n_random=models, seed=int(seed), rounds=rounds, root=root,
                                                report_dir=report_dir, log=say, bases=bool(bases))
             o = summary["overall"]
             print(f"{o['n']} held-out models on target '{target}': RMSPE {o['rmspe']:.1%}, "

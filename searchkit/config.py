@@ -104,6 +104,11 @@ class LatencyConfig:
     # A profiled CPU: latency/<target>/predictor.json (`searchkit latency profile` + `fit`).
     target: str | None = None
     dir: str = "latency"
+    # Safety margin of constraint.latency_ms: a genome is feasible when its predicted
+    # latency * (1 + margin) is within the bound. None: the predictor's own held-out error
+    # (measured <= predicted * (1 + margin) for 90 % of held-out models; `latency fit`).
+    # 0 bounds the prediction itself.
+    margin: float | None = None
 
 
 @dataclass(frozen=True)
@@ -404,6 +409,8 @@ def _validate(cfg: RunConfig) -> None:
     if cfg.latency.target is None and (cfg.constraint.latency_ms is not None or "latency" in cfg.objectives):
         raise ConfigError("latency needs a profiled target: add latency.target=NAME (see "
                           "`searchkit latency profile target=NAME` and `searchkit latency fit target=NAME`)")
+    if cfg.latency.margin is not None and not 0 <= cfg.latency.margin < 1:
+        raise ConfigError(f"latency.margin must be a fraction in [0, 1), got {cfg.latency.margin}")
     if len(set(cfg.objectives)) != len(cfg.objectives):
         raise ConfigError(f"objectives must not repeat, got {list(cfg.objectives)}")
     if len(cfg.objectives) > 1 and cfg.algo.name in SINGLE_OBJECTIVE_ALGOS:

@@ -121,15 +121,25 @@ def constraint_limits(cfg: RunConfig, space, latency=None) -> dict[str, float]:
                 f"impossible constraint: {name} <= {bound:,.0f} but the smallest architecture of "
                 f"this space has {getattr(lowest, name):,} {name} (base: {getattr(base, name):,})")
     if cfg.constraint.latency_ms is not None:
-        bound = float(cfg.constraint.latency_ms)
+        margin = latency_margin(cfg, latency)
+        bound = float(cfg.constraint.latency_ms) / (1 + margin)
         fastest = latency.min_ms()
         if fastest > bound:
             raise ConfigError(
-                f"impossible constraint: latency <= {bound:g} ms on target '{cfg.latency.target}' but the "
+                f"impossible constraint: latency <= {cfg.constraint.latency_ms:g} ms on target "
+                f"'{cfg.latency.target}' (predicted <= {bound:.3g} ms with latency.margin={margin:.3g}) but the "
                 f"smallest architecture of this space is predicted at {fastest:.3g} ms "
                 f"(base: {latency.base_ms():.3g} ms)")
         out["latency"] = bound
     return out
+
+
+def latency_margin(cfg: RunConfig, latency) -> float:
+    """``latency.margin``, or by default the predictor's held-out 90th-percentile
+    under-prediction (0 for a predictor fitted without enough calibration models)."""
+    if cfg.latency.margin is not None:
+        return float(cfg.latency.margin)
+    return float(latency.predictor.meta.get("heldout", {}).get("margin_p90", 0.0))
 
 
 def genome_latency(cfg: RunConfig, space):

@@ -137,7 +137,9 @@ def export_trial(study: optuna.Study, trial: FrozenTrial, ctx: SearchContext, ou
 
 def _latency_record(ctx: SearchContext, genome: dict, net: torch.nn.Module, size) -> dict:
     """Predicted latency on the study's target and, for comparison, the exported network
-    measured here (batch 1, the target's thread count): the bound holds where both agree."""
+    measured here (batch 1, the target's thread count): the bound holds where both agree.
+    ``bound_met`` says whether the measurement meets ``constraint.latency_ms`` (only when
+    measured on the target's CPU model)."""
     from searchkit.costs.latency import measure_model_ms
     from searchkit.costs.profiling import cpu_model
     meta = ctx.latency.predictor.meta
@@ -149,10 +151,13 @@ def _latency_record(ctx: SearchContext, genome: dict, net: torch.nn.Module, size
     finally:
         torch.set_num_threads(old)
     here = cpu_model()
+    bound = ctx.cfg.constraint.latency_ms
+    on_target = here == meta.get("cpu")
     return {"target": meta.get("target"), "target_cpu": meta.get("cpu"), "threads": threads,
             "predicted_ms": ctx.latency.ms(genome), "measured_ms": measured, "measured_on": here,
-            "measured_on_target_cpu": here == meta.get("cpu"),
-            "bound_ms": ctx.cfg.constraint.latency_ms}
+            "measured_on_target_cpu": on_target, "bound_ms": bound,
+            "searched_bound_ms": ctx.limits.get("latency"),
+            "bound_met": (measured <= bound) if bound is not None and on_target else None}
 
 
 def export_study(name: str, storage: str, out: str | Path = "exports", top: int | str = 1,

@@ -148,10 +148,41 @@ def test_search_under_a_latency_bound_trains_only_candidates_under_it(quick_targ
     lat = json.loads((folder / "arch.json").read_text())["latency"]
     assert lat["target"] == "quick" and lat["predicted_ms"] <= bound and lat["measured_ms"] > 0
     assert lat["bound_ms"] == pytest.approx(bound) and lat["threads"] == 1
-    # the same bound with repair: the strategy repairs its proposals instead
+    assert lat["searched_bound_ms"] == pytest.approx(bound)  # a quick profile has no held-out margin
+    assert lat["bound_met"] == (lat["measured_ms"] <= bound)
+    # the same bound with repair and a safety margin: the strategy repairs its proposals
+    # until the prediction is under bound / (1 + margin)
+    margin = max(0.0, min(0.2, bound / ctx.latency.min_ms() - 1) / 2)
     out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=3", "algo=abc",
-                                           "study=abc-latency"]), quiet=True)
-    assert all(t.user_attrs["latency"] <= bound for t in out.study.trials if t.user_attrs.get("searchkit:evaluated"))
+                                           "study=abc-latency", f"latency.margin={margin}"]), quiet=True)
+    trained = [t for t in out.study.trials if t.user_attrs.get("searchkit:evaluated")]
+    assert trained and all(t.user_attrs["latency"] <= bound / (1 + margin) * (1 + 1e-9) for t in trained)
+
+
+def test_fit_measures_its_own_held_out_error_and_the_margin_follows_it(tmp_path):
+    """fit() predicts each calibration model from forests and a calibration fitted without
+    it; the 90th percentile of the under-prediction becomes the default latency.margin."""
+    rng = np.random.default_rng(0)
+    sizes = sorted({int(x) for x in rng.integers(64, 1 << 16, 400)})
+    us = {n: 2.0 + n / 4e3 for n in sizes}  # a linear eltwise cost in microseconds
+    models = []
+    for i in range(40):
+        ks = [["eltwise", [1, int(n), 0]] for n in rng.choice(sizes, 12)]
+        true_ms = sum(us[k[1][1]] for k in ks) * 1e-3 + 0.01
+        models.append({"name": f"m{i}", "family": "toy", "input_size": [3, 8, 8], "kernels": ks,
+                       "ms": true_ms * float(rng.choice([0.95, 1.0, 1.1]))})  # measurement noise
+    doc = {"version": 1, "target": "toy", "sweep": "toy", "seed": 0, "rounds": 1, "seconds_taken": 1.0,
+           "machine": {"cpu": "toy", "threads": 1, "cores": 1, "batch": 1, "torch": "x"},
+           "kernels": {"eltwise": {"rows": [[1, n, 0] for n in sizes], "seconds": [us[n] * 1e-6 for n in sizes],
+                                   "observations": [1] * len(sizes)}},
+           "calibration_models": models}
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "profile.json").write_text(json.dumps(doc))
+    fit("toy", root=tmp_path)
+    held = load_predictor("toy", tmp_path).meta["heldout"]
+    assert held["models"] == 40 and 0.02 < held["rmspe"] < 0.2
+    # measurements run up to 10 % over the truth and 5 % under: the margin covers the 10 %
+    assert 0.05 <= held["margin_p90"] <= 0.2
 
 
 def test_accuracy_latency_front(quick_target, tmp_path):
@@ -183,6 +214,8 @@ def test_cli_errors_are_one_line(tmp_path):
         (["latency", "profile", "target=x", "sweep=huge"], "unknown sweep 'huge'"),
         (["latency", "explode", "target=x"], "usage: searchkit latency"),
         (["search", "constraint.latency_ms=3"], "latency needs a profiled target"),
+        (["search", "latency.target=x", "constraint.latency_ms=3", "latency.margin=2"],
+         "latency.margin must be a fraction in [0, 1)"),
         (["search", "latency.target=nowhere", "constraint.latency_ms=3", "data=synthetic"],
          "no latency predictor for target 'nowhere'"),
     ]:

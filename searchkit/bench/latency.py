@@ -105,8 +105,9 @@ def main(argv: list[str]) -> int:
     lines = ["# Latency predictor: predictions per second from genomes", "",
              f"Predictor: {source}, threads 1. {opt['genomes']} random genomes per space; rates are the best "
              f"of {opt['repeats']} repeats with the predictor's memo cleared each time (cold). `measure` builds "
-             f"each of {opt['measured']} genomes' model and times its forward as `searchkit latency validate` "
-             "does (warm-up, >= 15 timed calls, >= 0.3 s). `table setup` is paid once per search: channels "
+             f"each of {opt['measured']} genomes' model and times its forward as `searchkit export` does "
+             "(warm-up, then the median of 20 windows of 0.15 s: about 3 s, the least that reads this "
+             "shared VM's typical speed to within a few per cent). `table setup` is paid once per search: channels "
              "tabulate each kernel over its units' choices (the kernel map itself is cached on disk); tinynet "
              "tabulates its whole (r, d, w) grid on the first batch. `one by one` is the driver's path, "
              "one genome per proposal, memos cleared. Goal: >= 10,000 predictions/s.", "",

@@ -48,27 +48,6 @@ def robust_median(samples: Sequence[float]) -> float:
     return statistics.median(kept)
 
 
-def measure_seconds(fn: Callable[[], object], *, repeats: int = 15, warmup: int = 3,
-                    min_seconds: float = 0.0) -> float:
-    """Robust median wall time of one call of ``fn`` (``torch.inference_mode``).
-
-    Each sample is one call, so caches are as a real caller leaves them; at least
-    ``repeats`` samples and, if given, ``min_seconds`` of sampling.
-    """
-    samples = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        start = time.perf_counter()
-        while len(samples) < repeats or time.perf_counter() - start < min_seconds:
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-            if len(samples) > 50 * repeats:
-                break
-    return robust_median(samples)
-
-
 def measure_chain(fns: Sequence[Callable[[], object]], *, passes: int = 9, warmup: int = 2) -> list[float]:
     """Per-kernel robust median seconds, each kernel timed inside a chain of the others.
 
@@ -90,12 +69,46 @@ def measure_chain(fns: Sequence[Callable[[], object]], *, passes: int = 9, warmu
     return [robust_median(times[:, i].tolist()) * 1e-9 for i in range(len(fns))]
 
 
+def measure_models_ms(models: Sequence[tuple[torch.nn.Module, Sequence[int]]], *, rounds: int = 8,
+                      window_s: float = 0.1, batch: int = 1, on_round: Callable[[int], None] | None = None
+                      ) -> list[float]:
+    """Measured batch-``batch`` latency of each ``(model, input_size)`` in milliseconds,
+    interleaved: every round times each model for ``window_s`` (at least 3 calls, robust
+    median), and a model's latency is the median of its rounds.
+
+    A shared VM's CPU changes speed for seconds at a time (here: states about 30 % apart,
+    each lasting 1-5 s), so one model timed in one window reads whichever state it met
+    (10 % spread between repeats). Round-robin windows give every model the same mix of
+    states, and the median over rounds settles on the machine's typical speed.
+    """
+    xs = []
+    for model, size in models:
+        model.eval()
+        xs.append(torch.randn(batch, *size))
+    per_round = np.empty((rounds, len(xs)))
+    with torch.inference_mode():
+        for (model, _), x in zip(models, xs):  # warm-up: allocator, weight pages, code
+            for _ in range(2):
+                model(x)
+        for r in range(rounds):
+            for i, ((model, _), x) in enumerate(zip(models, xs)):
+                samples = []
+                start = time.perf_counter()
+                while len(samples) < 3 or time.perf_counter() - start < window_s:
+                    t0 = time.perf_counter()
+                    model(x)
+                    samples.append(time.perf_counter() - t0)
+                per_round[r, i] = robust_median(samples)
+            if on_round is not None:
+                on_round(r)
+    return [float(np.median(per_round[:, i])) * 1e3 for i in range(len(xs))]
+
+
 def measure_model_ms(model: torch.nn.Module, input_size: Sequence[int], *, batch: int = 1,
-                     repeats: int = 15, min_seconds: float = 0.3) -> float:
-    """Measured batch-``batch`` inference latency of ``model`` in milliseconds (eval mode)."""
-    model.eval()
-    x = torch.randn(batch, *input_size)
-    return measure_seconds(lambda: model(x), repeats=repeats, warmup=3, min_seconds=min_seconds) * 1e3
+                     rounds: int = 20, window_s: float = 0.15) -> float:
+    """Measured batch-``batch`` inference latency of ``model`` in milliseconds (eval mode):
+    the median of ``rounds`` windows (about 3 s), see :func:`measure_models_ms`."""
+    return measure_models_ms([(model, input_size)], rounds=rounds, window_s=window_s, batch=batch)[0]
 
 
 # --- forests as arrays -------------------------------------------------------------------------

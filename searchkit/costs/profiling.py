@@ -11,7 +11,10 @@
    kernels are timed in the context a forward gives them (a kernel timed after a giant or
    after a trifle reads very differently), and measured whole, which fits the
    predictor's per-call overhead.
-3. Machine facts: CPU model, cores, threads, torch version, batch.
+3. **Rounds.** Both are repeated (4 rounds by default, about 8 minutes at one thread): a
+   shared VM's CPU changes speed for seconds at a time, and a kernel's (model's) time is
+   the median over the rounds, i.e. over the machine's states.
+4. Machine facts: CPU model, cores, threads, torch version, batch.
 
 ``fit`` turns a profile into ``latency/NAME/predictor.json`` (no pickle). ``validate``
 measures a *different* random population (another seed) plus every base network and
@@ -41,7 +44,7 @@ from torch import nn
 from searchkit import __version__
 from searchkit.costs.kernel_map import ChannelKernelMap, efficientnet_kernels
 from searchkit.costs.kernels import KERNELS
-from searchkit.costs.latency import Predictor, measure_chain, measure_model_ms, relative_errors
+from searchkit.costs.latency import Predictor, measure_chain, measure_models_ms, relative_errors
 from searchkit.costs.trace import Kernel
 
 PROFILE_VERSION = 1
@@ -51,6 +54,7 @@ SWEEPS = {  # kernels per type in the generic part of the sweep
 }
 CALIBRATION_MODELS = {"default": 120, "quick": 4}
 CHAIN = 24
+ROUNDS = {"default": 4, "quick": 1}  # passes over the whole sweep (see profile())
 # Channel-pruning bases at the input sides their searches use (digits 16 px, CIFAR 32 px).
 CHANNEL_BASES = (("resnet20", 16), ("resnet56", 16), ("resnet110", 16), ("resnet56", 32),
                  ("vgg16", 32), ("mobilenet_v2", 32), ("resnet18", 32), ("resnet50", 32))
@@ -167,7 +171,7 @@ def population(seed: int, n_random: int, *, bases: bool = True, families: str = 
 
 # --- profile -------------------------------------------------------------------------------------
 def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "default", seed: int = 0,
-            root: str | Path = "latency", progress: bool | None = None, log=print) -> Path:
+            rounds: int | None = None, root: str | Path = "latency", progress: bool | None = None, log=print) -> Path:
     """Measure the kernel sweep and the calibration models on this CPU; write the profile."""
     from searchkit.progress import bar
     if sweep not in SWEEPS:
@@ -176,6 +180,9 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         raise ProfileError("batch must be 1 for now (kernel rows are recorded at batch 1)")
     if threads < 1:
         raise ProfileError(f"threads must be >= 1, got {threads}")
+    rounds = rounds if rounds is not None else ROUNDS[sweep]
+    if rounds < 1:
+        raise ProfileError(f"rounds must be >= 1, got {rounds}")
     out_dir = target_dir(target, root)
     started = time.perf_counter()
     old_threads = torch.get_num_threads()
@@ -192,23 +199,32 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         rows: list[tuple] = []
         seconds: list[float] = []
         log(f"profiling {len(generic)} sweep kernels in {len(chains)} chains and {len(calib)} whole models, "
-            f"each also replayed kernel by kernel (threads={threads})")
-        models = []
-        with bar(total=len(chains) + len(calib), desc=f"profile {target}", enabled=progress) as pb:
-            for chain in chains:
-                fns = [KERNELS[kind].make(fields) for kind, fields in chain]
-                rows += chain
-                seconds += measure_chain(fns)
+            f"each also replayed kernel by kernel, {rounds} rounds (threads={threads})")
+        built = [(s.build(), s.input_size) for s in calib]
+        whole: list[list[float]] = []
+        # Every round times every kernel and every whole model again, so each is seen in
+        # several of the machine's speed states (a shared VM's CPU changes speed for seconds
+        # at a time); a kernel's time is the median of its observations, a model's the
+        # median of its rounds.
+        with bar(total=rounds * (len(chains) + len(calib) + 1), desc=f"profile {target}", enabled=progress) as pb:
+            for _ in range(rounds):
+                for chain in chains:
+                    fns = [KERNELS[kind].make(fields) for kind, fields in chain]
+                    rows += chain
+                    seconds += measure_chain(fns)
+                    pb.update(1)
+                for s in calib:
+                    # The model's own kernel sequence, each kernel timed in the context a forward gives it.
+                    chain = [(k.kind, k.fields) for k in s.kernels]
+                    rows += chain
+                    seconds += measure_chain([KERNELS[kind].make(fields) for kind, fields in chain])
+                    pb.update(1)
+                whole.append(measure_models_ms(built, rounds=1))
                 pb.update(1)
-            for s in calib:
-                # The model's own kernel sequence, each kernel timed in the context a forward gives it.
-                chain = [(k.kind, k.fields) for k in s.kernels]
-                rows += chain
-                seconds += measure_chain([KERNELS[kind].make(fields) for kind, fields in chain])
-                models.append({"name": s.name, "family": s.family, "input_size": list(s.input_size),
-                               "kernels": [[k.kind, list(k.fields)] for k in s.kernels],
-                               "ms": measure_model_ms(s.build(), s.input_size)})
-                pb.update(1)
+        models = [{"name": s.name, "family": s.family, "input_size": list(s.input_size),
+                   "kernels": [[k.kind, list(k.fields)] for k in s.kernels],
+                   "ms": float(np.median([w[i] for w in whole])), "rounds_ms": [w[i] for w in whole]}
+                  for i, s in enumerate(calib)]
     finally:
         torch.set_num_threads(old_threads)
     # one row per distinct kernel: the median of its observations
@@ -221,7 +237,7 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         kernels[kind]["rows"].append(list(fields))
         kernels[kind]["seconds"].append(float(np.median(secs)))
         kernels[kind]["observations"].append(len(secs))
-    doc = {"version": PROFILE_VERSION, "target": target, "sweep": sweep, "seed": seed,
+    doc = {"version": PROFILE_VERSION, "target": target, "sweep": sweep, "seed": seed, "rounds": rounds,
            "machine": machine_facts(threads, batch), "seconds_taken": round(time.perf_counter() - started, 1),
            "kernels": kernels, "calibration_models": models}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -246,18 +262,63 @@ def load_profile(target: str, root: str | Path = "latency") -> dict:
     return doc
 
 
+HELDOUT_FOLDS = 4
+
+
+def _fit_on(doc: dict, models: list[dict], drop: set[tuple] = frozenset()) -> Predictor:
+    """Forests on the profile's kernel rows (less ``drop``), calibrated on ``models``."""
+    rows: dict[str, list] = {}
+    secs: dict[str, list] = {}
+    for kind, v in doc["kernels"].items():
+        keep = [(r, t) for r, t in zip(v["rows"], v["seconds"]) if (kind, tuple(r)) not in drop]
+        rows[kind], secs[kind] = [r for r, _ in keep], [t for _, t in keep]
+    pred = Predictor.fit(rows, secs, {"target": doc["target"]})
+    pred.calibrate([([Kernel(kind, tuple(f)) for kind, f in m["kernels"]], m["ms"]) for m in models])
+    return pred
+
+
+def heldout_errors(doc: dict, folds: int = HELDOUT_FOLDS) -> list[float]:
+    """Out-of-fold relative errors (predicted / measured - 1) of the calibration models: each
+    fold's models are predicted by forests fitted without the kernels only they contain and
+    a calibration fitted without them."""
+    models = doc["calibration_models"]
+    if len(models) < 2 * folds:
+        return []
+    keys = [{(kind, tuple(f)) for kind, f in m["kernels"]} for m in models]
+    errors = []
+    for k in range(folds):
+        held = [i for i in range(len(models)) if i % folds == k]
+        rest = [i for i in range(len(models)) if i % folds != k]
+        seen = set().union(*(keys[i] for i in rest))
+        drop = set().union(*(keys[i] for i in held)) - seen
+        pred = _fit_on(doc, [models[i] for i in rest], drop)
+        for i in held:
+            kernels = [Kernel(kind, tuple(f)) for kind, f in models[i]["kernels"]]
+            errors.append(pred.predict_ms(kernels) / models[i]["ms"] - 1)
+    return errors
+
+
 def fit(target: str, root: str | Path = "latency") -> Path:
-    """Fit ``latency/NAME/predictor.json`` from ``latency/NAME/profile.json``."""
+    """Fit ``latency/NAME/predictor.json`` from ``latency/NAME/profile.json``, with the
+    held-out error of its calibration models (the default safety margin of latency bounds)."""
     doc = load_profile(target, root)
-    rows = {k: v["rows"] for k, v in doc["kernels"].items()}
-    secs = {k: v["seconds"] for k, v in doc["kernels"].items()}
-    meta = {"target": target, **doc["machine"], "profile_seconds": doc["seconds_taken"],
-            "kernels_profiled": {k: len(v) for k, v in rows.items()}}
-    pred = Predictor.fit(rows, secs, meta)
-    models = [([Kernel(kind, tuple(f)) for kind, f in m["kernels"]], m["ms"]) for m in doc["calibration_models"]]
-    pred.calibrate(models)
-    pred.meta.update(calibration=[round(c, 9) for c in pred.calibration],
-                     scale={k: round(v, 4) for k, v in pred.scale.items()})
+    pred = _fit_on(doc, doc["calibration_models"])
+    errors = heldout_errors(doc)
+    pred.meta = {"target": target, **doc["machine"], "profile_seconds": doc["seconds_taken"],
+                 "profile_rounds": doc.get("rounds", 1),
+                 "kernels_profiled": {k: len(v["rows"]) for k, v in doc["kernels"].items()},
+                 "calibration": [round(c, 9) for c in pred.calibration],
+                 "scale": {k: round(v, 4) for k, v in pred.scale.items()}}
+    if errors:
+        e = np.asarray(errors)
+        pred.meta["heldout"] = {
+            "models": len(errors), "folds": HELDOUT_FOLDS,
+            "rmspe": round(float(np.sqrt(np.mean(e ** 2))), 4),
+            "within_10": round(float(np.mean(np.abs(e) <= 0.10)), 4),
+            # measured / predicted - 1 = -e / (1 + e): measured <= predicted * (1 + margin)
+            # holds for 90 % of the held-out models
+            "margin_p90": round(max(0.0, float(np.quantile(-e / (1 + e), 0.9))), 4),
+        }
     return pred.save(target_dir(target, root) / "predictor.json")
 
 
@@ -274,7 +335,8 @@ def load_predictor(target: str, root: str | Path = "latency") -> Predictor:
 
 
 # --- validate ------------------------------------------------------------------------------------
-def validate(target: str, *, n_random: int = 60, seed: int = 1, root: str | Path = "latency", bases: bool = True,
+def validate(target: str, *, n_random: int = 60, seed: int = 1, rounds: int = 12, root: str | Path = "latency",
+             bases: bool = True,
              report_dir: str | Path = "reports/latency", progress: bool | None = None, log=print) -> tuple[Path, dict]:
     """Measure held-out whole models against the predictor; write ``reports/latency/NAME.md``."""
     from searchkit.progress import bar
@@ -287,17 +349,18 @@ def validate(target: str, *, n_random: int = 60, seed: int = 1, root: str | Path
                      channel_bases=CHANNEL_BASES if bases else CHANNEL_BASES[:1])
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    results = []
     try:
-        with bar(total=len(pop), desc=f"validate {target}", enabled=progress) as pb:
-            for s in pop:
-                measured = measure_model_ms(s.build(), s.input_size)
-                predicted = pred.predict_ms(s.kernels)
-                results.append({"family": s.family, "name": s.name, "measured_ms": measured,
-                                "predicted_ms": predicted, "error": predicted / measured - 1})
-                pb.update(1)
+        # Interleaved rounds, as the profile's calibration models were measured.
+        built = [(s.build(), s.input_size) for s in pop]
+        with bar(total=rounds, desc=f"validate {target}", enabled=progress) as pb:
+            measured = measure_models_ms(built, rounds=rounds, on_round=lambda _: pb.update(1))
     finally:
         torch.set_num_threads(old)
+    results = []
+    for s, ms in zip(pop, measured):
+        predicted = pred.predict_ms(s.kernels)
+        results.append({"family": s.family, "name": s.name, "measured_ms": ms,
+                        "predicted_ms": predicted, "error": predicted / ms - 1})
     overall = relative_errors([r["predicted_ms"] for r in results], [r["measured_ms"] for r in results])
     by_family = {f: relative_errors([r["predicted_ms"] for r in results if r["family"] == f],
                                     [r["measured_ms"] for r in results if r["family"] == f])
