@@ -139,8 +139,8 @@ class Driver:
         space, ctx = self.ctx.space, self.ctx
         if not self.cfg.repair or not ctx.limits or not hasattr(space, "distributions"):
             return None
-        return FeasibilityHint(space.distributions(),
-                               lambda p: _feasible(ctx, space.genome_of(p)))
+        return FeasibilityHint(space.distributions(), lambda p: _feasible(ctx, space.genome_of(p)),
+                               key=lambda p: archid(space.genome_of(p)))
 
     def _record_base(self) -> None:
         space = self.ctx.space

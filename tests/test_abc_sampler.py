@@ -561,3 +561,22 @@ def test_multi_objective_constraints_are_respected():
     # It searched up to the bound: of all feasible vectors, the best "accuracy" is -264, the
     # median -544 and the 95th percentile -369.
     assert max(t.values[0] for t in feasible) >= -369
+
+
+def test_mutant_is_redrawn_while_it_maps_to_its_source_architecture():
+    """Where many params map to one architecture (tinynet's band), a mutant is compared as
+    that architecture: far fewer mutants duplicate their source."""
+    from optuna.distributions import FloatDistribution
+
+    from searchkit.strategies.abc import _mutant
+    space = {"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(0.0, 1.0)}
+    base, partner = {"x": 0.45, "y": 0.45}, {"x": 0.55, "y": 0.55}
+
+    def key(p):
+        return round(p["x"] * 3), round(p["y"] * 3)
+
+    def duplicates(k):
+        return sum(key(_mutant(space, base, partner, 2, np.random.default_rng(i), k)[0]) == key(base)
+                   for i in range(300))
+    raw, mapped = duplicates(None), duplicates(key)
+    assert raw > 100 and mapped < raw / 10, (raw, mapped)

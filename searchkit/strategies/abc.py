@@ -13,7 +13,9 @@ bees (source i, random partner k != i), ``food_number`` onlookers (ABCPruner's r
 largest trail, if >= ``food_limit``; it replaces the source outright). A mutant sets
 ``honeychange_num`` distinct dimensions of all D (ABCPruner never draws the last) to
 ``x_ij + phi * (x_ij - x_kj)``, ``phi ~ U(-1, 1)``, rounded to the grid and clipped, and is
-redrawn (up to 10 times) while it equals its source. Greedy: a candidate replaces its
+redrawn (up to 10 times) while it equals its source - as an architecture where the
+driver's feasibility hint says which params map to one (tinynet's band maps many raw
+vectors to one genome). Greedy: a candidate replaces its
 source only if strictly better, else the source's trail grows by 1.
 
 Fitness is the objective (negated for ``minimize``); PRUNED trials count with their last
@@ -247,10 +249,14 @@ def _roulette(rfit: list[float], start: int, rng: np.random.Generator) -> tuple[
 _snap, _random = snap, draw  # shared with the GA (strategies/_dist.py)
 
 
-def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Generator) -> tuple:
-    """ABCPruner's mutant of ``base`` (log distributions mutate in log scale)."""
+def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Generator,
+            key: Callable[[dict], Any] | None = None) -> tuple:
+    """ABCPruner's mutant of ``base`` (log distributions mutate in log scale). ``key`` maps
+    params to the architecture they stand for, where several map to one (tinynet's band)."""
     names = list(space)
-    for _ in range(10):  # a mutant that rounds back onto its source is drawn again
+    base_key = key({n: _snap(d, base[n]) for n, d in space.items()}) \
+        if key is not None and all(n in base for n in space) else None
+    for _ in range(10):  # a mutant that rounds (or maps) back onto its source is drawn again
         dims = [names[j] for j in sorted(rng.choice(len(names), min(h, len(names)), False))]
         params = {n: _snap(d, base[n]) if n in base else _random(d, rng)
                   for n, d in space.items()}
@@ -259,7 +265,10 @@ def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Gener
             y, yk = scale(base[n]), scale(partner.get(n, base[n]))
             y += rng.uniform(-1, 1) * (y - yk)
             params[n] = _snap(space[n], math.exp(y) if scale is math.log else y)
-        if any(params[n] != _snap(space[n], base[n]) for n in dims if n in base):
+        if base_key is not None:
+            if key(params) != base_key:
+                break
+        elif any(params[n] != _snap(space[n], base[n]) for n in dims if n in base):
             break
     return params, dims
 
@@ -444,7 +453,8 @@ class ABCSampler(optuna.samplers.BaseSampler):
             params = {n: _random(d, rng) for n, d in space.items()}
         else:
             partner = (colony.vec[mate] if mate is not None and 0 <= mate < self._n else None) or base
-            params, role["dims"] = _mutant(space, base, partner, self._h, rng)
+            key = self._hint.key if self._hint is not None and space == self._hint.space else None
+            params, role["dims"] = _mutant(space, base, partner, self._h, rng, key)
         if self._hint is not None and space == self._hint.space:
             params = self._hint.repair(params, self._rng(trial.number, 4))
         return space, params

@@ -31,13 +31,16 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 
 
 class FeasibilityHint:
-    """The space's distributions plus ``feasible(params) -> bool`` (cheap, model-free)."""
+    """The space's distributions plus ``feasible(params) -> bool`` (cheap, model-free), and
+    optionally ``key(params)``: the architecture a vector stands for, where several vectors
+    map to one (a strategy's mutant should differ from its parent there, not in raw params)."""
 
     def __init__(self, space: dict[str, BaseDistribution], feasible: Callable[[dict[str, Any]], bool],
-                 max_steps: int = 2000):
+                 max_steps: int = 2000, key: Callable[[dict[str, Any]], Any] | None = None):
         self.space = dict(space)
         self._feasible = feasible
         self.max_steps = max_steps
+        self.key = key
 
     def feasible(self, params: dict[str, Any]) -> bool:
         return all(n in params for n in self.space) and bool(self._feasible(params))
