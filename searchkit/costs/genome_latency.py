@@ -106,15 +106,20 @@ class GenomeLatency:
             d1.append(dep[1] if len(dep) == 2 else units)
             mult.append(n if len(dep) == 2 else 1)
             at += len(combos)
+        # Calibrated per kernel: a_g * seconds in the table, b_g summed into one constant
+        # (a channels genome always has the same kernels, only their widths change).
         flat = np.zeros(at)
+        const = self.predictor.calibration[2]
         for kind, parts in rows_by_kind.items():
             allrows = np.concatenate([r for _, r in parts]) if kmap.arity[kind] else np.zeros((sum(len(r) for _, r in parts), 0), dtype=np.int64)
-            secs = self.predictor.kernel_seconds(kind, allrows)
+            a, b = self.predictor.coefficients(kind)
+            secs = a * self.predictor.kernel_seconds(kind, allrows)
+            const += b * len(parts)
             i = 0
             for start, r in parts:
                 flat[start:start + len(r)] = secs[i:i + len(r)]
                 i += len(r)
-        self._table = (flat, np.array(offs), np.array(d0), np.array(d1), np.array(mult))
+        self._table = (flat, np.array(offs), np.array(d0), np.array(d1), np.array(mult), const)
 
     def _choice_index(self, keep: np.ndarray) -> np.ndarray | None:
         """Index of each fraction in the space's choices; ``None`` if one is off the grid."""
@@ -131,11 +136,10 @@ class GenomeLatency:
         idx = self._choice_index(keep)
         if idx is None:
             return None
-        flat, offs, d0, d1, mult = self._table
+        flat, offs, d0, d1, mult, const = self._table
         ext = np.concatenate([idx, np.zeros((len(idx), 1), dtype=np.int64)], axis=1)
         secs = flat[offs[None, :] + ext[:, d0] * mult[None, :] + ext[:, d1] * (mult[None, :] > 1)]
-        a, b, c = self.predictor.calibration
-        return (a * secs.sum(axis=1) + b * len(offs) + c) * 1e3
+        return (secs.sum(axis=1) + const) * 1e3
 
     # -- any space ------------------------------------------------------------------------------
     def kernels(self, genome: dict) -> list[Kernel]:

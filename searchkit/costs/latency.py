@@ -1,9 +1,10 @@
 """Latency predictor for a target CPU: per-kernel regression forests stored as plain JSON.
 
-A model's predicted latency is ``a * sum(kernel predictions) + b * n_kernels + c``: each
-kernel (:mod:`searchkit.costs.trace`) is predicted by its type's forest, and the
-calibration ``(a, b, c)`` - framework overhead per call and per forward - is fitted on
-whole models measured during profiling (never the ones ``validate`` holds out).
+A model's predicted latency is ``sum over kernels (a_g * prediction + b_g) + c``: each
+kernel (:mod:`searchkit.costs.trace`) is predicted by its type's forest; ``a_g`` (context
+scale) and ``b_g`` (framework overhead per call) belong to the kernel's group - convs,
+element-wise ops, the rest - and ``c`` is paid once per forward. The calibration is fitted
+on whole models measured during profiling (never the ones ``validate`` holds out).
 
 Forests are fitted by scikit-learn (``ExtraTreesRegressor`` on log2 microseconds) and then
 stored as their arrays (feature, threshold, children, value) in JSON; prediction walks the
@@ -166,10 +167,11 @@ class Predictor:
     """Per-kernel forests plus a whole-model calibration, for one target CPU and thread count."""
 
     def __init__(self, forests: dict[str, Forest], calibration: Sequence[float], meta: dict,
-                 scale: dict[str, float] | None = None):
+                 groups: dict[str, Sequence[float]] | None = None):
         self.forests = forests
         self.calibration = tuple(float(c) for c in calibration)  # a, b (s per kernel), c (s)
-        self.scale = {k: float(v) for k, v in (scale or {}).items()}  # per kernel type
+        # (a, b) of the kernel types calibrated on their own; the others take calibration's
+        self.groups = {k: (float(v[0]), float(v[1])) for k, v in (groups or {}).items()}
         self.meta = dict(meta)
         self._memo: dict[tuple, float] = {}
 
@@ -191,45 +193,78 @@ class Predictor:
             forests[kind] = Forest.from_sklearn(est)
         return cls(forests, (1.0, 0.0, 0.0), meta)
 
+    # Kernel types with their own (a, b): the two a network has dozens of; pooling, linear
+    # and views (a handful per model) share the rest's. Chosen on the calibration models'
+    # 4-fold error (this-cpu-1t: 7.2 % against 7.9 % for one (a, b) for all kernels).
+    GROUPS = ("conv", "eltwise")
+    MIN_MODELS_PER_GROUP_FIT = 40
+
     def calibrate(self, models: list[tuple[list[Kernel], float]]) -> None:
-        """Fit ``(a, b, c)`` to whole models ``(kernels, measured ms)``, minimising relative
-        error: ``a`` scales the kernel sum, ``b`` is seconds per kernel and ``c`` per forward
-        (the framework's overhead). Per-type scales (``scale``) are read from a predictor
-        file but not fitted: on 120 calibration models they were collinear with ``b`` and
-        validated worse (RMSPE 7.9 % against 7.3 %)."""
+        """Fit the calibration to whole models ``(kernels, measured ms)``, minimising relative
+        error. With fewer than 12 models (a quick profile) it is one scale; with fewer than
+        40, or when a group's scale comes out implausible, one ``(a, b, c)`` for all kernels."""
         if len(models) < 3:
             return
-        self.calibration, self.scale = (1.0, 0.0, 0.0), {}
+        self.calibration, self.groups = (1.0, 0.0, 0.0), {}
         self._memo.clear()
-        s = np.array([self.kernel_sum_s(k) for k, _ in models])
-        n = np.array([len(k) for k, _ in models], dtype=np.float64)
         y = np.array([ms * 1e-3 for _, ms in models])
-        if len(models) < 12:  # too few for three parameters (a quick profile): one scale
-            coef = np.array([float(np.median(y / s)), 0.0, 0.0])
-        else:
-            a_mat = np.stack([s, n, np.ones_like(s)], axis=1) / y[:, None]
-            coef, *_ = np.linalg.lstsq(a_mat, np.ones_like(y), rcond=None)
-        if not 0.25 <= coef[0] <= 4:  # degenerate calibration set: keep the sum as it is
-            coef = np.array([1.0, 0.0, 0.0])
-        self.calibration = tuple(float(c) for c in coef)
+        names = [*self.GROUPS, None]  # None: every other kernel type
+        sums = np.zeros((len(models), len(names)))
+        counts = np.zeros((len(models), len(names)))
+        self._fill([k for kernels, _ in models for k in kernels])  # one batch per kernel type
+        for i, (kernels, _) in enumerate(models):
+            for k in kernels:
+                g = names.index(k.kind) if k.kind in self.GROUPS else len(names) - 1
+                sums[i, g] += self.kernel_sum_s([k])
+                counts[i, g] += 1
+        s, n = sums.sum(axis=1), counts.sum(axis=1)
+
+        def solve(x: np.ndarray) -> np.ndarray:
+            return np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)[0]
+
+        if len(models) < 12:  # too few for three parameters: one scale
+            self.calibration = (float(np.median(y / s)), 0.0, 0.0)
+            return
+        a, b, c = solve(np.stack([s, n, np.ones_like(s)], axis=1))
+        if not 0.25 <= a <= 4:  # degenerate calibration set: keep the sum as it is
+            a, b, c = 1.0, 0.0, 0.0
+        self.calibration = (float(a), float(b), float(c))
+        if len(models) >= self.MIN_MODELS_PER_GROUP_FIT:
+            coef = solve(np.concatenate([sums, counts, np.ones((len(models), 1))], axis=1))
+            # A group's scale may be small (element-wise kernels here: 0.24, most of their
+            # time is per-call overhead, b) but must stay positive and bounded.
+            if all(0.05 <= v <= 4 for v in coef[: len(names)]):
+                k = len(names)
+                self.calibration = (float(coef[k - 1]), float(coef[2 * k - 1]), float(coef[-1]))
+                self.groups = {g: (float(coef[i]), float(coef[k + i])) for i, g in enumerate(self.GROUPS)}
         self._memo.clear()
+
+    def coefficients(self, kind: str) -> tuple[float, float]:
+        """``(a, b)`` of a kernel type: context scale and seconds of overhead per kernel."""
+        return self.groups.get(kind, self.calibration[:2])
 
     # predicting
     def kernel_seconds(self, kind: str, rows: np.ndarray) -> np.ndarray:
-        """Predicted seconds of each row of one kernel type (scaled for its type)."""
+        """Predicted seconds of each row of one kernel type (before calibration)."""
         rows = np.asarray(rows, dtype=np.int64).reshape(len(rows), -1)
         if kind not in self.forests:
             raise KeyError(f"predictor {self.meta.get('target')!r} has no '{kind}' kernels; "
                            "profile again with this version of searchkit")
         if not len(rows):
             return np.zeros(0)
-        return np.exp2(self.forests[kind].predict(KERNELS[kind].features(rows))) * 1e-6 * self.scale.get(kind, 1.0)
+        return np.exp2(self.forests[kind].predict(KERNELS[kind].features(rows))) * 1e-6
 
     def kernel_sum_s(self, kernels: Iterable[Kernel]) -> float:
         """Uncalibrated sum of the kernels' predictions (memoised per distinct kernel)."""
         total = 0.0
-        missing: dict[str, list[tuple]] = {}
         kernels = list(kernels)
+        self._fill(kernels)
+        for k in kernels:
+            total += self._memo[(k.kind, k.fields)]
+        return total
+
+    def _fill(self, kernels: list[Kernel]) -> None:
+        missing: dict[str, list[tuple]] = {}
         for k in kernels:
             key = (k.kind, k.fields)
             if key not in self._memo:
@@ -238,34 +273,36 @@ class Predictor:
             uniq = list(dict.fromkeys(rs))
             for f, v in zip(uniq, self.kernel_seconds(kind, np.array(uniq).reshape(len(uniq), -1))):
                 self._memo[(kind, f)] = float(v)
-        for k in kernels:
-            total += self._memo[(k.kind, k.fields)]
-        return total
 
     def predict_ms(self, kernels: Sequence[Kernel]) -> float:
         """Predicted latency of a model made of ``kernels``, in milliseconds."""
-        a, b, c = self.calibration
         kernels = list(kernels)
-        return (a * self.kernel_sum_s(kernels) + b * len(kernels) + c) * 1e3
+        self._fill(kernels)
+        total = self.calibration[2]
+        for k in kernels:
+            a, b = self.coefficients(k.kind)
+            total += a * self._memo[(k.kind, k.fields)] + b
+        return total * 1e3
 
     def predict_rows_ms(self, rows_by_kind: dict[str, np.ndarray], index_by_kind: dict[str, np.ndarray],
-                        n_models: int, counts: np.ndarray) -> np.ndarray:
+                        n_models: int, counts: np.ndarray | None = None) -> np.ndarray:
         """Vectorised prediction for many models at once.
 
         ``rows_by_kind[kind]`` holds distinct rows; ``index_by_kind[kind]`` is an
         ``(n_models, n_kernels_of_kind)`` matrix of row indices (-1: none).
         """
-        a, b, c = self.calibration
-        total = np.zeros(n_models)
+        total = np.full(n_models, self.calibration[2])
         for kind, rows in rows_by_kind.items():
+            a, b = self.coefficients(kind)
             secs = np.append(self.kernel_seconds(kind, rows), 0.0)
-            total += secs[index_by_kind[kind]].sum(axis=1)
-        return (a * total + b * counts + c) * 1e3
+            idx = index_by_kind[kind]
+            total += a * secs[idx].sum(axis=1) + b * (idx >= 0).sum(axis=1)
+        return total * 1e3
 
     # files
     def to_json(self) -> dict:
         return {"version": PREDICTOR_VERSION, "meta": self.meta, "calibration": list(self.calibration),
-                "scale": self.scale,
+                "groups": {k: list(v) for k, v in self.groups.items()},
                 "forests": {k: f.to_json() for k, f in self.forests.items()}}
 
     @classmethod
@@ -273,7 +310,7 @@ class Predictor:
         if d.get("version") != PREDICTOR_VERSION:
             raise ValueError(f"unsupported predictor version {d.get('version')!r} "
                              f"(this searchkit reads version {PREDICTOR_VERSION})")
-        return cls({k: Forest(v) for k, v in d["forests"].items()}, d["calibration"], d["meta"], d.get("scale"))
+        return cls({k: Forest(v) for k, v in d["forests"].items()}, d["calibration"], d["meta"], d.get("groups"))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -219,7 +219,7 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
                     rows += chain
                     seconds += measure_chain([KERNELS[kind].make(fields) for kind, fields in chain])
                     pb.update(1)
-                whole.append(measure_models_ms(built, rounds=1))
+                whole.append(measure_models_ms(built, rounds=3))
                 pb.update(1)
         models = [{"name": s.name, "family": s.family, "input_size": list(s.input_size),
                    "kernels": [[k.kind, list(k.fields)] for k in s.kernels],
@@ -308,7 +308,7 @@ def fit(target: str, root: str | Path = "latency") -> Path:
                  "profile_rounds": doc.get("rounds", 1),
                  "kernels_profiled": {k: len(v["rows"]) for k, v in doc["kernels"].items()},
                  "calibration": [round(c, 9) for c in pred.calibration],
-                 "scale": {k: round(v, 4) for k, v in pred.scale.items()}}
+                 "groups": {k: [round(v, 9) for v in ab] for k, ab in pred.groups.items()}}
     if errors:
         e = np.asarray(errors)
         pred.meta["heldout"] = {
@@ -390,7 +390,8 @@ def write_validation(summary: dict, report_dir: str | Path) -> Path:
     lines += ["", "| model | measured ms | predicted ms | error |", "|---|---|---|---|"]
     for r in sorted(summary["models"], key=lambda r: r["measured_ms"]):
         lines.append(f"| {r['name']} | {r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | {r['error']:+.1%} |")
-    lines += ["", f"Predictor: calibration (a, b, c) {meta.get('calibration', '')}, scales {meta.get('scale', '')}, profiled in "
+    lines += ["", f"Predictor: calibration (a, b, c) {meta.get('calibration', '')}, own (a, b) of "
+              f"{meta.get('groups', {})}, held-out error at fit {meta.get('heldout', {})}, profiled in "
               f"{meta.get('profile_seconds')} s, kernels per type {meta.get('kernels_profiled')}.",
               f"Validated {summary['date']} on {summary['validated_on']['cpu']} "
               f"({summary['validated_on']['cores']} cores).", "",
