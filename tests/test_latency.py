@@ -232,6 +232,13 @@ def test_cli_validate_writes_the_report(quick_target, tmp_path):
     assert "RMSPE" in text and "within ±10 %" in text
     summary = json.loads((tmp_path / "rep" / "quick.json").read_text())
     assert summary["overall"]["n"] == 3 and all(m["measured_ms"] > 0 for m in summary["models"])
+    # The profile's own calibration models were measured again beside them: the machine's speed
+    # now against while it was profiled (the same machine minutes later: near 1).
+    speed = summary["speed"]
+    assert len(speed["references"]) == 4 and 0.5 < speed["ratio"] < 2
+    assert all(m["error_at_current_speed"] == pytest.approx(m["predicted_ms"] * speed["ratio"] / m["measured_ms"] - 1)
+               for m in summary["models"])
+    assert "At the profile's machine speed" in text
 
 
 def test_impossible_latency_bound_is_refused_before_training(quick_target, tmp_path):

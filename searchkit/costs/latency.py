@@ -201,8 +201,9 @@ class Predictor:
 
     def calibrate(self, models: list[tuple[list[Kernel], float]]) -> None:
         """Fit the calibration to whole models ``(kernels, measured ms)``, minimising relative
-        error. With fewer than 12 models (a quick profile) it is one scale; with fewer than
-        40, or when a group's scale comes out implausible, one ``(a, b, c)`` for all kernels."""
+        error (scipy's bounded least squares: scales in [0.05, 4], overheads >= 0). With fewer
+        than 12 models (a quick profile) it is one scale; with fewer than 40, one ``(a, b, c)``
+        for all kernels."""
         if len(models) < 3:
             return
         self.calibration, self.groups = (1.0, 0.0, 0.0), {}
@@ -219,24 +220,25 @@ class Predictor:
                 counts[i, g] += 1
         s, n = sums.sum(axis=1), counts.sum(axis=1)
 
-        def solve(x: np.ndarray) -> np.ndarray:
-            return np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)[0]
+        def solve(x: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
+            # relative error: each model's row divided by its measured time; bounds keep
+            # scales positive and overheads non-negative (collinear terms cannot swing)
+            from scipy.optimize import lsq_linear
+            return lsq_linear(x / y[:, None], np.ones_like(y), bounds=(low, high)).x
 
         if len(models) < 12:  # too few for three parameters: one scale
             self.calibration = (float(np.median(y / s)), 0.0, 0.0)
             return
-        a, b, c = solve(np.stack([s, n, np.ones_like(s)], axis=1))
-        if not 0.25 <= a <= 4:  # degenerate calibration set: keep the sum as it is
-            a, b, c = 1.0, 0.0, 0.0
+        a, b, c = solve(np.stack([s, n, np.ones_like(s)], axis=1), [0.25, 0.0, -np.inf], [4.0, np.inf, np.inf])
         self.calibration = (float(a), float(b), float(c))
         if len(models) >= self.MIN_MODELS_PER_GROUP_FIT:
-            coef = solve(np.concatenate([sums, counts, np.ones((len(models), 1))], axis=1))
-            # A group's scale may be small (element-wise kernels here: 0.24, most of their
-            # time is per-call overhead, b) but must stay positive and bounded.
-            if all(0.05 <= v <= 4 for v in coef[: len(names)]):
-                k = len(names)
-                self.calibration = (float(coef[k - 1]), float(coef[2 * k - 1]), float(coef[-1]))
-                self.groups = {g: (float(coef[i]), float(coef[k + i])) for i, g in enumerate(self.GROUPS)}
+            # A group's scale may be small (element-wise kernels here: their time is almost
+            # all per-call overhead, b) but stays positive.
+            k = len(names)
+            coef = solve(np.concatenate([sums, counts, np.ones((len(models), 1))], axis=1),
+                         [0.05] * k + [0.0] * k + [-np.inf], [4.0] * k + [np.inf] * k + [np.inf])
+            self.calibration = (float(coef[k - 1]), float(coef[2 * k - 1]), float(coef[-1]))
+            self.groups = {g: (float(coef[i]), float(coef[k + i])) for i, g in enumerate(self.GROUPS)}
         self._memo.clear()
 
     def coefficients(self, kind: str) -> tuple[float, float]:

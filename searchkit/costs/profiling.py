@@ -169,6 +169,28 @@ def population(seed: int, n_random: int, *, bases: bool = True, families: str = 
     return out
 
 
+def calibration_population(seed: int, sweep: str) -> list[Sample]:
+    """The whole models a profile measures (never the ones ``validate`` holds out)."""
+    return population(seed=10_000 + seed, n_random=CALIBRATION_MODELS[sweep], bases=False,
+                      channel_bases=CHANNEL_BASES if sweep == "default" else CHANNEL_BASES[:1])
+
+
+def _speed_references(target: str, root: str | Path, count: int = 12) -> tuple[list[Sample], list[float]]:
+    """Some of the profile's calibration models and what the profile measured for them, to be
+    measured again beside held-out models: their ratio is how much faster or slower this
+    machine runs now than while it was profiled (none if the profile is missing)."""
+    try:
+        doc = load_profile(target, root)
+        pop = calibration_population(int(doc["seed"]), doc["sweep"])
+    except (ProfileError, KeyError):
+        return [], []
+    models = doc["calibration_models"]
+    if [s.name for s in pop] != [m["name"] for m in models] or not pop:
+        return [], []
+    pick = list(range(0, len(pop), max(1, len(pop) // count)))[:count]
+    return [pop[i] for i in pick], [float(models[i]["ms"]) for i in pick]
+
+
 # --- profile -------------------------------------------------------------------------------------
 def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "default", seed: int = 0,
             rounds: int | None = None, root: str | Path = "latency", progress: bool | None = None, log=print) -> Path:
@@ -194,8 +216,7 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         # (as in a network), not after a random giant or a random trifle.
         generic.sort(key=_size_proxy)
         chains = [generic[i:i + CHAIN] for i in range(0, len(generic), CHAIN)]
-        calib = population(seed=10_000 + seed, n_random=CALIBRATION_MODELS[sweep], bases=False,
-                           channel_bases=CHANNEL_BASES if sweep == "default" else CHANNEL_BASES[:1])
+        calib = calibration_population(seed, sweep)
         rows: list[tuple] = []
         seconds: list[float] = []
         log(f"profiling {len(generic)} sweep kernels in {len(chains)} chains and {len(calib)} whole models, "
@@ -347,26 +368,40 @@ def validate(target: str, *, n_random: int = 60, seed: int = 1, rounds: int = 12
         log(f"warning: predictor '{target}' was profiled on '{pred.meta['cpu']}', this CPU is '{here['cpu']}'")
     pop = population(seed=seed, n_random=n_random, bases=bases,
                      channel_bases=CHANNEL_BASES if bases else CHANNEL_BASES[:1])
+    refs, ref_ms = _speed_references(target, root)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        # Interleaved rounds, as the profile's calibration models were measured.
-        built = [(s.build(), s.input_size) for s in pop]
+        # Interleaved rounds, as the profile's calibration models were measured; the speed
+        # references share the rounds.
+        built = [(s.build(), s.input_size) for s in [*pop, *refs]]
         with bar(total=rounds, desc=f"validate {target}", enabled=progress) as pb:
             measured = measure_models_ms(built, rounds=rounds, on_round=lambda _: pb.update(1))
     finally:
         torch.set_num_threads(old)
+    measured, ref_now = measured[: len(pop)], measured[len(pop):]
+    # How fast this machine runs now against while it was profiled (1.0: the same). A
+    # dedicated target CPU stays near 1; a shared VM drifts by several per cent in an hour.
+    speed = float(np.median(np.asarray(ref_now) / np.asarray(ref_ms))) if refs else None
     results = []
     for s, ms in zip(pop, measured):
         predicted = pred.predict_ms(s.kernels)
         results.append({"family": s.family, "name": s.name, "measured_ms": ms,
                         "predicted_ms": predicted, "error": predicted / ms - 1})
-    overall = relative_errors([r["predicted_ms"] for r in results], [r["measured_ms"] for r in results])
-    by_family = {f: relative_errors([r["predicted_ms"] for r in results if r["family"] == f],
-                                    [r["measured_ms"] for r in results if r["family"] == f])
-                 for f in sorted({r["family"] for r in results})}
-    summary = {"target": target, "threads": threads, "bases": bases, "overall": overall, "by_family": by_family,
-               "models": results, "predictor": pred.meta, "validated_on": here, "seed": seed,
+        if speed is not None:
+            results[-1]["error_at_current_speed"] = predicted * speed / ms - 1
+
+    def summarise(rows: list[dict], scale: float = 1.0) -> dict:
+        return relative_errors([r["predicted_ms"] * scale for r in rows], [r["measured_ms"] for r in rows])
+
+    families = sorted({r["family"] for r in results})
+    summary = {"target": target, "threads": threads, "bases": bases, "overall": summarise(results),
+               "by_family": {f: summarise([r for r in results if r["family"] == f]) for f in families},
+               "speed": None if speed is None else {
+                   "ratio": speed, "references": [s.name for s in refs],
+                   "overall": summarise(results, speed),
+                   "by_family": {f: summarise([r for r in results if r["family"] == f], speed) for f in families}},
+               "rounds": rounds, "models": results, "predictor": pred.meta, "validated_on": here, "seed": seed,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     path = write_validation(summary, report_dir)
     return path, summary
@@ -380,13 +415,28 @@ def write_validation(summary: dict, report_dir: str | Path) -> Path:
              f"Target: {meta.get('cpu')}, {summary['threads']} thread(s), batch 1, torch {meta.get('torch')}. "
              f"Held-out models: {o['n']} ({'every base network and ' if summary.get('bases', True) else ''}random candidates of the channels and "
              f"tinynet spaces, seed {summary['seed']}; the profile's calibration models use another seed).",
-             "", f"**RMSPE {o['rmspe']:.1%}, within ±5 %: {o['within_5']:.0%}, within ±10 %: "
+             "", f"**As measured now: RMSPE {o['rmspe']:.1%}, within ±5 %: {o['within_5']:.0%}, within ±10 %: "
              f"{o['within_10']:.0%}** (goal: ≥ 95 % within ±10 % and RMSPE ≤ 5 %: "
-             f"{'met' if ok else 'NOT met'}). Mean error {o['mean_error']:+.1%}, worst {o['max_abs_error']:.1%}.",
-             "", "| family | models | RMSPE | within ±5 % | within ±10 % | mean error |", "|---|---|---|---|---|---|"]
+             f"{'met' if ok else 'NOT met'}). Mean error {o['mean_error']:+.1%}, worst {o['max_abs_error']:.1%}."]
+    sp = summary.get("speed")
+    if sp:
+        c = sp["overall"]
+        ok_c = c["within_10"] >= 0.95 and c["rmspe"] <= 0.05
+        lines += ["", f"**At the profile's machine speed: RMSPE {c['rmspe']:.1%}, within ±5 %: {c['within_5']:.0%}, "
+                  f"within ±10 %: {c['within_10']:.0%}** (goal {'met' if ok_c else 'NOT met'}; mean error "
+                  f"{c['mean_error']:+.1%}, worst {c['max_abs_error']:.1%}). {len(sp['references'])} of the "
+                  f"profile's calibration models, measured again in the same rounds, run at "
+                  f"{sp['ratio']:.3f}x the time the profile measured for them: the machine itself is that much "
+                  "slower (>1) or faster (<1) now. A dedicated CPU stays near 1; a shared VM drifts by "
+                  "several per cent within an hour, and this line takes that drift out. Searches use the "
+                  "prediction as fitted."]
+    lines += ["", "| family | models | RMSPE | within ±5 % | within ±10 % | mean error |"
+              + (" RMSPE at profile speed | within ±10 % at profile speed |" if sp else ""),
+              "|---|---|---|---|---|---|" + ("---|---|" if sp else "")]
     for fam, r in summary["by_family"].items():
+        extra = (f" {sp['by_family'][fam]['rmspe']:.1%} | {sp['by_family'][fam]['within_10']:.0%} |" if sp else "")
         lines.append(f"| {fam} | {r['n']} | {r['rmspe']:.1%} | {r['within_5']:.0%} | {r['within_10']:.0%} | "
-                     f"{r['mean_error']:+.1%} |")
+                     f"{r['mean_error']:+.1%} |" + extra)
     lines += ["", "| model | measured ms | predicted ms | error |", "|---|---|---|---|"]
     for r in sorted(summary["models"], key=lambda r: r["measured_ms"]):
         lines.append(f"| {r['name']} | {r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | {r['error']:+.1%} |")
@@ -394,7 +444,7 @@ def write_validation(summary: dict, report_dir: str | Path) -> Path:
               f"{meta.get('groups', {})}, held-out error at fit {meta.get('heldout', {})}, profiled in "
               f"{meta.get('profile_seconds')} s, kernels per type {meta.get('kernels_profiled')}.",
               f"Validated {summary['date']} on {summary['validated_on']['cpu']} "
-              f"({summary['validated_on']['cores']} cores).", "",
+              f"({summary['validated_on']['cores']} cores), {summary.get('rounds')} interleaved rounds.", "",
               f"Reproduce: `searchkit latency profile target={summary['target']} threads={summary['threads']}` "
               f"then `searchkit latency fit target={summary['target']}` and "
               f"`searchkit latency validate target={summary['target']}`.", ""]
