@@ -309,7 +309,7 @@ class Driver:
                     trial.set_user_attr(key, metrics[key])
             trial.set_user_attr("kept_indices", history)
             # Marked last, just before the tell; a driver killed in between leaves it on a
-            # RUNNING trial, which recovery fails and un-marks (study.recover_stale_trials).
+            # RUNNING trial, which recovery fails and un-marks (study.fail_trial).
             trial.set_user_attr(st.EVALUATED, True)
             if metrics.get("pruned"):
                 self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
@@ -366,12 +366,7 @@ class Driver:
         return [acc] + [float(attrs[name]) for name in self.cfg.objectives[1:]]
 
     def _fail(self, trial: optuna.Trial, reason: str, *, requeue: bool) -> None:
-        trial.set_user_attr(st.FAIL_REASON, reason)
-        if trial.user_attrs.get(st.EVALUATED):  # its result was never told
-            trial.set_user_attr(st.EVALUATED, False)
-        frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        if requeue:
-            st.requeue(self.study, frozen)
+        st.fail_trial(self.study, trial, reason, requeue=requeue)
 
     def _progress(self, number: int, acc: float, metrics: dict, best: float | None, ratio: float) -> None:
         best = acc if best is None else max(best, acc)

@@ -233,15 +233,26 @@ def recover_stale_trials(study: optuna.Study, grace_s: float = GRACE_PERIOD_S) -
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _is_stale(trial, now, grace_s):
             continue
-        set_user_attr(study, trial._trial_id, FAIL_REASON, "driver stopped while the trial ran")
-        if trial.user_attrs.get(EVALUATED):  # killed between marking the result and telling it
-            set_user_attr(study, trial._trial_id, EVALUATED, False)
-        frozen = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        out.append((trial.number, requeue(study, frozen)))
+        out.append((trial.number, fail_trial(study, trial, "driver stopped while the trial ran", requeue=True)))
     return out
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial) -> int | None:
+def fail_trial(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str, *,
+               requeue: bool) -> int | None:
+    """Record ``trial`` FAIL with ``reason`` (and, with ``requeue``, enqueue it once more).
+
+    A trial whose driver died between marking its result evaluated and telling it carries
+    the mark; a FAIL never counts as evaluated, so the mark is cleared. Returns the number
+    of the re-queued trial, if any.
+    """
+    set_user_attr(study, trial._trial_id, FAIL_REASON, reason)
+    if trial.user_attrs.get(EVALUATED):
+        set_user_attr(study, trial._trial_id, EVALUATED, False)
+    frozen = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    return requeue_trial(study, frozen) if requeue else None
+
+
+def requeue_trial(study: optuna.Study, trial: FrozenTrial) -> int | None:
     """Enqueue a copy of ``trial`` so the same candidate is evaluated again (bounded)."""
     retries = int(trial.user_attrs.get("searchkit:retries", 0))
     if retries >= MAX_REQUEUES or not trial.params:

@@ -167,8 +167,8 @@ class GenomeLatency:
             got = self._from_table(keep)
             if got is not None:
                 return got
-        distinct, index, counts = self.kmap.grouped(keep)
-        return self.predictor.predict_rows_ms(distinct, index, len(genomes), counts)
+        distinct, index = self.kmap.grouped(keep)
+        return self.predictor.predict_rows_ms(distinct, index, len(genomes))
 
     # -- tinynet: a table over the whole (r, d, w) grid, built on the first batch -----------------
     def _tinynet_many(self, genomes: Sequence[dict]) -> np.ndarray:

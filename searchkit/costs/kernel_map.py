@@ -75,7 +75,7 @@ class ChannelKernelMap:
         return [Kernel(kind, tuple(int(v) for v in row[: self.arity[kind]]))
                 for kind, row in zip(self.kinds, rows)]
 
-    def grouped(self, keep_matrix: np.ndarray) -> tuple[dict, dict, np.ndarray]:
+    def grouped(self, keep_matrix: np.ndarray) -> tuple[dict, dict]:
         """Distinct rows per kernel type and per-genome indices into them (for batch prediction)."""
         rows = self.rows(keep_matrix)
         distinct, index = {}, {}
@@ -88,7 +88,7 @@ class ChannelKernelMap:
             uniq, inv = np.unique(block, axis=0, return_inverse=True)
             distinct[kind] = uniq
             index[kind] = inv.reshape(len(rows), len(where))
-        return distinct, index, np.full(len(rows), float(len(self.kinds)))
+        return distinct, index
 
 
 def _fields(kind: str) -> tuple[str, ...]:

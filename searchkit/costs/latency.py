@@ -216,7 +216,7 @@ class Predictor:
         for i, (kernels, _) in enumerate(models):
             for k in kernels:
                 g = names.index(k.kind) if k.kind in self.GROUPS else len(names) - 1
-                sums[i, g] += self.kernel_sum_s([k])
+                sums[i, g] += self._memo[(k.kind, k.fields)]
                 counts[i, g] += 1
         s, n = sums.sum(axis=1), counts.sum(axis=1)
 
@@ -287,7 +287,7 @@ class Predictor:
         return total * 1e3
 
     def predict_rows_ms(self, rows_by_kind: dict[str, np.ndarray], index_by_kind: dict[str, np.ndarray],
-                        n_models: int, counts: np.ndarray | None = None) -> np.ndarray:
+                        n_models: int) -> np.ndarray:
         """Vectorised prediction for many models at once.
 
         ``rows_by_kind[kind]`` holds distinct rows; ``index_by_kind[kind]`` is an

@@ -11,7 +11,7 @@
    kernels are timed in the context a forward gives them (a kernel timed after a giant or
    after a trifle reads very differently), and measured whole, which fits the
    predictor's per-call overhead.
-3. **Rounds.** Both are repeated (4 rounds by default, about 8 minutes at one thread): a
+3. **Rounds.** Both are repeated (4 rounds by default, about 6 minutes here): a
    shared VM's CPU changes speed for seconds at a time, and a kernel's (model's) time is
    the median over the rounds, i.e. over the machine's states.
 4. Machine facts: CPU model, cores, threads, torch version, batch.
