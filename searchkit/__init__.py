@@ -2,8 +2,8 @@
 
 Example:
     >>> import searchkit
-    >>> sorted(searchkit.registry.SPACES.names())[:1]
-    ['channels']
+    >>> "flops" in searchkit.registry.COSTS.names()
+    True
 """
 
 from searchkit import registry

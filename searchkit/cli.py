@@ -1,12 +1,13 @@
 """The ``searchkit`` command line.
 
-    searchkit search space=channels algo=abc [key=value ...]   create or continue a study
+    searchkit search space=SPACE algo=ALGO [key=value ...]     create or continue a study
     searchkit resume study=NAME [trials=N]                      continue a study as stored
     searchkit export study=NAME [out=DIR] [top=K|all] [trial=N] [finetune.epochs=N]
     searchkit report study=NAME [out=DIR]                       HTML report + CSV/Parquet of a study
     searchkit studies [storage=URL]                             each study: trials by state, best
     searchkit list                                              spaces, algos, models, datasets
     searchkit train [space.model=NAME] [data=NAME] [base.epochs=N] [out=PATH]
+    searchkit SPACE VERB key=value ...                           a space's own command
 
 Bad input ends with one ``searchkit: error: ...`` line and exit status 2.
 """
@@ -35,7 +36,7 @@ overrides (key=value, values parsed as YAML):
   study=NAME          study name (default SPACE-ALGO); the same name continues the study
   storage=URL         sqlite:///studies/searchkit.db (default), postgresql://..., FILE.log
   trials=N            trained candidates the study should hold
-  constraint.flops=X  X <= 1: fraction of the base; else absolute (60M); also constraint.params
+  constraint.COST=X   bound a cost ({costs}): X <= 1 a fraction of the base, else absolute (60M)
   finetune.epochs=E   fine-tuning budget per candidate (or finetune.max_batches=B)
   base.checkpoint=P   base weights (state_dict); default: train once and cache
   pruner=NAME         none, median, hyperband, halving
@@ -46,7 +47,8 @@ overrides (key=value, values parsed as YAML):
 def _epilog() -> str:
     from searchkit.registry import ALL
     return EPILOG.format(spaces=", ".join(ALL["space"].names()), algos=", ".join(ALL["algo"].names()),
-                         models=", ".join(ALL["model"].names()), datas=", ".join(ALL["data"].names()))
+                         models=", ".join(ALL["model"].names()), datas=", ".join(ALL["data"].names()),
+                         costs=", ".join(ALL["cost"].names()))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,9 +65,10 @@ def _parser() -> argparse.ArgumentParser:
         "studies": "list studies: trials by state and best result",
         "list": "list spaces, strategies, models and datasets",
         "train": "train a base network and save its state_dict",
-        "tinynet": "tinynet formula study=NAME flops=TARGET: fit r(FLOPs), d(FLOPs), solve w",
         "latency": "latency profile|fit|validate target=NAME: a latency predictor for this CPU",
     }
+    for space, verbs in _space_commands().items():
+        helps[space] = f"{space} {'|'.join(verbs)} key=value ...: commands of space={space}"
     for name, text in helps.items():
         sp = sub.add_parser(name, help=text, description=text, epilog=_epilog(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
                         help="only errors and the final result")
     return p
+
+
+def _space_commands() -> dict[str, dict]:
+    from searchkit.registry import SPACES
+    out = {}
+    for name in SPACES.names():
+        verbs = SPACES.get(name).commands()
+        if verbs:
+            out[name] = verbs
+    return out
 
 
 def _fmt_count(n: float | None) -> str:
@@ -106,7 +119,7 @@ def cmd_search(overrides: list[str], quiet: bool, *, resume: bool = False) -> in
         name = _pop(list(overrides), "study")
         if name is None:
             raise st.StudyError("resume needs study=NAME (see `searchkit studies`)")
-        storage = _pop(list(overrides), "storage", "sqlite:///studies/searchkit.db")
+        storage = _pop(list(overrides), "storage", st.DEFAULT_STORAGE)
         stored = st.stored_config(st.load_existing(str(name), str(storage)))
         cfg = load_config(overrides, base=stored.to_dict())
     else:
@@ -122,49 +135,49 @@ def cmd_search(overrides: list[str], quiet: bool, *, resume: bool = False) -> in
     return 0
 
 
+def _costs_line(costs: dict, base: dict) -> str:
+    """``flops 62.50M (50.2% fewer), params 0.41M (51.0% fewer)``."""
+    parts = []
+    for name, value in costs.items():
+        b = base.get(name)
+        rel = f" ({1 - value / b:.1%} fewer)" if b else ""
+        parts.append(f"{name} {_fmt_count(value) if name != 'latency' else f'{value:.3f} ms'}{rel}")
+    return ", ".join(parts)
+
+
 def _print_outcome(outcome) -> None:
     from searchkit import study as st
-    study, ctx = outcome.study, outcome.context
-    base = ctx.space.base_costs()
+    study, setup = outcome.study, outcome.setup
+    base = {n: m.base() for n, m in setup.costs.items()}
     counts = st.counts_by_state(study)
     print(f"study {study.study_name}: {outcome.evaluated} candidates trained "
           f"({', '.join(f'{k.lower()} {v}' for k, v in sorted(counts.items()))}); stopped: {outcome.stop_reason}")
-    if ctx.base is not None:
-        print(f"base {ctx.cfg.space.model}: val accuracy {ctx.base_accuracy:.4f}, "
-              f"FLOPs {_fmt_count(base.flops)}, params {_fmt_count(base.params)}")
-    else:
-        print(f"largest {ctx.space.name} genome: FLOPs {_fmt_count(base.flops)}, params {_fmt_count(base.params)}")
+    what = f"base {setup.base.model}: val accuracy {setup.base.accuracy:.4f}, " if setup.base else \
+        f"largest {setup.cfg.space.name} genome: "
+    print(what + ", ".join(f"{n} {_fmt_count(v) if n != 'latency' else f'{v:.3f} ms'}" for n, v in base.items()))
     best = outcome.best
     if best is None:
         print("no candidate finished yet")
         return
     ua = best.user_attrs
-    widths = ctx.space.describe(ua[st.GENOME])
-    print(f"best: trial {best.number}  val accuracy {best.values[0]:.4f}  "
-          f"FLOPs {_fmt_count(ua[st.FLOPS])} ({1 - ua[st.FLOPS] / base.flops:.1%} fewer)  "
-          f"params {_fmt_count(ua[st.PARAMS])} ({1 - ua[st.PARAMS] / base.params:.1%} fewer)  "
+    costs = {n: st.trial_cost(best, n) for n in setup.costs if st.trial_cost(best, n) is not None}
+    print(f"best: trial {best.number}  val accuracy {best.values[0]:.4f}  {_costs_line(costs, base)}  "
           f"archid {ua[st.ARCHID]}")
-    if st.LATENCY in ua and ctx.latency is not None:
-        print(f"  latency: {ua[st.LATENCY]:.3f} ms predicted on target '{ctx.cfg.latency.target}' "
-              f"(base {ctx.latency.base_ms():.3f} ms"
-              + (f", bound {ctx.cfg.constraint.latency_ms:g} ms searched as predicted <= "
-                 f"{ctx.limits['latency']:.3f} ms)" if ctx.cfg.constraint.latency_ms else ")"))
-    if "keep" in ua[st.GENOME]:
-        print(f"  keep:   {ua[st.GENOME]['keep']}")
-        print(f"  widths: {widths['widths']}")
-    else:
-        print(f"  genome: {ua[st.GENOME]}  input {widths.get('input_side', '?')} px, "
-              f"stage depths {widths.get('stage_depths')}, widths {widths.get('stage_widths')}")
+    if "latency" in setup.costs and setup.cfg.constraint.get("latency"):
+        print(f"  latency bound {setup.cfg.constraint['latency']:g} ms on target '{setup.cfg.latency.target}', "
+              f"searched as predicted <= {setup.limits['latency']:.3f} ms")
+    summary = setup.space.describe(ua[st.GENOME]).get("summary")
+    print(f"  {summary}" if summary else f"  genome: {ua[st.GENOME]}")
     print(f"export:  searchkit export study={study.study_name}")
 
 
 def cmd_export(overrides: list[str], quiet: bool) -> int:
+    from searchkit import study as st
     from searchkit.export import export_study
-    from searchkit.study import StudyError
     name = _pop(overrides, "study")
     if name is None:
-        raise StudyError("export needs study=NAME (see `searchkit studies`)")
-    storage = _pop(overrides, "storage", "sqlite:///studies/searchkit.db")
+        raise st.StudyError("export needs study=NAME (see `searchkit studies`)")
+    storage = _pop(overrides, "storage", st.DEFAULT_STORAGE)
     out = _pop(overrides, "out", "exports")
     top = _pop(overrides, "top", 1)
     trial = _pop(overrides, "trial")
@@ -173,11 +186,10 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
                            extra_epochs=float(extra), overrides=overrides)
     for folder in folders:
         meta = json.loads((folder / "arch.json").read_text())
+        test = meta["test_accuracy"]
         print(f"{folder}: trial {meta['trial']} val {meta['val_accuracy']:.4f} test "
-              f"{meta['test_accuracy'] if meta['test_accuracy'] is None else format(meta['test_accuracy'], '.4f')} "
-              f"FLOPs {_fmt_count(meta['flops'])} ({meta['flops_reduction']:.1%} fewer) "
-              f"params {_fmt_count(meta['params'])} ({meta['params_reduction']:.1%} fewer)")
-        if "latency" in meta:
+              f"{'-' if test is None else format(test, '.4f')} {_costs_line(meta['costs'], meta['base_costs'])}")
+        if "latency" in meta and isinstance(meta["latency"], dict):
             lat = meta["latency"]
             bound = f", bound {lat['bound_ms']:g} ms" if lat.get("bound_ms") else ""
             verdict = {True: ": met", False: ": NOT met", None: ""}[lat.get("bound_met")] if bound else ""
@@ -192,7 +204,7 @@ def cmd_report(overrides: list[str], quiet: bool) -> int:
     name = _pop(overrides, "study")
     if name is None:
         raise st.StudyError("report needs study=NAME (see `searchkit studies`)")
-    storage = str(_pop(overrides, "storage", "sqlite:///studies/searchkit.db"))
+    storage = str(_pop(overrides, "storage", st.DEFAULT_STORAGE))
     out = str(_pop(overrides, "out", "reports"))
     if overrides:
         raise st.ConfigError(f"report takes study=, storage= and out=, got {overrides[0]}")
@@ -204,7 +216,7 @@ def cmd_report(overrides: list[str], quiet: bool) -> int:
 def cmd_studies(overrides: list[str], quiet: bool) -> int:
     from searchkit import study as st
     import optuna
-    storage_url = str(_pop(overrides, "storage", "sqlite:///studies/searchkit.db"))
+    storage_url = str(_pop(overrides, "storage", st.DEFAULT_STORAGE))
     if overrides:
         raise st.ConfigError(f"studies takes only storage=URL, got {overrides[0]}")
     if storage_url.startswith("sqlite:///") and not Path(storage_url.removeprefix("sqlite:///")).exists():
@@ -221,9 +233,8 @@ def cmd_studies(overrides: list[str], quiet: bool) -> int:
         line = f"{name}: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items()))
         if ranked:
             b = ranked[0]
-            line += (f"; best trial {b.number}: accuracy {b.values[0]:.4f}, FLOPs "
-                     f"{_fmt_count(b.user_attrs.get(st.FLOPS))} "
-                     f"({b.user_attrs.get('flops_ratio', 0):.1%} of base)")
+            base = st.base_costs(study.user_attrs.get(st.BASE_KEY) or {})
+            line += f"; best trial {b.number}: accuracy {b.values[0]:.4f}, " + _costs_line(st.trial_costs(b), base)
         print(line)
     return 0
 
@@ -231,66 +242,32 @@ def cmd_studies(overrides: list[str], quiet: bool) -> int:
 def cmd_list(overrides: list[str], quiet: bool) -> int:
     from searchkit.registry import ALL
     for kind, reg in ALL.items():
-        print(f"{kind + 's':8} {', '.join(reg.names())}")
+        print(f"{kind + 's':10} {', '.join(reg.names())}")
     return 0
 
 
 def cmd_train(overrides: list[str], quiet: bool) -> int:
     import torch
-    from searchkit.config import load_config
-    from searchkit.context import SearchContext
+    from searchkit.config import ConfigError, load_config
+    from searchkit.core.space import NeedsBase
+    from searchkit.registry import SPACES
+    from searchkit.setup import RunSetup
     out = _pop(overrides, "out")
     cfg = load_config(overrides)
     if cfg.base.checkpoint:
-        from searchkit.config import ConfigError
         raise ConfigError("train makes a base checkpoint; drop base.checkpoint= (use out=PATH to choose where)")
-    ctx = SearchContext.build(cfg, quiet=quiet)
-    if ctx.base is None:
-        from searchkit.config import ConfigError
+    if not issubclass(SPACES.get(cfg.space.name), NeedsBase):
         raise ConfigError(f"space={cfg.space.name} has no base network to train")
-    path = Path(ctx.base_path)
+    setup = RunSetup.build(cfg, quiet=quiet)
+    path = Path(setup.base.path)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(ctx.base.state_dict(), out)
+        torch.save(setup.base.module.state_dict(), out)
         path = Path(out)
-    base = ctx.space.base_costs()
-    print(f"{cfg.space.model} on {cfg.data.name}: val accuracy {ctx.base_accuracy:.4f}, "
-          f"FLOPs {_fmt_count(base.flops)}, params {_fmt_count(base.params)}; saved {path}")
-    print(f"use it: searchkit search space.model={cfg.space.model} base.checkpoint={path}")
-    return 0
-
-
-def cmd_tinynet(overrides: list[str], quiet: bool) -> int:
-    from searchkit import study as st
-    from searchkit.config import ConfigError, parse_quantity
-    from searchkit.context import SearchContext
-    from searchkit.tinyformula import formula_for_study
-    if not overrides or overrides[0] != "formula":
-        raise ConfigError("usage: searchkit tinynet formula study=NAME flops=TARGET [storage=URL]")
-    rest = overrides[1:]
-    name = _pop(rest, "study")
-    target = _pop(rest, "flops")
-    storage = str(_pop(rest, "storage", "sqlite:///studies/searchkit.db"))
-    if name is None or target is None:
-        raise ConfigError("tinynet formula needs study=NAME and flops=TARGET (e.g. flops=2M)")
-    if rest:
-        raise ConfigError(f"tinynet formula takes study=, flops= and storage=, got {rest[0]}")
-    study = st.load_existing(str(name), storage)
-    cfg = st.stored_config(study)
-    if cfg.space.name != "tinynet":
-        raise ConfigError(f"study '{name}' searched space={cfg.space.name}, not tinynet")
-    ctx = SearchContext.build(cfg, quiet=True, train_base=False)
-    flops = parse_quantity("flops", target)
-    try:
-        fit, genome = formula_for_study(study, flops, ctx)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    got = ctx.space.costs(genome)
-    print(f"tiny formula from {fit.get('n_points', len(fit.get('data', [])))} band-best candidates of '{name}':")
-    print(f"  target {_fmt_count(flops)} FLOPs -> r={genome['r']:.4f} d={genome['d']:.4f} w={genome['w']:.4f} "
-          f"(input {ctx.space.input_side(genome)} px): {_fmt_count(got.flops)} FLOPs "
-          f"({got.flops / flops - 1:+.2%}), {_fmt_count(got.params)} params")
-    print("  the fit and its data are stored in the study (user attr searchkit:tinyformula)")
+    base = {n: m.base() for n, m in setup.costs.items()}
+    print(f"{setup.base.model} on {cfg.data.name}: val accuracy {setup.base.accuracy:.4f}, "
+          + ", ".join(f"{n} {_fmt_count(v)}" for n, v in base.items()) + f"; saved {path}")
+    print(f"use it: searchkit search space.model={setup.base.model} base.checkpoint={path}")
     return 0
 
 
@@ -352,7 +329,16 @@ def cmd_latency(overrides: list[str], quiet: bool) -> int:
 
 
 COMMANDS = {"search": cmd_search, "latency": cmd_latency, "resume": lambda o, q: cmd_search(o, q, resume=True),
-            "tinynet": cmd_tinynet, "export": cmd_export, "report": cmd_report, "studies": cmd_studies, "list": cmd_list, "train": cmd_train}
+            "export": cmd_export, "report": cmd_report, "studies": cmd_studies, "list": cmd_list, "train": cmd_train}
+
+
+def cmd_space(space: str, overrides: list[str], quiet: bool) -> int:
+    """``searchkit SPACE VERB key=value ...``: a space's own command."""
+    from searchkit.config import ConfigError
+    verbs = _space_commands().get(space, {})
+    if not overrides or overrides[0] not in verbs:
+        raise ConfigError(f"usage: searchkit {space} {'|'.join(verbs)} key=value ...")
+    return verbs[overrides[0]](overrides[1:])
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -377,12 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     warnings.filterwarnings("ignore", message=".*ExperimentalWarning.*")
     try:
-        return COMMANDS[args.command](list(args.overrides), args.quiet)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](list(args.overrides), args.quiet)
+        return cmd_space(args.command, list(args.overrides), args.quiet)
     except KeyboardInterrupt:
         print("searchkit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except RuntimeError as exc:
-        from searchkit.search import RepeatedFailures
+        from searchkit.core.ports import RepeatedFailures
         if isinstance(exc, RepeatedFailures):
             print(f"searchkit: error: {exc}", file=sys.stderr)
             return 1
@@ -395,14 +383,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from searchkit.config import ConfigError
-    from searchkit.context import CheckpointError
+    from searchkit.core.errors import UserError
     from searchkit.data import DataRootError
-    from searchkit.export import ExportError
-    from searchkit.registry import UnknownNameError
-    from searchkit.study import StudyError
-    return isinstance(exc, (ConfigError, StudyError, CheckpointError, DataRootError, ExportError,
-                            UnknownNameError))
+    return isinstance(exc, (UserError, DataRootError))
 
 
 if __name__ == "__main__":

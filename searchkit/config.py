@@ -1,57 +1,61 @@
 """Run configuration: frozen dataclasses + YAML presets + Hydra-style ``key=value`` overrides.
 
-Layering, lowest first: the dataclass defaults below (the only place defaults are
-declared), the space preset ``spaces/<space>.yaml``, the study recipe
+Layering, lowest first: the dataclass defaults (of this module and of each component's
+``Options``), the space preset ``spaces/<space>.yaml``, the study recipe
 ``studies/<study>.yaml`` (when one exists), then command-line overrides. Values are parsed
 with ``yaml.safe_load``, so ``objectives=[accuracy,flops]`` is a list and ``trials=30`` an
-int. Unknown keys are errors that name the nearest valid key.
+int. The ``space.*`` and ``algo.*`` keys are the options of the chosen space and strategy
+(``space.model=...``; ``space.options.model`` is the same key), ``constraint.<cost>`` bounds
+any registered cost model. Unknown keys are errors that name the nearest valid key.
 
 Example:
     >>> from searchkit.config import load_config
-    >>> cfg = load_config(["space=channels", "algo=random", "trials=3"])
-    >>> (cfg.space.name, cfg.algo.name, cfg.trials)
-    ('channels', 'random', 3)
+    >>> cfg = load_config(["algo=random", "trials=3", "constraint.flops=0.4"])
+    >>> (cfg.algo.name, cfg.trials, cfg.constraint)
+    ('random', 3, {'flops': 0.4})
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
-from searchkit.registry import ALL, UnknownNameError
+from searchkit.core import options as opts
+from searchkit.core.budget import TrainBudget
+from searchkit.core.errors import ConfigError, UnknownNameError, did_you_mean
+from searchkit.registry import ALL, COSTS, SPACES, STRATEGIES
 
 PRESET_DIR = Path(__file__).parent / "presets"
-
-
-class ConfigError(ValueError):
-    """A bad override, preset or value. Its message is one line, meant for the user."""
-
-
-@dataclass(frozen=True)
-class SpaceConfig:
-    name: str = "channels"
-    model: str = "resnet56"
-    # Preserved fractions a prunable unit may take (ABCPruner: 10%..100% in steps of 10%).
-    keep: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    # How kept channels are chosen when weights are inherited: "l1" (largest L1 norm) or "random".
-    rule: str = "l1"
-    # Options of spaces other than channels (space=tinynet: r/d/w grids, reference_size, ...).
-    options: dict = field(default_factory=dict)
+# The one default storage: a SQLite file under the working directory.
+# The space searched when none is named (the registry's first entry: the quick start's).
+DEFAULT_SPACE = SPACES.default()
+DEFAULT_STORAGE = "sqlite:///studies/searchkit.db"
 
 
 @dataclass(frozen=True)
-class AlgoConfig:
-    name: str = "abc"
-    # Strategy keyword arguments (e.g. food_number for abc, n_startup_trials for tpe).
-    options: dict = field(default_factory=dict)
+class Section:
+    """A registry choice (``space=``, ``algo=``) and its component's typed options."""
+
+    name: str
+    options: Any = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **opts.to_plain(self.options or {})}
+
+    def __getattr__(self, item: str) -> Any:  # cfg.space.model reads the option
+        if item.startswith("__") or item in ("name", "options"):
+            raise AttributeError(item)
+        try:
+            return getattr(object.__getattribute__(self, "options"), item)
+        except AttributeError:
+            raise AttributeError(f"{self.name} has no option '{item}'") from None
 
 
 @dataclass(frozen=True)
@@ -76,35 +80,11 @@ class BaseConfig:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    epochs: float = 1.0
-    max_batches: int | None = None
-    # NOTE: small batches: one epoch of the digits train split is then 36 steps, enough to
-    # recover most of a pruned ResNet-56's accuracy (64/0.01 gave 0.69 vs 0.92 val).
-    batch_size: int = 32
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    optimizer: str = "sgd"
-    schedule: str = "cosine"
-
-
-@dataclass(frozen=True)
-class ConstraintConfig:
-    # Upper bounds. A number <= 1 is a fraction of the base model; larger numbers are
-    # absolute (suffixes K, M, G accepted: flops=60M).
-    flops: float | None = None
-    params: float | None = None
-    # Predicted latency in milliseconds on latency.target (always absolute).
-    latency_ms: float | None = None
-
-
-@dataclass(frozen=True)
 class LatencyConfig:
     # A profiled CPU: latency/<target>/predictor.json (`searchkit latency profile` + `fit`).
     target: str | None = None
     dir: str = "latency"
-    # Safety margin of constraint.latency_ms: a genome is feasible when its predicted
+    # Safety margin of constraint.latency: a genome is feasible when its predicted
     # latency * (1 + margin) is within the bound. None: the predictor's own held-out error
     # (measured <= predicted * (1 + margin) for 90 % of held-out models; `latency fit`).
     # 0 bounds the prediction itself.
@@ -126,24 +106,26 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
-            raise ConfigError("ray.cpus_per_trial must be positive and ray.gpus_per_trial not negative, "
-                              f"got {self.cpus_per_trial} and {self.gpus_per_trial}")
+            raise ValueError("ray.cpus_per_trial must be positive and ray.gpus_per_trial not negative, "
+                             f"got {self.cpus_per_trial} and {self.gpus_per_trial}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ConfigError(f"ray.max_concurrent must be at least 1, got {self.max_concurrent}")
+            raise ValueError(f"ray.max_concurrent must be at least 1, got {self.max_concurrent}")
         if self.max_failures < 0:
-            raise ConfigError(f"ray.max_failures must not be negative, got {self.max_failures}")
+            raise ValueError(f"ray.max_failures must not be negative, got {self.max_failures}")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     study: str | None = None
-    storage: str = "sqlite:///studies/searchkit.db"
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    storage: str = DEFAULT_STORAGE
+    space: Section = field(default_factory=lambda: Section(DEFAULT_SPACE))
+    algo: Section = field(default_factory=lambda: Section("abc"))
     data: DataConfig = field(default_factory=DataConfig)
     base: BaseConfig = field(default_factory=BaseConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
+    finetune: TrainBudget = field(default_factory=TrainBudget)
+    # Upper bounds by cost name. A number <= 1 is a fraction of the base's cost for
+    # relative costs (flops, params); larger ones are absolute (suffixes K, M, G: 60M).
+    constraint: dict = field(default_factory=dict)
     ray: RayConfig = field(default_factory=RayConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     objectives: tuple[str, ...] = ("accuracy",)
@@ -167,43 +149,31 @@ class RunConfig:
         return self.study or f"{self.space.name}-{self.algo.name}"
 
     def to_dict(self) -> dict:
-        return _to_plain(dataclasses.asdict(self))
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, Section) else opts.to_plain(value)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
+# Sections whose keys are fixed dataclass fields.
+_SECTIONS: dict[str, type] = {"data": DataConfig, "base": BaseConfig, "finetune": TrainBudget,
+                              "ray": RayConfig, "latency": LatencyConfig}
+# Sections whose keys depend on a registry choice (the component's options).
+_CHOSEN = {"space": SPACES, "algo": STRATEGIES}
+_DEFAULT_CHOICE = {"space": DEFAULT_SPACE, "algo": "abc"}
+_ALIASES = {"constraint.latency_ms": "constraint.latency"}
+
 # Keys that may change when a study is continued; every other key is part of the study's identity.
 RESUMABLE_KEYS = {"trials", "timeout", "device", "executor", "progress", "max_attempts_factor",
                   "storage", "study", "artifacts", "ray"}
-
-# Names whose value is a registry choice; `space=channels` also selects the preset file.
-_CHOICE_KEYS = {"space": "space.name", "algo": "algo.name", "data": "data.name",
-                "space.model": "space.model"}
-_CHOICES = {"space.name": "space", "algo.name": "algo", "data.name": "data",
-            "space.model": "model"}
 VALID = {
     "pruner": ("none", "median", "hyperband", "halving"),
-    "executor": ("local", "ray"),
-    "objectives": ("accuracy", "flops", "params", "latency"),
-    "space.rule": ("l1", "random"),
-    "finetune.optimizer": ("sgd", "adam"),
-    "finetune.schedule": ("cosine", "constant", "step"),
     "artifacts": ("best", "all", "none"),
 }
-
-
-# Strategies whose fitness is a single number (see their docs for why). None now: abc
-# decomposes several objectives (see strategies/abc.py), ga ranks them NSGA-II style.
-SINGLE_OBJECTIVE_ALGOS: tuple[str, ...] = ()
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -237,62 +207,54 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def _flatten(tree: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        sub = _section_type(path)
-        if isinstance(value, dict) and sub is not None:
-            yield from _flatten(value, path + ".")
-        else:
-            yield path, value
-
-
-def _section_type(path: str) -> type | None:
-    """The dataclass type at a dotted path (None when the path is a leaf)."""
-    cls: type = RunConfig
-    for part in path.split("."):
-        hints = {f.name: f for f in fields(cls)}
-        if part not in hints:
-            return None
-        default = hints[part].default_factory if hints[part].default_factory is not dataclasses.MISSING else None
-        sample = default() if default else None
-        if sample is None or not dataclasses.is_dataclass(sample):
-            return None
-        cls = type(sample)
-    return cls
+def _top_keys() -> list[str]:
+    return [f.name for f in fields(RunConfig)]
 
 
 def valid_keys() -> list[str]:
-    """Every dotted key a user may set (free-form ``*.options.*`` excluded)."""
-    keys: list[str] = []
-
-    def walk(cls: type, prefix: str) -> None:
-        for f in fields(cls):
-            sub = _section_type(prefix + f.name)
-            if sub is not None:
-                walk(sub, prefix + f.name + ".")
-            else:
-                keys.append(prefix + f.name)
-
-    walk(RunConfig, "")
-    return keys + list(_CHOICE_KEYS)
+    """Every fixed dotted key (component options excluded: they depend on the choice)."""
+    keys = [k for k in _top_keys() if k not in _SECTIONS and k not in _CHOSEN and k != "constraint"]
+    for section, cls in _SECTIONS.items():
+        keys += [f"{section}.{f.name}" for f in fields(cls)]
+    return keys + ["space", "algo", "data", "space.name", "algo.name"]
 
 
-def _check_key(key: str) -> str:
-    key = _CHOICE_KEYS.get(key, key) if key in ("space", "algo", "data") else key
-    head, _, rest = key.partition(".options.")
-    if rest and head in ("algo", "data", "space"):
+def _normalise(key: str) -> str:
+    """The canonical form of a key: ``space=`` is ``space.name``, ``space.options.k`` is
+    ``space.k``, ``data.k`` (not a field) is ``data.options.k``; unknown keys are refused."""
+    key = _ALIASES.get(key, key)
+    if key in ("space", "algo", "data"):
+        return f"{key}.name"
+    head, _, rest = key.partition(".")
+    if head in _CHOSEN and rest:
+        return f"{head}.{rest.removeprefix('options.')}" if rest != "options" else key
+    if head == "constraint" and rest and "." not in rest:
         return key
-    if key in valid_keys():
+    if head == "data" and rest and rest not in {f.name for f in fields(DataConfig)} \
+            and not rest.startswith("options."):
+        return f"data.options.{rest}"
+    if head in _SECTIONS and rest:
+        names = {f.name for f in fields(_SECTIONS[head])}
+        if rest.split(".")[0] in names:
+            return key
+    elif not rest and head in _top_keys():
         return key
-    if key.startswith(("algo.", "data.", "space.")):
-        # algo.food_number is short for algo.options.food_number
-        section, _, name = key.partition(".")
-        if name not in {f.name for f in fields(_section_type(section))}:
-            return f"{section}.options.{name}"
-    near = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
-    hint = f"; did you mean '{near[0]}'?" if near else ""
-    raise ConfigError(f"unknown key '{key}'{hint}")
+    raise ConfigError(f"unknown key '{key}'{did_you_mean(key, valid_keys(), 0.5)}")
+
+
+def _is_section(path: str) -> bool:
+    return path in _SECTIONS or path in _CHOSEN or path == "constraint" or \
+        path in ("space.options", "algo.options", "data.options")
+
+
+def _flatten(tree: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """``{space: {model: x}}`` -> ``("space.model", x)``; other mappings stay values."""
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and _is_section(path):
+            yield from _flatten(value, path + ".")
+        else:
+            yield path, value
 
 
 def _set(tree: dict, key: str, value: Any) -> None:
@@ -303,48 +265,6 @@ def _set(tree: dict, key: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"cannot set '{key}': '{part}' is not a section")
     node[parts[-1]] = value
-
-
-def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
-    """Check a leaf value against its declared type; errors name the key."""
-    if value is None:
-        if "None" in annotation:
-            return None
-        raise ConfigError(f"{key} needs a value")
-    if key.startswith("constraint."):
-        return parse_quantity(key, value)
-    if "tuple" in annotation:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        inner = float if "float" in annotation else str
-        try:
-            return tuple(inner(v) for v in items)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be a list of {inner.__name__}s, got {value!r}") from None
-    if annotation.startswith("dict"):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return value
-    base = annotation.replace(" | None", "").strip()
-    try:
-        if base == "bool":
-            if isinstance(value, bool):
-                return value
-            raise TypeError
-        if base == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if base == "float":
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if base == "str":
-            if isinstance(value, (dict, list)):
-                raise TypeError
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be {base}, got {value!r}") from None
-    return value
 
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
@@ -371,65 +291,86 @@ def parse_quantity(key: str, value: Any) -> float:
     return out
 
 
-def _build(cls: type, tree: dict, prefix: str = "") -> Any:
-    kwargs = {}
-    for f in fields(cls):
-        path = prefix + f.name
-        sub = _section_type(path)
-        if sub is not None:
-            kwargs[f.name] = _build(sub, tree.get(f.name, {}) or {}, path + ".")
-        elif f.name in tree:
-            default = f.default if f.default is not dataclasses.MISSING else None
-            kwargs[f.name] = _coerce(path, tree[f.name], default, str(f.type))
-    return cls(**kwargs)
+def _choice(kind: str, name: Any) -> str:
+    if not isinstance(name, str):
+        raise ConfigError(f"{kind} must be a name, got {name!r}")
+    try:
+        return ALL[kind].check(name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _component_options(section: str, tree: dict, lenient: bool) -> Section:
+    values = dict(tree or {})
+    name = _choice(section, values.pop("name", _DEFAULT_CHOICE[section]))
+    values.update(values.pop("options", None) or {})  # searchkit 0.1 kept them under options
+    cls = getattr(_CHOSEN[section].get(name), "Options", opts.NoOptions)
+    if lenient:  # a stored study of an older version: settings it no longer has are dropped
+        known = opts.fields(cls)
+        values = {k: v for k, v in values.items() if k in known}
+    return Section(name, opts.parse(cls, values, prefix=f"{section}.", owner=f"{section}={name}"))
+
+
+def _constraints(tree: dict) -> dict[str, float]:
+    out = {}
+    for key, value in (tree or {}).items():
+        key = _ALIASES.get(f"constraint.{key}", f"constraint.{key}").partition(".")[2]
+        if key not in COSTS:
+            raise ConfigError(f"unknown key 'constraint.{key}'{did_you_mean(key, COSTS.names(), 0.5, 'constraint.')} "
+                              f"(costs: {', '.join(COSTS.names())})")
+        if value is not None:
+            out[key] = parse_quantity(f"constraint.{key}", value)
+    return out
+
+
+def _build(tree: dict, lenient: bool) -> RunConfig:
+    kwargs: dict[str, Any] = {}
+    hints = opts.fields(RunConfig)
+    for name, hint in hints.items():
+        value = tree.get(name)
+        if name in _CHOSEN:
+            kwargs[name] = _component_options(name, value, lenient)
+        elif name == "constraint":
+            kwargs[name] = _constraints(value)
+        elif name in _SECTIONS:
+            if lenient:
+                known = opts.fields(_SECTIONS[name])
+                value = {k: v for k, v in (value or {}).items() if k in known}
+            kwargs[name] = opts.parse(_SECTIONS[name], value, prefix=f"{name}.", owner=name)
+        elif name in tree:
+            kwargs[name] = opts.coerce(name, value, hint)
+    return RunConfig(**kwargs)
 
 
 def _validate(cfg: RunConfig) -> None:
-    for path, kind in _CHOICES.items():
-        section, _, name = path.partition(".")
-        value = getattr(getattr(cfg, section), name)
-        try:
-            ALL[kind].check(value)
-        except UnknownNameError as exc:
-            raise ConfigError(str(exc)) from None
+    _choice("data", cfg.data.name)
+    _choice("executor", cfg.executor)
     for path, allowed in VALID.items():
-        value: Any = cfg
-        for part in path.split("."):
-            value = getattr(value, part)
-        for item in value if isinstance(value, tuple) else (value,):
-            if item not in allowed:
-                near = difflib.get_close_matches(str(item), allowed, n=1)
-                hint = f"; did you mean '{near[0]}'?" if near else ""
-                raise ConfigError(f"{path}={item} is not valid{hint} (choices: {', '.join(allowed)})")
+        value = getattr(cfg, path)
+        if value not in allowed:
+            raise ConfigError(f"{path}={value} is not valid{did_you_mean(str(value), allowed)} "
+                              f"(choices: {', '.join(allowed)})")
     if not cfg.objectives or cfg.objectives[0] != "accuracy":
         raise ConfigError("objectives must start with accuracy, e.g. objectives=[accuracy,flops]")
+    for name in cfg.objectives[1:]:
+        if name not in COSTS:
+            raise ConfigError(f"objectives: unknown cost '{name}'{did_you_mean(name, COSTS.names())} "
+                              f"(costs: {', '.join(COSTS.names())})")
+    if len(set(cfg.objectives)) != len(cfg.objectives):
+        raise ConfigError(f"objectives must not repeat, got {list(cfg.objectives)}")
     if len(cfg.objectives) > 1 and cfg.pruner != "none":
         raise ConfigError("pruners stop single-objective trials only; drop pruner= for "
                           f"objectives=[{','.join(cfg.objectives)}]")
-    if cfg.latency.target is None and (cfg.constraint.latency_ms is not None or "latency" in cfg.objectives):
+    if cfg.latency.target is None and ("latency" in cfg.constraint or "latency" in cfg.objectives):
         raise ConfigError("latency needs a profiled target: add latency.target=NAME (see "
                           "`searchkit latency profile target=NAME` and `searchkit latency fit target=NAME`)")
     if cfg.latency.margin is not None and not 0 <= cfg.latency.margin < 1:
         raise ConfigError(f"latency.margin must be a fraction in [0, 1), got {cfg.latency.margin}")
-    if len(set(cfg.objectives)) != len(cfg.objectives):
-        raise ConfigError(f"objectives must not repeat, got {list(cfg.objectives)}")
-    if len(cfg.objectives) > 1 and cfg.algo.name in SINGLE_OBJECTIVE_ALGOS:
-        raise ConfigError(f"algo={cfg.algo.name} searches one objective; for objectives="
-                          f"[{','.join(cfg.objectives)}] use algo=ga, nsga2, tpe or random "
-                          "(or keep one objective and bound the others with constraint.*)")
-    if cfg.space.name == "channels" and cfg.space.options:
-        bad = sorted(cfg.space.options)[0]
-        near = difflib.get_close_matches(bad, [f.name for f in fields(SpaceConfig)], n=1)
-        hint = f"; did you mean 'space.{near[0]}'?" if near else ""
-        raise ConfigError(f"unknown key 'space.{bad}' for space=channels{hint}")
-    keep = cfg.space.keep
-    if not keep or any(not 0 < k <= 1 for k in keep) or list(keep) != sorted(set(keep)):
-        raise ConfigError(f"space.keep must be increasing fractions in (0, 1], got {list(keep)}")
     if cfg.trials < 1:
         raise ConfigError(f"trials must be at least 1, got {cfg.trials}")
     if not 0 < cfg.data.val_fraction < 1:
         raise ConfigError(f"data.val_fraction must lie in (0, 1), got {cfg.data.val_fraction}")
-    if cfg.finetune.epochs < 0 or cfg.base.epochs < 0:
+    if cfg.base.epochs < 0:
         raise ConfigError("finetune.epochs and base.epochs must not be negative")
 
 
@@ -442,33 +383,32 @@ def preset_path(kind: str, name: str) -> Path | None:
     return None
 
 
+def overrides_from_yaml(path: Path) -> list[str]:
+    """A preset file as ``key=value`` overrides (values as JSON, which YAML reads back)."""
+    return [f"{key}={json.dumps(value)}" for key, value in _flatten(read_yaml(path))]
+
+
 def load_config(overrides: Iterable[str] = (), base: dict | None = None) -> RunConfig:
     """Resolve a run configuration from overrides (and an optional stored base tree)."""
-    parsed = [parse_override(o) for o in overrides]
-    given = {k: v for k, v in parsed}
+    parsed = [(_normalise(k), v) for k, v in (parse_override(o) for o in overrides)]
+    given = dict(parsed)
     tree: dict = {}
     if base is not None:
         tree = json.loads(json.dumps(base))
+        constraint = tree.get("constraint") or {}
+        tree["constraint"] = {_ALIASES.get(f"constraint.{k}", f"constraint.{k}").partition(".")[2]: v
+                              for k, v in constraint.items()}
     else:
-        space = given.get("space", given.get("space.name", SpaceConfig.name))
-        if not isinstance(space, str):
-            raise ConfigError(f"space must be a name, got {space!r}")
-        try:
-            ALL["space"].check(space)
-        except UnknownNameError as exc:
-            raise ConfigError(str(exc)) from None
-        path = preset_path("spaces", space)
-        if path is not None:
-            for key, value in _flatten(read_yaml(path)):
-                _set(tree, _check_key(key), value)
+        space = _choice("space", given.get("space.name", _DEFAULT_CHOICE["space"]))
+        layers = [preset_path("spaces", space)]
         study = given.get("study")
-        recipe = preset_path("studies", str(study)) if study is not None else None
-        if recipe is not None:
-            for key, value in _flatten(read_yaml(recipe)):
-                _set(tree, _check_key(key), value)
+        layers.append(preset_path("studies", str(study)) if study is not None else None)
+        for path in filter(None, layers):
+            for key, value in _flatten(read_yaml(path)):
+                _set(tree, _normalise(key), value)
     for key, value in parsed:
-        _set(tree, _check_key(key), value)
-    cfg = _build(RunConfig, tree)
+        _set(tree, key, value)
+    cfg = _build(tree, lenient=base is not None)
     _validate(cfg)
     return cfg
 
@@ -481,7 +421,7 @@ def changed_identity(stored: RunConfig, requested: RunConfig) -> list[str]:
                   if k.split(".")[0] not in RESUMABLE_KEYS and a.get(k) != b.get(k))
 
 
-def _flatten_values(tree: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+def _flatten_values(tree: Mapping, prefix: str = "") -> Iterable[tuple[str, Any]]:
     for key, value in tree.items():
         if isinstance(value, dict) and value and not key == "options":
             yield from _flatten_values(value, f"{prefix}{key}.")
@@ -491,3 +431,4 @@ def _flatten_values(tree: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
 
 def ci_mode() -> bool:
     return bool(os.environ.get("CI"))
+

@@ -28,12 +28,10 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -41,97 +39,16 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 from torch.utils.data import TensorDataset
 
+from searchkit.core.budget import STEP_MILESTONES, TrainBudget
 from searchkit.data.base import DataSplits
 from searchkit.progress import bar
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "constant", "step")
-# The "step" schedule divides the learning rate by 10 at these shares of the budget.
-STEP_MILESTONES = (0.5, 0.75)
+# The training budget lives in core (one dataclass for config, evaluator and workers).
+__all__ = ["NonFiniteLossError", "TrainBudget", "evaluate_accuracy", "finetune", "resolve_device"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite: the candidate diverged."""
-
-
-def _choice(kind: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        near = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise ValueError(f"unknown {kind} '{value}'{hint} (choices: {', '.join(choices)})")
-    return value
-
-
-@dataclass(frozen=True)
-class TrainBudget:
-    """How long and how to fine-tune each candidate.
-
-    Attributes:
-        epochs: Passes over the training split; fractional values stop part-way
-            (rounded to whole optimizer steps, at least one).
-        max_batches: Total optimizer steps; when set it overrides ``epochs``.
-        batch_size: Training batch size (the last incomplete batch of an epoch is
-            dropped, so BatchNorm never sees a batch of one).
-        lr: Peak learning rate.
-        momentum: SGD momentum (ignored by Adam).
-        weight_decay: L2 penalty (decoupled for ``adamw``).
-        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"``.
-        schedule: Per-step learning-rate schedule over the whole budget:
-            ``"cosine"`` (to zero), ``"constant"``, or ``"step"`` (x0.1 at 50% and 75%).
-        label_smoothing: Cross-entropy label smoothing.
-        eval_every: Evaluate (and report) every this many steps; ``None`` means once
-            per epoch. The final step is always evaluated.
-    """
-
-    epochs: float = 1.0
-    max_batches: int | None = None
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    optimizer: str = "sgd"
-    schedule: str = "cosine"
-    label_smoothing: float = 0.0
-    eval_every: int | None = None
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.epochs) and self.epochs >= 0):
-            raise ValueError(f"epochs must be a finite number >= 0, got {self.epochs}")
-        if self.max_batches is not None and self.max_batches < 0:
-            raise ValueError(f"max_batches must be >= 0 or None, got {self.max_batches}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-
-    def steps_per_epoch(self, train_size: int) -> int:
-        """Optimizer steps in one epoch over ``train_size`` images."""
-        return max(1, train_size // self.batch_size)
-
-    def total_steps(self, train_size: int) -> int:
-        """Optimizer steps the whole budget takes on ``train_size`` images.
-
-        Useful as the ``max_resource`` of an Optuna Hyperband pruner.
-        """
-        if self.max_batches is not None:
-            return int(self.max_batches)
-        if self.epochs == 0:
-            return 0
-        return max(1, round(self.epochs * self.steps_per_epoch(train_size)))
-
-    def eval_interval(self, train_size: int) -> int:
-        """Steps between two validations."""
-        return self.eval_every or self.steps_per_epoch(train_size)
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:

@@ -1,27 +1,45 @@
-"""Name -> implementation registries for spaces, strategies, models and datasets.
+"""Name -> implementation registries: spaces, cost models, strategies, runners, executors,
+models and datasets.
 
 Entries are declared as ``name -> "module:attribute"`` strings and imported only when
 asked for, so ``searchkit list`` and ``--help`` stay fast and importing searchkit has no
-side effects. A new component is one module plus one line here.
+side effects. A new component is one module plus one line here, or - for a plugin or a
+test - one ``REGISTRY.register(name, "module:attribute")`` line in its own module, named in
+the ``SEARCHKIT_PLUGINS`` environment variable (comma-separated modules, imported when a
+registry is first read, in every process: the command line, Ray workers).
 
 Example:
-    >>> from searchkit.registry import MODELS
-    >>> "resnet56" in MODELS.names()
-    True
+    >>> from searchkit.registry import MODELS, COSTS
+    >>> "resnet56" in MODELS.names(), "flops" in COSTS
+    (True, True)
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
+import os
 from typing import Any
 
+from searchkit.core.errors import UnknownNameError, did_you_mean
 
-class UnknownNameError(KeyError):
-    """An unknown registry name; the message names the nearest valid one."""
+__all__ = ["ALL", "COSTS", "DATASETS", "EXECUTORS", "MODELS", "RUNNERS", "Registry", "SPACES",
+           "STRATEGIES", "UnknownNameError", "load_plugins"]
 
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
+_PLUGINS_LOADED = False
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``SEARCHKIT_PLUGINS`` (once per process)."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for name in filter(None, (m.strip() for m in os.environ.get("SEARCHKIT_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            from searchkit.core.errors import UserError
+            raise UserError(f"SEARCHKIT_PLUGINS names '{name}', which cannot be imported: {exc}") from None
 
 
 class Registry:
@@ -32,32 +50,50 @@ class Registry:
         self._entries = dict(entries)
 
     def names(self) -> list[str]:
+        load_plugins()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        load_plugins()
         return name in self._entries
 
     def register(self, name: str, target: str) -> None:
-        """Add ``name -> "module:attribute"`` (for plugins and tests)."""
+        """Add ``name -> "module:attribute"`` (plugins and tests)."""
         self._entries[name] = target
 
     def check(self, name: str) -> str:
-        if name not in self._entries:
-            near = difflib.get_close_matches(str(name), self._entries, n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else ""
-            raise UnknownNameError(
-                f"unknown {self.kind} '{name}'{hint} (choices: {', '.join(self.names())})"
-            )
+        if name not in self:
+            raise UnknownNameError(f"unknown {self.kind} '{name}'{did_you_mean(str(name), self._entries)} "
+                                   f"(choices: {', '.join(self.names())})")
         return name
 
+    def default(self) -> str:
+        """The first entry declared (the default choice, e.g. the quick start's space)."""
+        return next(iter(self._entries))
+
+    def target(self, name: str) -> str:
+        """The ``"module:attribute"`` of ``name``."""
+        return self._entries[self.check(name)]
+
     def get(self, name: str) -> Any:
-        module, _, attr = self._entries[self.check(name)].partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return resolve(self.target(name))
+
+
+def resolve(target: str) -> Any:
+    """Import ``"module:attribute"``."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 SPACES = Registry("space", {
     "channels": "searchkit.spaces.channels:ChannelSpace",
     "tinynet": "searchkit.spaces.tinynet:TinyNetSpace",
+})
+
+COSTS = Registry("cost", {
+    "flops": "searchkit.costs.models:FlopsCost",
+    "params": "searchkit.costs.models:ParamsCost",
+    "latency": "searchkit.costs.latency_cost:LatencyCost",
 })
 
 STRATEGIES = Registry("algo", {
@@ -66,6 +102,15 @@ STRATEGIES = Registry("algo", {
     "random": "searchkit.strategies.optuna_builtin:make_random",
     "ga": "searchkit.strategies.ga:GASampler",
     "nsga2": "searchkit.strategies.optuna_builtin:make_nsga2",
+})
+
+RUNNERS = Registry("runner", {
+    "asktell": "searchkit.strategies.asktell:AskTellRunner",
+})
+
+EXECUTORS = Registry("executor", {
+    "local": "searchkit.execution.local:run_locally",
+    "ray": "searchkit.execution.ray_tune:run_with_ray",
 })
 
 MODELS = Registry("model", {
@@ -91,4 +136,5 @@ DATASETS = Registry("data", {
     "synthetic": "searchkit.data.synthetic:load_synthetic",
 })
 
-ALL = {"space": SPACES, "algo": STRATEGIES, "model": MODELS, "data": DATASETS}
+ALL = {"space": SPACES, "cost": COSTS, "algo": STRATEGIES, "runner": RUNNERS, "executor": EXECUTORS,
+       "model": MODELS, "data": DATASETS}

@@ -1,14 +1,16 @@
 """One self-contained HTML report of a study, plus its trials as CSV and Parquet.
 
 ``write_report(study)`` reads only the study (its trials, the stored run configuration and
-the base model's figures) and writes ``reports/<study>/index.html`` (plotly.js inline, so
-the page opens offline), ``trials.csv`` and ``trials.parquet`` beside it. The page starts
-with what to export: the best-accuracy architecture and the accuracy-vs-FLOPs Pareto front,
-each with its ``searchkit export`` command; then the search history, the Pareto plots, the
-per-layer widths of the architectures worth keeping, and a sortable table of all trials.
+the ``searchkit:base`` record) and writes ``reports/<study>/index.html`` (plotly.js inline,
+so the page opens offline), ``trials.csv`` and ``trials.parquet`` beside it. The page starts
+with what to export: the best-accuracy architecture and the Pareto front of accuracy
+against the study's main cost (its first cost objective, else its first bound, else FLOPs),
+each with its ``searchkit export`` command; then the search history, accuracy against
+every priced cost, the per-layer view of the architectures worth keeping (from each
+trial's ``describe`` record), and a sortable table of all trials.
 
-Accuracy and costs are always read from the user attrs the driver writes (``val_accuracy``,
-``flops``, ``params``, ...), so single- and multi-objective studies are reported alike.
+Accuracy and costs are read from the trials' records (``val_accuracy``, ``cost:<name>``),
+so single- and multi-objective studies, and every space, are reported alike.
 
 Example:
     >>> import optuna, tempfile
@@ -33,14 +35,21 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from searchkit import study as st
+from searchkit.config import DEFAULT_STORAGE
 
-DEFAULT_STORAGE = "sqlite:///studies/searchkit.db"
 MAX_WIDTH_PLOTS = 8  # architectures in the per-layer chart; more bars than this are unreadable
+MAX_COST_PANELS = 3  # accuracy-vs-cost panels side by side
 
 # Trial labels, in the order the header lists them.
 LABELS = ("COMPLETE", "INFEASIBLE", "DUPLICATE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 BLUE, RED, GREY, GOLD, GREEN, ORANGE = "#1f77b4", "#d62728", "#9aa0a6", "#f2b705", "#2ca02c", "#ff7f0e"
+
+# What a cost's numbers mean, for studies whose base record does not say (searchkit 0.1).
+_KNOWN_COSTS = {"flops": {"unit": "MACs", "relative": True, "title": "FLOPs (MACs)"},
+                "params": {"unit": "params", "relative": True, "title": "parameters"},
+                "latency": {"unit": "ms", "relative": False, "title": "predicted latency (ms)"}}
+_SHORT = {"flops": "FLOPs", "params": "parameters"}  # panel titles
 
 
 @dataclass
@@ -53,12 +62,22 @@ class _Summary:
     frame: pd.DataFrame            # one row per trial
     trials: dict[int, FrozenTrial]
     best: int | None               # trial number of the best-accuracy trained trial
-    pareto_flops: list[int]        # non-dominated (accuracy up, FLOPs down), by FLOPs
-    pareto_params: list[int]
-    flops_bound: float | None
-    params_bound: float | None
-    pareto_latency: list[int] = field(default_factory=list)  # with a latency target
-    latency_bound: float | None = None
+    costs: list[str]               # priced costs, the main one first
+    base_costs: dict[str, float]
+    info: dict[str, dict]          # per cost: unit, relative, title
+    bounds: dict[str, float]       # absolute bound per constrained cost
+    fronts: dict[str, list[int]] = field(default_factory=dict)  # per cost, cheapest first
+
+    @property
+    def main(self) -> str | None:
+        return self.costs[0] if self.costs else None
+
+    @property
+    def front(self) -> list[int]:
+        return self.fronts.get(self.main, []) if self.main else []
+
+    def title(self, cost: str) -> str:
+        return self.info.get(cost, {}).get("title", cost)
 
 
 # --- public entry point ------------------------------------------------------------------
@@ -121,14 +140,6 @@ def _num(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _label(t: FrozenTrial) -> str:
-    if t.user_attrs.get(st.INFEASIBLE):
-        return "INFEASIBLE"
-    if t.user_attrs.get(st.DUPLICATE_OF) is not None:
-        return "DUPLICATE"
-    return t.state.name
-
-
 def _accuracy(t: FrozenTrial) -> float | None:
     acc = _num(t.user_attrs.get("val_accuracy"))
     if acc is None and t.state == TrialState.COMPLETE and t.values:
@@ -136,13 +147,13 @@ def _accuracy(t: FrozenTrial) -> float | None:
     return acc
 
 
-def _bound(value: Any, base: float | None) -> float | None:
-    value = _num(value)
-    if value is None:
-        return None
-    if value <= 1:
-        return value * base if base else None
-    return value
+def _cost_order(config: dict, priced: set[str]) -> list[str]:
+    """Priced costs, the main one first: cost objectives, bounded costs, then the rest."""
+    objectives = list(config.get("objectives") or ["accuracy"])[1:]
+    bounded = [k for k, v in (config.get("constraint") or {}).items() if v is not None]
+    bounded = ["latency" if k == "latency_ms" else k for k in bounded]
+    order = [*objectives, *bounded, "flops", "params", "latency", *sorted(priced)]
+    return [c for c in dict.fromkeys(order) if c in priced]
 
 
 def _summarize(study: optuna.Study) -> _Summary:
@@ -151,50 +162,69 @@ def _summarize(study: optuna.Study) -> _Summary:
     base = _json_attr(study.user_attrs.get(st.BASE_KEY)) or {}
     base = base if isinstance(base, dict) else {}
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    base_flops, base_params = _num(base.get("flops")), _num(base.get("params"))
+    base_costs = st.base_costs(base)
+    priced: set[str] = set(base_costs)
+    for t in trials.values():
+        priced |= set(st.trial_costs(t))
+        priced |= {k for k in ("flops", "params", "latency") if _num(t.user_attrs.get(k)) is not None}
+    costs = _cost_order(config, priced)
+    info = {c: {**_KNOWN_COSTS.get(c, {"unit": "", "relative": True, "title": c}),
+                **((base.get("cost_info") or {}).get(c) or {})} for c in costs}
     rows = []
     for t in trials.values():
         ua = t.user_attrs
-        flops, params = _num(ua.get(st.FLOPS)), _num(ua.get(st.PARAMS))
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
-        rows.append({
-            "number": t.number, "state": t.state.name, "label": _label(t),
-            "accuracy": _accuracy(t), "flops": flops, "params": params, "latency": _num(ua.get(st.LATENCY)),
-            "flops_ratio": _num(ua.get("flops_ratio")) or (flops / base_flops if flops and base_flops else None),
-            "params_ratio": _num(ua.get("params_ratio")) or (params / base_params if params and base_params else None),
-            "archid": ua.get(st.ARCHID), "duration_s": duration,
-            "train_s": _num(ua.get("seconds")),
-            "evaluated": bool(ua.get(st.EVALUATED)), "infeasible": bool(ua.get(st.INFEASIBLE)),
-            "duplicate_of": ua.get(st.DUPLICATE_OF), "fail_reason": ua.get(st.FAIL_REASON),
-            "genome": _json_attr(ua.get(st.GENOME)),
-        })
-    columns = ["number", "state", "label", "accuracy", "flops", "params", "latency", "flops_ratio", "params_ratio",
-               "archid", "duration_s", "train_s", "evaluated", "infeasible", "duplicate_of",
-               "fail_reason", "genome"]
+        row = {"number": t.number, "state": t.state.name, "label": st.label(t), "accuracy": _accuracy(t)}
+        for c in costs:
+            value = st.trial_cost(t, c)
+            row[c] = value
+            b = base_costs.get(c)
+            row[f"{c}_ratio"] = value / b if value is not None and b else None
+        row.update({"archid": ua.get(st.ARCHID), "duration_s": duration, "train_s": _num(ua.get("seconds")),
+                    "evaluated": bool(ua.get(st.EVALUATED)), "infeasible": bool(ua.get(st.INFEASIBLE)),
+                    "duplicate_of": ua.get(st.DUPLICATE_OF), "fail_reason": ua.get(st.FAIL_REASON),
+                    "source": ua.get(st.SOURCE), "genome": _json_attr(ua.get(st.GENOME))})
+        rows.append(row)
+    columns = ["number", "state", "label", "accuracy", *[x for c in costs for x in (c, f"{c}_ratio")],
+               "archid", "duration_s", "train_s", "evaluated", "infeasible", "duplicate_of", "fail_reason",
+               "source", "genome"]
     frame = pd.DataFrame(rows, columns=columns)
-    trained = frame[(frame.label == "COMPLETE") & frame.evaluated & frame.accuracy.notna()] \
-        if len(frame) else frame
+    trained = _trained(frame)
     best = None
     if len(trained):
-        ranked = trained.assign(_f=trained.flops.fillna(math.inf)).sort_values(
+        main = costs[0] if costs else None
+        ranked = trained.assign(_f=trained[main].fillna(math.inf) if main else 0).sort_values(
             ["accuracy", "_f", "number"], ascending=[False, True, True])
         best = int(ranked.number.iloc[0])
-    constraint = config.get("constraint") or {}
-    return _Summary(
-        name=study.study_name, config=config, base=base, frame=frame, trials=trials, best=best,
-        pareto_flops=_front(study, trained, "flops"), pareto_params=_front(study, trained, "params"),
-        flops_bound=_bound(constraint.get("flops"), base_flops),
-        params_bound=_bound(constraint.get("params"), base_params),
-        pareto_latency=_front(study, trained, "latency") if trained.latency.notna().any() else [],
-        latency_bound=_num(constraint.get("latency_ms")))
+    bounds = {}
+    for name, value in (config.get("constraint") or {}).items():
+        name = "latency" if name == "latency_ms" else name
+        value = _num(value)
+        if value is None or name not in costs:
+            continue
+        if info[name].get("relative", True) and value <= 1:
+            if base_costs.get(name):
+                bounds[name] = value * base_costs[name]
+        else:
+            bounds[name] = value
+    s = _Summary(name=study.study_name, config=config, base=base, frame=frame, trials=trials, best=best,
+                 costs=costs, base_costs=base_costs, info=info, bounds=bounds)
+    s.fronts = {c: _front(study, trained, c) for c in costs}
+    return s
+
+
+def _trained(frame: pd.DataFrame) -> pd.DataFrame:
+    if not len(frame):
+        return frame
+    return frame[(frame.label == "COMPLETE") & frame.evaluated & frame.accuracy.notna()]
 
 
 def _front(study: optuna.Study, trained: pd.DataFrame, cost: str) -> list[int]:
-    """The front ``searchkit export top=pareto`` exports (cheapest first), so both agree."""
+    """The front ``searchkit export top=pareto`` exports for this cost (cheapest first)."""
     try:
         numbers = {t.number for t in st.pareto_trials(study, ("accuracy", cost))}
-    except (KeyError, TypeError, ValueError, IndexError):  # a trial without that cost
+    except (KeyError, TypeError, ValueError, IndexError):  # trials made outside searchkit
         return _pareto(trained, cost)
     rows = trained[trained.number.isin(numbers)]
     return [int(n) for n in rows.sort_values([cost, "accuracy", "number"], ascending=[True, False, True]).number]
@@ -218,8 +248,8 @@ def _export_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["genome"] = [json.dumps(g, sort_keys=True) if g is not None else None for g in out.genome]
     out["duplicate_of"] = out.duplicate_of.astype("Int64")
-    out["fail_reason"] = out.fail_reason.astype("string")
-    out["archid"] = out.archid.astype("string")
+    for col in ("fail_reason", "archid", "source"):
+        out[col] = out[col].astype("string")
     return out
 
 
@@ -251,8 +281,16 @@ def _export_command(s: _Summary, number: int) -> str:
     cmd = f"searchkit export study={s.name} trial={number}"
     storage = s.config.get("storage")
     if storage and storage != DEFAULT_STORAGE:
-        cmd += f" storage={st._redact(storage)}"
+        cmd += f" storage={st.redact(storage)}"
     return cmd
+
+
+def _cost_text(s: _Summary, cost: str, value: float | None, ratio: float | None) -> str:
+    if value is None or pd.isna(value):
+        return f"{cost} –"
+    if ratio is not None and not pd.isna(ratio):
+        return f"{cost} {_si(value)} ({_pct(ratio)} of base)"
+    return f"{cost} {_si(value)} {s.info.get(cost, {}).get('unit', '')}".rstrip()
 
 
 # --- figures -----------------------------------------------------------------------------
@@ -268,14 +306,12 @@ def _fig_html(fig, div_id: str, height: int, legend_y: float = 1.02) -> str:
                        config={"displaylogo": False, "responsive": True})
 
 
-def _hover(row) -> str:
+def _hover(s: _Summary, row) -> str:
     parts = [f"trial #{row.number}", f"accuracy {_acc(row.accuracy)}"]
-    if row.flops is not None and not pd.isna(row.flops):
-        parts.append(f"FLOPs {_si(row.flops)} ({_pct(row.flops_ratio)} of base)")
-    if row.params is not None and not pd.isna(row.params):
-        parts.append(f"params {_si(row.params)} ({_pct(row.params_ratio)})")
-    if getattr(row, "latency", None) is not None and not pd.isna(row.latency):
-        parts.append(f"latency {row.latency:.3f} ms (predicted)")
+    for c in s.costs:
+        value = getattr(row, c, None)
+        if value is not None and not pd.isna(value):
+            parts.append(_cost_text(s, c, value, getattr(row, f"{c}_ratio", None)))
     return "<br>".join(parts)
 
 
@@ -284,23 +320,24 @@ def _history_figure(s: _Summary) -> str:
     from plotly.subplots import make_subplots
 
     f = s.frame.sort_values("number")
+    main = s.main
+    ratio = f"{main}_ratio" if main and f[f"{main}_ratio"].notna().any() else main
+    lower = (f"{s.title(main)} of every candidate (priced before training)" if main else "no costs priced")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.64, 0.36], vertical_spacing=0.08,
-                        subplot_titles=("Validation accuracy of trained candidates",
-                                        "FLOPs of every candidate (priced before training)"))
+                        subplot_titles=("Validation accuracy of trained candidates", lower))
     trained = f[(f.label == "COMPLETE") & f.evaluated & f.accuracy.notna()]
     stopped = f[(f.label == "PRUNED") & f.evaluated & f.accuracy.notna()]
     dups = f[(f.label == "DUPLICATE") & f.accuracy.notna()]
     fig.add_trace(go.Scatter(x=trained.number, y=trained.accuracy, mode="markers", name="trained",
-                             marker=dict(color=BLUE, size=8), hovertext=[_hover(r) for r in trained.itertuples()],
+                             marker=dict(color=BLUE, size=8), hovertext=[_hover(s, r) for r in trained.itertuples()],
                              hoverinfo="text"), row=1, col=1)
     if len(trained):
-        best = trained.accuracy.cummax()
-        fig.add_trace(go.Scatter(x=trained.number, y=best, mode="lines", name="best so far",
+        fig.add_trace(go.Scatter(x=trained.number, y=trained.accuracy.cummax(), mode="lines", name="best so far",
                                  line=dict(color=GREEN, shape="hv", width=2), hoverinfo="skip"), row=1, col=1)
     if len(stopped):
         fig.add_trace(go.Scatter(x=stopped.number, y=stopped.accuracy, mode="markers", name="stopped early (pruner)",
                                  marker=dict(color=ORANGE, size=8, symbol="circle-open"),
-                                 hovertext=[_hover(r) for r in stopped.itertuples()], hoverinfo="text"), row=1, col=1)
+                                 hovertext=[_hover(s, r) for r in stopped.itertuples()], hoverinfo="text"), row=1, col=1)
     if len(dups):
         fig.add_trace(go.Scatter(x=dups.number, y=dups.accuracy, mode="markers", name="duplicate (not retrained)",
                                  marker=dict(color=GREY, size=7, symbol="x-thin-open", line=dict(width=2)),
@@ -310,23 +347,26 @@ def _history_figure(s: _Summary) -> str:
     if base_acc is not None:
         fig.add_hline(y=base_acc, line=dict(color=GREY, dash="dash"), row=1, col=1,
                       annotation_text=f"base {base_acc:.4f}", annotation_position="bottom right")
-    priced = f[f.flops_ratio.notna()]
-    ok = priced[~priced.infeasible]
-    bad = priced[priced.infeasible]
-    fig.add_trace(go.Scatter(x=ok.number, y=ok.flops_ratio, mode="markers", name="feasible",
-                             marker=dict(color=BLUE, size=6, opacity=0.6),
-                             hovertext=[f"trial #{r.number} ({r.label.lower()}): {_pct(r.flops_ratio)} of base FLOPs"
-                                        for r in ok.itertuples()], hoverinfo="text"), row=2, col=1)
-    fig.add_trace(go.Scatter(x=bad.number, y=bad.flops_ratio, mode="markers", name="infeasible (not trained)",
-                             marker=dict(color=RED, size=8, symbol="x"),
-                             hovertext=[f"trial #{r.number}: infeasible, {_pct(r.flops_ratio)} of base FLOPs"
-                                        for r in bad.itertuples()], hoverinfo="text"), row=2, col=1)
-    if s.flops_bound and _num(s.base.get("flops")):
-        ratio = s.flops_bound / float(s.base["flops"])
-        fig.add_hline(y=ratio, line=dict(color=RED, dash="dot"), row=2, col=1,
-                      annotation_text=f"bound {_pct(ratio)}", annotation_position="top right")
+    if main:
+        priced = f[f[ratio].notna()]
+        ok, bad = priced[~priced.infeasible], priced[priced.infeasible]
+        shown = (lambda v: _pct(v)) if ratio != main else (lambda v: _si(v))
+        fig.add_trace(go.Scatter(x=ok.number, y=ok[ratio], mode="markers", name="feasible",
+                                 marker=dict(color=BLUE, size=6, opacity=0.6),
+                                 hovertext=[f"trial #{r.number} ({r.label.lower()}): {main} {shown(getattr(r, ratio))}"
+                                            for r in ok.itertuples()], hoverinfo="text"), row=2, col=1)
+        fig.add_trace(go.Scatter(x=bad.number, y=bad[ratio], mode="markers", name="infeasible (not trained)",
+                                 marker=dict(color=RED, size=8, symbol="x"),
+                                 hovertext=[f"trial #{r.number}: infeasible, {main} {shown(getattr(r, ratio))}"
+                                            for r in bad.itertuples()], hoverinfo="text"), row=2, col=1)
+        bound = s.bounds.get(main)
+        if bound:
+            y = bound / s.base_costs[main] if ratio != main and s.base_costs.get(main) else bound
+            fig.add_hline(y=y, line=dict(color=RED, dash="dot"), row=2, col=1,
+                          annotation_text=f"bound {shown(y)}", annotation_position="top right")
+        fig.update_yaxes(title_text=f"{main} / base" if ratio != main else s.title(main),
+                         tickformat=".0%" if ratio != main else ".3~s", row=2, col=1)
     fig.update_yaxes(title_text="val accuracy", row=1, col=1)
-    fig.update_yaxes(title_text="FLOPs / base", tickformat=".0%", row=2, col=1)
     fig.update_xaxes(title_text="trial number", row=2, col=1)
     if len(f) and int(f.number.max()) <= 15:  # whole trial numbers only
         fig.update_xaxes(dtick=1)
@@ -337,48 +377,46 @@ def _pareto_figure(s: _Summary) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    f = s.frame
-    trained = f[(f.label == "COMPLETE") & f.evaluated & f.accuracy.notna()]
-    panels = [("flops", s.pareto_flops, s.flops_bound, "FLOPs (MACs)"),
-              ("params", s.pareto_params, s.params_bound, "parameters")]
-    titles = ["Accuracy vs FLOPs", "Accuracy vs parameters"]
-    if s.pareto_latency:
-        target = (s.config.get("latency") or {}).get("target")
-        panels.append(("latency", s.pareto_latency, s.latency_bound, f"predicted latency (ms) on {target}"))
-        titles.append("Accuracy vs latency")
+    trained = _trained(s.frame)
+    panels = s.costs[:MAX_COST_PANELS]
+    target = (s.config.get("latency") or {}).get("target")
+    titles = [f"Accuracy vs {_SHORT.get(c, c)}" for c in panels]
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.06,
                         subplot_titles=titles)
     base_acc = _num(s.base.get("accuracy"))
-    for col, (cost, front, bound, title) in enumerate(panels, start=1):
+    for col, cost in enumerate(panels, start=1):
         first = col == 1
+        front = s.fronts.get(cost, [])
         pts = trained[trained[cost].notna()]
         fig.add_trace(go.Scatter(x=pts[cost], y=pts.accuracy, mode="markers", name="trained",
                                  legendgroup="trained", showlegend=first,
                                  marker=dict(color=BLUE, size=7, opacity=0.45),
-                                 hovertext=[_hover(r) for r in pts.itertuples()], hoverinfo="text"), row=1, col=col)
+                                 hovertext=[_hover(s, r) for r in pts.itertuples()], hoverinfo="text"), row=1, col=col)
         fr = pts.set_index("number").loc[front].reset_index() if front else pts.iloc[:0]
         fig.add_trace(go.Scatter(x=fr[cost], y=fr.accuracy, mode="lines+markers+text", name="Pareto-optimal",
                                  legendgroup="pareto", showlegend=first, line=dict(color=RED, shape="hv"),
                                  marker=dict(color=RED, size=10), text=_sparse_labels(list(fr.number), s.best),
                                  textposition="top left", textfont=dict(color=RED),
-                                 hovertext=[_hover(r) for r in fr.itertuples()], hoverinfo="text"), row=1, col=col)
+                                 hovertext=[_hover(s, r) for r in fr.itertuples()], hoverinfo="text"), row=1, col=col)
         if s.best is not None:
             b = pts[pts.number == s.best]
             fig.add_trace(go.Scatter(x=b[cost], y=b.accuracy, mode="markers", name=f"best accuracy (#{s.best})",
                                      legendgroup="best", showlegend=first,
                                      marker=dict(color=GOLD, size=16, symbol="diamond", line=dict(color="black", width=1)),
-                                     hovertext=[_hover(r) for r in b.itertuples()], hoverinfo="text"), row=1, col=col)
-        base_cost = _num(s.base.get(cost))
+                                     hovertext=[_hover(s, r) for r in b.itertuples()], hoverinfo="text"), row=1, col=col)
+        base_cost = s.base_costs.get(cost)
         if base_cost is not None and base_acc is not None:
             fig.add_trace(go.Scatter(x=[base_cost], y=[base_acc], mode="markers", name="base model",
                                      legendgroup="base", showlegend=first,
                                      marker=dict(color="black", size=18, symbol="star"),
-                                     hovertext=f"base {s.base.get('model', '')}<br>accuracy {base_acc:.4f}"
-                                               f"<br>{title} {_si(base_cost)}", hoverinfo="text"), row=1, col=col)
+                                     hovertext=f"base {s.base.get('model') or ''}<br>accuracy {base_acc:.4f}"
+                                               f"<br>{s.title(cost)} {_si(base_cost)}", hoverinfo="text"), row=1, col=col)
+        bound = s.bounds.get(cost)
         if bound:
             fig.add_vline(x=bound, line=dict(color=RED, dash="dot"), row=1, col=col,
                           annotation_text=f"{cost} bound {_si(bound)}", annotation_position="top left")
-        fig.update_xaxes(title_text=title, tickformat=".3~s", rangemode="tozero", row=1, col=col)
+        axis = s.title(cost) + (f" on {target}" if cost == "latency" and target else "")
+        fig.update_xaxes(title_text=axis, tickformat=".3~s", rangemode="tozero", row=1, col=col)
     fig.update_yaxes(title_text="val accuracy", row=1, col=1)
     return _fig_html(fig, "plot-pareto", 520, legend_y=1.1)
 
@@ -390,49 +428,8 @@ def _sparse_labels(numbers: list[int], best: int | None, most: int = 8) -> list[
             for i, n in enumerate(numbers)]
 
 
-def _kept(keep: list[float], widths: list[int]) -> list[int]:
-    # Same rounding as the surgery and the cost table (searchkit.models.surgery.keep_counts).
-    return [max(1, math.floor(c * f + 1e-9)) for c, f in zip(widths, keep)]
-
-
-def _unit_layout(s: _Summary, numbers: list[int]) -> tuple[list[str], list[int] | None, dict[int, list[float]], bool]:
-    """Unit labels, base widths (or None), per-trial values and whether values are channels."""
-    n = max(len(s.trials[k].user_attrs.get(st.GENOME, {}).get("keep", [])) for k in numbers)
-    names = s.base.get("unit_names")
-    base_widths = s.base.get("base_widths")
-    if not (isinstance(names, list) and len(names) == n):
-        names = None
-        for k in numbers:  # the driver stores {unit name: kept indices} for trained trials
-            hist = s.trials[k].user_attrs.get("kept_indices")
-            if isinstance(hist, dict) and len(hist) == n:
-                names = list(hist)
-                break
-    if not (isinstance(base_widths, list) and len(base_widths) == n):
-        base_widths = None
-    values: dict[int, list[float]] = {}
-    channels = True
-    for k in numbers:
-        ua = s.trials[k].user_attrs
-        keep = _json_attr(ua.get(st.GENOME))["keep"]
-        widths = ua.get("widths")
-        hist = ua.get("kept_indices")
-        if isinstance(widths, list) and len(widths) == n:
-            values[k] = widths
-        elif base_widths:
-            values[k] = _kept(keep, base_widths)
-        elif isinstance(hist, dict) and len(hist) == n and names == list(hist):
-            values[k] = [len(v) for v in hist.values()]
-        else:
-            channels = False
-    if not channels:
-        values = {k: list(_json_attr(s.trials[k].user_attrs.get(st.GENOME))["keep"]) for k in numbers}
-        base_widths = None
-    labels = names or [f"unit {i}" for i in range(n)]
-    return [str(x) for x in labels], base_widths, values, channels
-
-
 def _shown_architectures(s: _Summary) -> list[int]:
-    front = list(s.pareto_flops)
+    front = list(s.front)
     if len(front) > MAX_WIDTH_PLOTS - 1:  # evenly spread along the front, ends included
         step = (len(front) - 1) / (MAX_WIDTH_PLOTS - 2)
         front = sorted({front[round(i * step)] for i in range(MAX_WIDTH_PLOTS - 1)})
@@ -440,37 +437,47 @@ def _shown_architectures(s: _Summary) -> list[int]:
     return out + [k for k in front if k != s.best]
 
 
+def _layers(record: Any) -> dict | None:
+    """A ``describe`` record's per-layer view, if it has a usable one."""
+    layers = (record or {}).get("layers") if isinstance(record, dict) else None
+    if isinstance(layers, dict) and isinstance(layers.get("values"), list) and layers["values"] \
+            and isinstance(layers.get("names"), list) and len(layers["names"]) == len(layers["values"]):
+        return layers
+    return None
+
+
 def _widths_section(s: _Summary) -> str:
     numbers = _shown_architectures(s)
     if not numbers:
         return ""
-    genomes = {k: _json_attr(s.trials[k].user_attrs.get(st.GENOME)) for k in numbers}
-    if not all(isinstance(g, dict) and isinstance(g.get("keep"), list) and g["keep"] for g in genomes.values()):
+    views = {k: _layers(_json_attr(s.trials[k].user_attrs.get(st.DESCRIBE))) for k in numbers}
+    names = {tuple(v["names"]) for v in views.values() if v}
+    if not all(views.values()) or len(names) != 1:
+        genomes = {k: _json_attr(s.trials[k].user_attrs.get(st.GENOME)) for k in numbers}
         return _genome_table(s, numbers, genomes)
     import plotly.graph_objects as go
 
-    labels, base_widths, values, channels = _unit_layout(s, numbers)
+    labels = [str(n) for n in next(iter(names))]
+    first = next(iter(views.values()))
+    label = first.get("label") or "value"
+    base_view = _layers(s.base.get("describe"))
+    base = first.get("base") or (base_view["values"] if base_view and base_view["names"] == first["names"] else None)
     fig = go.Figure()
-    if base_widths:
-        fig.add_trace(go.Bar(x=labels, y=base_widths, name="base", marker_color="#d9d9d9",
+    if base:
+        fig.add_trace(go.Bar(x=labels, y=base, name="base", marker_color="#d9d9d9",
                              marker_line=dict(color=GREY, width=1)))
     palette = [GOLD, RED, "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22", BLUE]
     row = s.frame.set_index("number")
+    main = s.main
     for i, k in enumerate(numbers):
         tag = "best" if k == s.best else "Pareto"
-        name = f"#{k} ({tag}, acc {_acc(row.accuracy[k])}, {_pct(row.flops_ratio[k])} FLOPs)"
-        fig.add_trace(go.Bar(x=labels, y=values[k], name=name, marker_color=palette[i % len(palette)]))
-    if channels:
-        ytitle = "channels"
-        note = ("Kept channels per prunable unit" + (", against the base widths (grey)" if base_widths else "")
-                + ", for the best and the Pareto-optimal architectures.")
-    else:
-        ytitle = "kept / base"
-        fig.add_hline(y=1.0, line=dict(color=GREY, dash="dash"), annotation_text="base (100%)")
-        note = ("Preserved fraction of channels per prunable unit, for the best and the Pareto-optimal "
-                "architectures (unit names and base widths are not stored in this study).")
+        cost = f", {_pct(row[f'{main}_ratio'][k])} {main}" if main and row[f"{main}_ratio"].notna()[k] else ""
+        fig.add_trace(go.Bar(x=labels, y=views[k]["values"], name=f"#{k} ({tag}, acc {_acc(row.accuracy[k])}{cost})",
+                             marker_color=palette[i % len(palette)]))
+    note = (f"{label[:1].upper()}{label[1:]} per layer" + (", against the base (grey)" if base else "")
+            + ", for the best and the Pareto-optimal architectures.")
     fig.update_layout(barmode="group", bargap=0.25)
-    fig.update_yaxes(title_text=ytitle, tickformat=".0%" if not channels else None)
+    fig.update_yaxes(title_text=label)
     return f"<p class='note'>{_e(note)}</p>" + _fig_html(fig, "plot-widths", 460)
 
 
@@ -552,12 +559,13 @@ def _page(s: _Summary, notes: list[str]) -> str:
     f = s.frame
     if len(f):
         body.append("<h2>History</h2><div class='panel'>" + _history_figure(s) + "</div>")
-        if s.best is not None:
+        if s.best is not None and s.costs:
             body.append("<h2>Pareto front</h2><p class='note'>Every trained candidate; the red line joins the "
                         "non-dominated ones (no other candidate is both more accurate and cheaper). "
                         "★ is the base model, the dotted line the constraint bound.</p>"
                         "<div class='panel'>" + _pareto_figure(s) + "</div>")
-            body.append("<h2>Per-layer widths</h2><div class='panel'>" + _widths_section(s) + "</div>")
+        if s.best is not None:
+            body.append("<h2>Per-layer view</h2><div class='panel'>" + _widths_section(s) + "</div>")
         body.append("<h2>All trials</h2><p class='note'>Click a column to sort. "
                     "Highlighted: best (yellow) and Pareto-optimal (red) trials.</p>" + _trial_table(s))
     body += [f"<p class='note'>{_e(n)}</p>" for n in notes]
@@ -574,11 +582,13 @@ def _page(s: _Summary, notes: list[str]) -> str:
 def _header(s: _Summary) -> str:
     c = s.config
     space, data, algo = c.get("space") or {}, c.get("data") or {}, c.get("algo") or {}
-    limits = {k: _num(v) for k, v in (c.get("constraint") or {}).items()}
-    constraint = ", ".join(f"{k} ≤ {_pct(v) + ' of base' if v <= 1 else _si(v)}"
-                           for k, v in limits.items() if v is not None) or "none"
+    limits = {("latency" if k == "latency_ms" else k): _num(v) for k, v in (c.get("constraint") or {}).items()}
+    constraint = ", ".join(
+        f"{k} ≤ {_pct(v) + ' of base' if v <= 1 and s.info.get(k, {}).get('relative', True) else _si(v)}"
+        for k, v in limits.items() if v is not None) or "none"
+    model = space.get("model") or s.base.get("model")
     sub = " · ".join(x for x in [
-        f"space <b>{_e(space.get('name', '?'))}</b>", f"model <b>{_e(space.get('model', s.base.get('model', '?')))}</b>",
+        f"space <b>{_e(space.get('name', '?'))}</b>", f"model <b>{_e(model)}</b>" if model else "",
         f"data <b>{_e(data.get('name', '?'))}</b>", f"algo <b>{_e(algo.get('name', '?'))}</b>",
         f"objectives <b>{_e(', '.join(c.get('objectives') or ['accuracy']))}</b>",
         f"constraint <b>{_e(constraint)}</b>",
@@ -588,22 +598,30 @@ def _header(s: _Summary) -> str:
     counts = {label: int((s.frame.label == label).sum()) if len(s.frame) else 0 for label in LABELS}
     chips = "".join(f"<span class='chip {k}'>{k.lower()} {v}</span>" for k, v in counts.items()
                     if v or k in LABELS[:6])
-    base_acc = _num(s.base.get("accuracy"))
-    cards = [("base accuracy", _acc(base_acc)), ("base FLOPs", _si(_num(s.base.get("flops")))),
-             ("base params", _si(_num(s.base.get("params")))), ("trials", str(len(s.frame)))]
+    cards = [("base accuracy", _acc(_num(s.base.get("accuracy"))))]
+    cards += [(f"base {c}", _si(s.base_costs.get(c))) for c in s.costs[:2]]
+    cards.append(("trials", str(len(s.frame))))
     if s.best is not None:
         r = s.frame.set_index("number").loc[s.best]
         cards.append(("best accuracy", f"{_acc(r.accuracy)} (#{s.best})"))
-        cards.append(("its FLOPs", f"{_pct(r.flops_ratio)} of base" if r.flops_ratio else _si(r.flops)))
+        if s.main:
+            ratio = r[f"{s.main}_ratio"]
+            cards.append((f"its {s.main}", f"{_pct(ratio)} of base" if ratio is not None and not pd.isna(ratio)
+                          else _si(r[s.main])))
     card_html = "".join(f"<div class='card'><b>{_e(k)}</b><span>{_e(v)}</span></div>" for k, v in cards)
     return (f"<h1>{_e(s.name)}</h1><div class='sub'>{sub}</div>"
             f"<div class='cards'>{card_html}</div><div>{chips}</div>")
 
 
-def _reduction(ratio: float | None) -> str:
-    if ratio is None or pd.isna(ratio) or ratio <= 0:
-        return ""
-    return f"FLOPs −{100 * (1 - ratio):.0f}% ({1 / ratio:.2f}× fewer)" if ratio < 1 else f"{_pct(ratio)} of base FLOPs"
+def _reduction(s: _Summary, row) -> str:
+    parts = []
+    for c in s.costs[:2]:
+        ratio = row[f"{c}_ratio"]
+        if ratio is None or pd.isna(ratio) or ratio <= 0:
+            continue
+        parts.append(f"{c} −{100 * (1 - ratio):.0f}% ({1 / ratio:.2f}× less)" if ratio < 1
+                     else f"{_pct(ratio)} of base {c}")
+    return ", ".join(parts)
 
 
 def _pick_section(s: _Summary) -> str:
@@ -618,39 +636,44 @@ def _pick_section(s: _Summary) -> str:
     base_acc = _num(s.base.get("accuracy"))
     b = row.loc[s.best]
     delta = f" ({b.accuracy - base_acc:+.4f} vs base)" if base_acc is not None else ""
-    headline = (f"Best accuracy: <b>trial #{s.best}</b> — accuracy <b>{_acc(b.accuracy)}</b>{_e(delta)}, "
-                f"{_e(_reduction(b.flops_ratio))}, params {_e(_pct(b.params_ratio))} of base. "
+    headline = (f"Best accuracy: <b>trial #{s.best}</b> — accuracy <b>{_acc(b.accuracy)}</b>{_e(delta)}"
+                f"{', ' + _e(_reduction(s, b)) if _reduction(s, b) else ''}. "
                 f"<code>{_e(_export_command(s, s.best))}</code>")
+    cols = s.costs[:2]
     rows = []
-    front = list(reversed(s.pareto_flops)) or [s.best]  # most accurate (the best) first
+    front = list(reversed(s.front)) or [s.best]  # most accurate (the best) first
     for k in front:
         r = row.loc[k]
         cls = "best" if k == s.best else "pareto"
         d = f"{r.accuracy - base_acc:+.4f}" if base_acc is not None else "–"
+        cells = "".join(f"<td>{_pct(r[f'{c}_ratio'])}</td><td>{_si(r[c])}</td>" for c in cols)
         rows.append(f"<tr class='{cls}'><td>#{k}{' ★ best' if k == s.best else ''}</td><td>{_acc(r.accuracy)}</td>"
-                    f"<td>{d}</td><td>{_pct(r.flops_ratio)}</td><td>{_si(r.flops)}</td><td>{_pct(r.params_ratio)}</td>"
-                    f"<td>{_si(r.params)}</td><td class='l'><code>{_e(_export_command(s, k))}</code></td></tr>")
-    table = ("<table><thead><tr><th>trial</th><th>accuracy</th><th>Δ vs base</th><th>FLOPs / base</th>"
-             "<th>FLOPs</th><th>params / base</th><th>params</th><th class='l'>export</th></tr></thead>"
-             f"<tbody>{''.join(rows)}</tbody></table>")
+                    f"<td>{d}</td>{cells}<td class='l'><code>{_e(_export_command(s, k))}</code></td></tr>")
+    heads = "".join(f"<th>{_e(c)} / base</th><th>{_e(c)}</th>" for c in cols)
+    table = (f"<table><thead><tr><th>trial</th><th>accuracy</th><th>Δ vs base</th>{heads}"
+             f"<th class='l'>export</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
     export_all = ""
     if len(front) > 1:
         export_all = (f"<p class='note'>Export them all: <code>{_e(_export_command(s, 0).replace('trial=0', 'top=pareto'))}"
                       "</code></p>")
+    main = s.title(s.main) if s.main else "cost"
     return (f"<div class='pick'><h2>Which to pick</h2><div class='headline'>{headline}</div>"
-            f"<p class='note'>Pareto-optimal architectures (accuracy vs FLOPs), most accurate first — each is "
-            f"the most accurate one found at its FLOPs or fewer; go down the list for a smaller "
+            f"<p class='note'>Pareto-optimal architectures (accuracy vs {_e(main)}), most accurate first — each is "
+            f"the most accurate one found at its {_e(s.main or 'cost')} or less; go down the list for a smaller "
             f"model:</p>{table}{export_all}</div>")
 
 
 def _trial_table(s: _Summary) -> str:
-    cols = [("trial", "number"), ("state", "label"), ("accuracy", "accuracy"), ("FLOPs", "flops"),
-            ("FLOPs / base", "flops_ratio"), ("params", "params"), ("params / base", "params_ratio"),
-            ("latency (ms)", "latency"),
-            ("archid", "archid"), ("duration (s)", "duration_s"), ("flags", "flags")]
-    head = "".join(f"<th{' class=l' if key in ('label', 'archid', 'flags') else ''}>{_e(name)}</th>"
-                   for name, key in cols)
-    pareto = set(s.pareto_flops)
+    cols = [("trial", "number"), ("state", "label"), ("accuracy", "accuracy")]
+    for c in s.costs:
+        unit = s.info.get(c, {}).get("unit")
+        cols.append((f"{c} ({unit})" if unit and unit not in (c, "MACs", "params") else c, c))
+        if s.frame[f"{c}_ratio"].notna().any():
+            cols.append((f"{c} / base", f"{c}_ratio"))
+    cols += [("archid", "archid"), ("duration (s)", "duration_s"), ("flags", "flags")]
+    left = ("label", "archid", "flags")
+    head = "".join(f"<th{' class=l' if key in left else ''}>{_e(name)}</th>" for name, key in cols)
+    pareto = set(s.front)
     out = []
     for r in s.frame.sort_values("number").itertuples():
         flags = []
@@ -666,20 +689,30 @@ def _trial_table(s: _Summary) -> str:
             flags.append("best")
         if r.number in pareto:
             flags.append("Pareto")
-        archid_ = r.archid if isinstance(r.archid, str) else ""
-        cells = [
-            (r.number, f"#{r.number}"), (r.label, r.label.lower()), (r.accuracy, _acc(r.accuracy)),
-            (r.flops, _si(r.flops)), (r.flops_ratio, _pct(r.flops_ratio)), (r.params, _si(r.params)),
-            (r.params_ratio, _pct(r.params_ratio)),
-            (r.latency, "–" if r.latency is None or pd.isna(r.latency) else f"{r.latency:.3f}"),
-            (archid_, archid_ or "–"),
-            (r.duration_s, "–" if r.duration_s is None or pd.isna(r.duration_s) else f"{r.duration_s:.1f}"),
-            ("; ".join(flags), "; ".join(flags)),
-        ]
         tds = []
-        for (name, key), (v, text) in zip(cols, cells):
+        for name, key in cols:
+            if key == "flags":
+                v = text = "; ".join(flags)
+            else:
+                v = getattr(r, key)
+                if key == "number":
+                    text = f"#{v}"
+                elif key == "label":
+                    text = v.lower()
+                elif key == "accuracy":
+                    text = _acc(v)
+                elif key.endswith("_ratio"):
+                    text = _pct(v)
+                elif key == "archid":
+                    v = v if isinstance(v, str) else ""
+                    text = v or "–"
+                elif key == "duration_s":
+                    text = "–" if v is None or pd.isna(v) else f"{v:.1f}"
+                else:
+                    text = _si(v) if s.info.get(key, {}).get("unit") != "ms" else (
+                        "–" if v is None or pd.isna(v) else f"{v:.3f}")
             v = "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-            cls = " class=l" if key in ("label", "archid", "flags") else ""
+            cls = " class=l" if key in left else ""
             tds.append(f"<td{cls} data-v='{_e(v)}'>{_e(text)}</td>")
         cls = "best" if r.number == s.best else "pareto" if r.number in pareto else r.label
         out.append(f"<tr class='{cls}'>{''.join(tds)}</tr>")

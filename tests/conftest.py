@@ -1,14 +1,6 @@
-"""Shared test setup."""
-
-import os
+"""Fixtures of the test suite (process-wide setup: the root conftest.py)."""
 
 import pytest
-import torch
-
-# NOTE: on 2 shared cores, torch's intra-op threads fight each other (and Ray workers);
-# one thread per process keeps test time predictable.
-torch.set_num_threads(1)
-os.environ.setdefault("CI", "1")  # no progress bars in test output
 
 
 @pytest.fixture

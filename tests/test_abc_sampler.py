@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from searchkit import trial_attrs
+from searchkit.study import attrs as trial_attrs
 from searchkit.strategies.abc import ABCSampler, role_of
 from searchkit.strategies.optuna_builtin import make_random, make_tpe
 from toys import keeps, toy

@@ -2,7 +2,7 @@
 
 import pytest
 
-from searchkit.bench.tinynet import DEFAULTS, compound_genome, inverted_compound
+from searchkit.spaces.tinynet.bench import DEFAULTS, compound_genome, inverted_compound
 from searchkit.spaces.tinynet import TinyNetSpace
 
 
@@ -19,19 +19,19 @@ def test_phi_zero_is_b0():
 @pytest.mark.parametrize("fraction", DEFAULTS["targets"])
 def test_inverted_compound_lands_in_the_band(fraction):
     space = bench_space()
-    target = fraction * space.base_costs().flops
+    target = fraction * space.flops_params(space.base_genome())[0]
     phi, genome = inverted_compound(space, target)
-    flops = space.costs(genome).flops
+    flops = space.flops_params(genome)[0]
     assert DEFAULTS["band_low"] * target <= flops <= target  # equal FLOPs: inside the band
     # the largest such phi: a step further crosses the target
-    assert space.costs(compound_genome(space, phi + 2e-4)).flops > target
+    assert space.flops_params(compound_genome(space, phi + 2e-4))[0] > target
     assert genome == compound_genome(space, phi) and phi < 0
 
 
 def test_inverted_compound_follows_two_to_the_phi_at_224():
     # At ImageNet scale the rounding matters little: half of B0's FLOPs is phi ~ -1.
     space = TinyNetSpace({"reference_size": 224}, 1000)
-    phi, genome = inverted_compound(space, 0.5 * space.costs(space.genome(1, 1, 1)).flops)
+    phi, genome = inverted_compound(space, 0.5 * space.flops_params(space.genome(1, 1, 1))[0])
     assert -1.3 < phi < -0.9
     assert (genome["d"], genome["w"]) == (round(1.2 ** phi, 4), round(1.1 ** phi, 4))
 

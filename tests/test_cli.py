@@ -74,7 +74,7 @@ def test_search_studies_export_and_load_without_searchkit(tmp_path):
     folders = sorted((tmp_path / "exp" / "channels-abc").glob("0*"))
     assert len(folders) == 2
     meta = json.loads((folders[0] / "arch.json").read_text())
-    assert meta["params"] < meta["base_params"] and meta["flops"] < meta["base_flops"]
+    assert meta["costs"]["params"] < meta["base_costs"]["params"] and meta["costs"]["flops"] < meta["base_costs"]["flops"]
     # The program runs with torch alone: searchkit is made unimportable in the child.
     code = (
         "import sys; sys.modules['searchkit'] = None\n"
@@ -88,7 +88,7 @@ def test_search_studies_export_and_load_without_searchkit(tmp_path):
     assert proc.returncode == 0, proc.stderr
     shape, nparams = proc.stdout.split("\n")[:2]
     assert shape == "(5, 10)"
-    assert int(nparams) == meta["params"]
+    assert int(nparams) == meta["costs"]["params"]
 
 
 def _search_then_sigkill(args, tmp_path, study_name):
@@ -181,7 +181,7 @@ def test_sigkill_multi_objective_search_continues(tmp_path, algo):
     cli(*args, cwd=tmp_path)
     study, killed, again = _nothing_lost(db, name, done_before, running, budget=5)
     assert len(study.directions) == 2
-    assert all(t.values[1] == t.user_attrs["flops"] for t in study.trials if t.state.name == "COMPLETE")
+    assert all(t.values[1] == t.user_attrs["cost:flops"] for t in study.trials if t.state.name == "COMPLETE")
     if algo == "ga":  # the re-queued trial keeps the killed one's place in its generation
         member, kept = killed.system_attrs["ga:member"], again.system_attrs["ga:member"]
         assert all(kept[k] == member[k] for k in ("generation", "index", "origin", "parents"))
@@ -197,6 +197,6 @@ def test_sigkill_multi_objective_search_continues(tmp_path, algo):
     assert {m["trial"] for m in exported} == {t.number for t in front}
     done = [t for t in study.trials if t.user_attrs.get("searchkit:evaluated") and t.state.name == "COMPLETE"]
     for m in exported:  # nothing trained dominates an exported model
-        mine = (m["search_val_accuracy"], m["flops"])
-        assert not any(t.values[0] >= mine[0] and t.user_attrs["flops"] <= mine[1]
-                       and (t.values[0], t.user_attrs["flops"]) != mine for t in done)
+        mine = (m["search_val_accuracy"], m["costs"]["flops"])
+        assert not any(t.values[0] >= mine[0] and t.user_attrs["cost:flops"] <= mine[1]
+                       and (t.values[0], t.user_attrs["cost:flops"]) != mine for t in done)

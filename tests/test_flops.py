@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from searchkit.costs import CONVENTIONS, Costs, CostTable, count_costs
+from searchkit.costs import CONVENTIONS, Costs, count_costs
+from searchkit.spaces.channels.costtable import CostTable
 from searchkit.models import build_base
-from searchkit.models.surgery import channel_units
+from searchkit.spaces.channels.surgery import channel_units
 from searchkit.models.vgg import VGG16_CFG, VGGCifar
 
 

@@ -11,7 +11,7 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
-from searchkit import trial_attrs
+from searchkit.study import attrs as trial_attrs
 from searchkit.strategies.ga import GASampler, _crowding, _fronts, _Ind, _order, member_of
 from searchkit.strategies.optuna_builtin import make_random
 from toys import keeps, toy

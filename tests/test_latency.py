@@ -15,15 +15,17 @@ import optuna
 import pytest
 
 from searchkit.config import load_config
-from searchkit.costs.genome_latency import GenomeLatency
-from searchkit.costs.kernel_map import ChannelKernelMap, efficientnet_kernels
 from searchkit.costs.latency import Forest, Predictor, relative_errors
+from searchkit.costs.latency_cost import LatencyCost
 from searchkit.costs.profiling import fit, load_predictor, profile
 from searchkit.costs.trace import Kernel, trace_kernels
 from searchkit.models import build_base
 from searchkit.models.efficientnet import efficientnet_b0_family
-from searchkit.models.surgery import channel_units, prune_channels
 from searchkit.search import run_search
+from searchkit.setup import RunSetup
+from searchkit.spaces.channels.latency import ChannelKernelMap
+from searchkit.spaces.channels.surgery import channel_units, prune_channels
+from searchkit.spaces.tinynet.latency import efficientnet_kernels
 
 
 @pytest.mark.parametrize("model,side", [("resnet20", 16), ("mobilenet_v2", 32), ("vgg16", 32)])
@@ -98,23 +100,28 @@ def test_predictor_file_is_plain_json_and_reloads_identically(quick_target):
     assert pred.predict_ms(big) > pred.predict_ms(small)
 
 
-def test_genome_latency_batch_equals_one_by_one(quick_target, tmp_path):
+def _setup(overrides):
+    return RunSetup.build(load_config(overrides), quiet=True)
+
+
+def test_latency_cost_batch_equals_one_by_one(quick_target, tmp_path):
     pred = load_predictor("quick", quick_target)
-    from searchkit.context import SearchContext
-    ctx = SearchContext.build(load_config(["space.model=resnet20", "data=synthetic", "base.epochs=0",
-                                           f"base.cache_dir={tmp_path}", "constraint.flops=1.0"]), quiet=True)
-    lat = GenomeLatency(pred, ctx.space, cache_dir=tmp_path)
+    space = _setup(["space.model=resnet20", "data=synthetic", "base.epochs=0", f"base.cache_dir={tmp_path}",
+                    "constraint.flops=1.0"]).space
+    lat = LatencyCost(space, predictor=pred)
     rng = random.Random(1)
-    genomes = [ctx.space.genome([rng.choice(ctx.space.choices) for _ in ctx.space.units]) for _ in range(20)]
+    genomes = [space.genome([rng.choice(space.choices) for _ in space.units]) for _ in range(20)]
     batch = lat.many(genomes)
-    direct = [pred.predict_ms(lat.kernels(g)) for g in genomes]
+    direct = [pred.predict_ms(space.kernels(g)) for g in genomes]
     assert np.allclose(batch, direct)
-    assert np.allclose([lat.ms(g) for g in genomes], direct)
+    assert np.allclose([lat.cost(g) for g in genomes], direct)
     # off-grid fractions (a uniform baseline) take the kernel path
-    assert lat.ms(ctx.space.uniform(0.37)) == pytest.approx(pred.predict_ms(lat.kernels(ctx.space.uniform(0.37))))
+    assert lat.cost(space.uniform(0.37)) == pytest.approx(pred.predict_ms(space.kernels(space.uniform(0.37))))
     # the kernel map was cached on disk and is read back
     assert list(tmp_path.glob("kernelmap-resnet20-*.json"))
-    assert np.allclose(GenomeLatency(pred, ctx.space, cache_dir=tmp_path).many(genomes), batch)
+    again = _setup(["space.model=resnet20", "data=synthetic", "base.epochs=0", f"base.cache_dir={tmp_path}",
+                    "constraint.flops=1.0"]).space
+    assert np.allclose(LatencyCost(again, predictor=pred).many(genomes), batch)
 
 
 def test_search_under_a_latency_bound_trains_only_candidates_under_it(quick_target, tmp_path):
@@ -123,40 +130,42 @@ def test_search_under_a_latency_bound_trains_only_candidates_under_it(quick_targ
               "constraint.flops=1.0", f"latency.target=quick", f"latency.dir={quick_target}",
               f"base.cache_dir={tmp_path / 'bases'}", f"storage=sqlite:///{tmp_path / 'db.sqlite'}",
               "progress=false"]
-    from searchkit.context import SearchContext
-    ctx = SearchContext.build(load_config(common), quiet=True)
-    hi = ctx.latency.base_ms()
+    setup = _setup(common)
+    lat = setup.costs["latency"]
+    hi = lat.base()
     # A bound most random genomes break, whatever this machine's quick profile measured:
     # the 30th percentile of random genomes' predicted latency (and at least the smallest's).
     rng = random.Random(0)
-    sample = [ctx.space.genome([rng.choice(ctx.space.choices) for _ in ctx.space.units]) for _ in range(300)]
-    bound = max(float(np.quantile(ctx.latency.many(sample), 0.3)), ctx.latency.min_ms() * 1.0001)
+    space = setup.space
+    sample = [space.genome([rng.choice(space.choices) for _ in space.units]) for _ in range(300)]
+    bound = max(float(np.quantile(lat.many(sample), 0.3)), lat.floor() * 1.0001)
     out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=4", "algo=random",
                                            "repair=false", "max_attempts_factor=50"]), quiet=True)
     trials = out.study.trials
     trained = [t for t in trials if t.user_attrs.get("searchkit:evaluated")]
     assert len(trained) == 4
-    assert all(t.user_attrs["latency"] <= bound for t in trained)
+    assert all(t.user_attrs["cost:latency"] <= bound for t in trained)
     infeasible = [t for t in trials if t.user_attrs.get("searchkit:infeasible")]
-    assert infeasible and all(t.user_attrs["latency"] > bound for t in infeasible)
-    assert all(t.constraints["latency"] == pytest.approx(t.user_attrs["latency"] / bound - 1) for t in infeasible)
+    assert infeasible and all(t.user_attrs["cost:latency"] > bound for t in infeasible)
+    assert all(t.constraints["latency"] == pytest.approx(t.user_attrs["cost:latency"] / bound - 1)
+               for t in infeasible)
     base = out.study.user_attrs["searchkit:base"]
-    assert base["latency_target"] == "quick" and base["latency"] == pytest.approx(hi)
+    assert base["latency_target"] == "quick" and base["costs"]["latency"] == pytest.approx(hi)
     # export records the prediction and measures the exported network here
     from searchkit.export import export_study
     folder = export_study(out.study.study_name, f"sqlite:///{tmp_path / 'db.sqlite'}", out=tmp_path / "exp")[0]
-    lat = json.loads((folder / "arch.json").read_text())["latency"]
-    assert lat["target"] == "quick" and lat["predicted_ms"] <= bound and lat["measured_ms"] > 0
-    assert lat["bound_ms"] == pytest.approx(bound) and lat["threads"] == 1
-    assert lat["searched_bound_ms"] == pytest.approx(bound)  # a quick profile has no held-out margin
-    assert lat["bound_met"] == (lat["measured_ms"] <= bound)
+    record = json.loads((folder / "arch.json").read_text())["latency"]
+    assert record["target"] == "quick" and record["predicted_ms"] <= bound and record["measured_ms"] > 0
+    assert record["bound_ms"] == pytest.approx(bound) and record["threads"] == 1
+    assert record["searched_bound_ms"] == pytest.approx(bound)  # a quick profile has no held-out margin
+    assert record["bound_met"] == (record["measured_ms"] <= bound)
     # the same bound with repair and a safety margin: the strategy repairs its proposals
     # until the prediction is under bound / (1 + margin)
-    margin = max(0.0, min(0.2, bound / ctx.latency.min_ms() - 1) / 2)
+    margin = max(0.0, min(0.2, bound / lat.floor() - 1) / 2)
     out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=3", "algo=abc",
                                            "study=abc-latency", f"latency.margin={margin}"]), quiet=True)
     trained = [t for t in out.study.trials if t.user_attrs.get("searchkit:evaluated")]
-    assert trained and all(t.user_attrs["latency"] <= bound / (1 + margin) * (1 + 1e-9) for t in trained)
+    assert trained and all(t.user_attrs["cost:latency"] <= bound / (1 + margin) * (1 + 1e-9) for t in trained)
 
 
 def test_fit_measures_its_own_held_out_error_and_the_margin_follows_it(tmp_path):
@@ -192,7 +201,7 @@ def test_accuracy_latency_front(quick_target, tmp_path):
         "objectives=[accuracy,latency]", "trials=4", f"base.cache_dir={tmp_path}",
         f"storage=sqlite:///{tmp_path / 'db.sqlite'}", "progress=false"]), quiet=True)
     done = [t for t in out.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert done and all(t.values[1] == pytest.approx(t.user_attrs["latency"]) for t in done)
+    assert done and all(t.values[1] == pytest.approx(t.user_attrs["cost:latency"]) for t in done)
     assert out.study.directions[1] == optuna.study.StudyDirection.MINIMIZE
     from searchkit.report import write_report
     page = write_report(out.study, tmp_path / "report")

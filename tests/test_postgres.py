@@ -11,7 +11,7 @@ import pytest
 
 from postgres_server import ServerUnavailable, find_bin_dir, provide_server
 from searchkit.config import load_config
-from searchkit.context import SearchContext
+from searchkit.setup import RunSetup
 from searchkit.search import run_search
 
 pytest.importorskip("psycopg2", reason="the postgres extra: pip install 'searchkit[postgres]'")
@@ -94,7 +94,7 @@ TOLD = re.compile(r"trial (\d+): val accuracy ([0-9.]+)")
 @pytest.mark.parametrize("algo", ["random", "tpe"])
 def test_two_drivers_share_one_study(workdir, pg_url, study_name, algo):
     args = ["search", *FAST, f"algo={algo}", "trials=6", f"storage={pg_url}", f"study={study_name}"]
-    SearchContext.build(load_config(FAST), quiet=True)  # cache the base once, for both drivers
+    RunSetup.build(load_config(FAST), quiet=True)  # cache the base once, for both drivers
     env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "searchkit", *args], cwd=workdir, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

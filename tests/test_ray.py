@@ -98,7 +98,7 @@ def test_search_runs_two_trials_at_once(workdir, ray_instance):
     assert _overlap(evaluated) >= 2, "two candidates should train at the same time"
     for t in evaluated:
         assert 0.0 <= t.user_attrs["val_accuracy"] <= 1.0
-        assert t.user_attrs["steps"] == 2 and t.user_attrs["kept_indices"]
+        assert t.user_attrs["steps"] == 2 and t.user_attrs["recipe"]
     best = outcome.best
     assert best is not None and best.user_attrs.get("weights_artifact")
     # The same record as a local run of the same settings.
@@ -111,7 +111,7 @@ def test_diverging_candidates_are_retried_then_failed_and_stop_the_search(workdi
     """NaN training raises in the worker: retried ray.max_failures times, then FAIL with the
     worker's one-line reason; consecutive failures stop the search (RepeatedFailures), and a
     candidate still training then is re-queued, not lost."""
-    monkeypatch.setattr("searchkit.search.MAX_CONSECUTIVE_FAILURES", 2)  # 5 in the product: same path, faster
+    monkeypatch.setattr("searchkit.strategies.asktell.MAX_CONSECUTIVE_FAILURES", 2)  # 5 in the product: same path, faster
     cfg = load_config([*FAST, "finetune.lr=1e30", "algo=random", "trials=2", "executor=ray",
                        "ray.max_concurrent=2", "ray.max_failures=1", "progress=false"])
     with pytest.raises(RepeatedFailures, match="NonFiniteLossError"):
@@ -242,7 +242,9 @@ def _cli(args, cwd, **kw):
 
 
 def test_sigkill_of_ray_driver_then_same_command_continues(tmp_path, no_leftover_ray):
-    args = ["search", *FAST, "algo=tpe", "trials=4", "executor=ray", "ray.max_concurrent=2"]
+    # candidates of 40 batches (a second or more each): the kill lands while two train
+    args = ["search", *FAST, "finetune.max_batches=40", "algo=tpe", "trials=4", "executor=ray",
+            "ray.max_concurrent=2"]
     db = tmp_path / "studies" / "searchkit.db"
 
     def states():

@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from searchkit.config import load_config
-from searchkit.genome import archid
+from searchkit.core.genome import archid
 from searchkit.report import write_report
 from searchkit.study import pareto_trials
 
@@ -26,27 +26,35 @@ CHROMIUM = "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                     reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
 
-BASE = {"model": "resnet20", "accuracy": 0.9, "flops": 10_000_000, "params": 270_000, "units": 9}
 UNIT_NAMES = ["conv1", "layer1.0", "layer1.1", "layer1.2", "layer2.0", "layer2.1", "layer2.2",
               "layer3.0", "layer3.1"]
 BASE_WIDTHS = [16, 16, 16, 16, 32, 32, 32, 64, 64]
+BASE = {"model": "resnet20", "accuracy": 0.9, "costs": {"flops": 10_000_000, "params": 270_000},
+        "describe": {"layers": {"names": UNIT_NAMES, "values": BASE_WIDTHS, "label": "channels"}}}
+
 
 def _costs(keep):
     ratio = sum(k * k for k in keep) / len(keep)  # stand-in for the cost table: monotone in keep
-    return int(BASE["flops"] * ratio), int(BASE["params"] * ratio), ratio
+    return int(BASE["costs"]["flops"] * ratio), int(BASE["costs"]["params"] * ratio), ratio
 
 
-def _priced(trial, keep, model="resnet20"):
+def _priced(trial, keep, model="resnet20", describe=True):
+    """The record the driver writes when it prices a candidate."""
     genome = {"model": model, "keep": keep}
     flops, params, ratio = _costs(keep)
-    for key, value in (("genome", genome), ("archid", archid(genome)), ("flops", flops), ("params", params),
-                       ("flops_ratio", ratio), ("params_ratio", ratio)):
+    kept = [max(1, int(c * k + 1e-9)) for c, k in zip(BASE_WIDTHS, keep)]
+    attrs = {"genome": genome, "archid": archid(genome), "cost:flops": flops, "cost:params": params}
+    if describe:
+        attrs["describe"] = {"summary": f"keep {keep}", "layers": {"names": UNIT_NAMES, "base": BASE_WIDTHS,
+                                                                   "values": kept, "label": "channels"}}
+    for key, value in attrs.items():
         trial.set_user_attr(key, value)
     trial.set_constraint("flops", ratio / 0.5 - 1.0)
     return genome, ratio
 
 
-def make_study(tmp_path, name="demo", *, trained=12, base=BASE, multi=False, extras=True, sqlite=True):
+def make_study(tmp_path, name="demo", *, trained=12, base=BASE, multi=False, extras=True, sqlite=True,
+               describe=True):
     """A study as the driver leaves it; SQLite (JSON round trips) unless ``sqlite=False`` (faster)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
@@ -63,15 +71,12 @@ def make_study(tmp_path, name="demo", *, trained=12, base=BASE, multi=False, ext
         trial = study.ask()
         rng = random.Random(i)
         keep = [rng.choice(choices) for _ in range(9)]
-        genome, ratio = _priced(trial, keep)
+        genome, ratio = _priced(trial, keep, describe=describe)
         acc = round(0.9 - 0.5 * (0.55 - ratio) ** 1.5 + rng.uniform(-0.015, 0.015), 4)
         trial.set_user_attr("searchkit:evaluated", True)
         trial.set_user_attr("val_accuracy", acc)
         trial.set_user_attr("seconds", 1.5)
-        if base is not BASE and base.get("unit_names"):
-            kept = [max(1, int(c * k + 1e-9)) for c, k in zip(base["base_widths"], keep)]
-            trial.set_user_attr("kept_indices", {n: list(range(c)) for n, c in zip(base["unit_names"], kept)})
-        study.tell(trial, [acc, ratio * BASE["flops"]] if multi else acc)
+        study.tell(trial, [acc, float(trial.user_attrs["cost:flops"])] if multi else acc)
         first = first or (trial.number, acc, genome)
     if not extras:
         return study
@@ -85,7 +90,7 @@ def make_study(tmp_path, name="demo", *, trained=12, base=BASE, multi=False, ext
         _priced(trial, first[2]["keep"])
         trial.set_user_attr("searchkit:duplicate_of", first[0])
         trial.set_user_attr("val_accuracy", first[1])
-        study.tell(trial, [first[1], float(trial.user_attrs["flops"])] if multi else first[1])
+        study.tell(trial, [first[1], float(trial.user_attrs["cost:flops"])] if multi else first[1])
     trial = study.ask()  # stopped early by the pruner (trained, not complete)
     _priced(trial, [0.4] * 9)
     trial.set_user_attr("searchkit:evaluated", True)
@@ -196,13 +201,13 @@ def test_files_and_tables(demo):
     assert "<b>not html</b>" not in text  # attribute text is escaped
 
     trained = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("searchkit:evaluated")]
-    best = max(trained, key=lambda t: (t.user_attrs["val_accuracy"], -t.user_attrs["flops"]))
+    best = max(trained, key=lambda t: (t.user_attrs["val_accuracy"], -t.user_attrs["cost:flops"]))
     assert f"trial #{best.number}</b>" in text
     assert f"searchkit export study=demo trial={best.number}" in text
     # every exported command names a trained, complete trial; the cheapest trained one is Pareto-optimal
     commands = {int(n) for n in re.findall(r"searchkit export study=demo trial=(\d+)", text)}
     assert commands <= {t.number for t in trained} and best.number in commands
-    cheapest = min(trained, key=lambda t: t.user_attrs["flops"])
+    cheapest = min(trained, key=lambda t: t.user_attrs["cost:flops"])
     assert cheapest.number in commands
     # the listed front is the one `searchkit export top=pareto` exports
     assert commands == {best.number} | {t.number for t in pareto_trials(study)}
@@ -238,14 +243,27 @@ def test_renders_without_errors_and_screenshot(demo):
     assert shot.stat().st_size > 50_000
 
 
-def test_widths_in_channels_when_units_are_stored(tmp_path):
-    base = {**BASE, "unit_names": UNIT_NAMES, "base_widths": BASE_WIDTHS}
-    page = write_report(make_study(tmp_path, base=base, trained=5, extras=False, sqlite=False), tmp_path / "r")
+def test_per_layer_view_from_the_trials_descriptions(tmp_path):
+    page = write_report(make_study(tmp_path, trained=5, extras=False, sqlite=False), tmp_path / "r")
     text = page.read_text()
-    assert "Kept channels per prunable unit" in text and "layer3.1" in text
-    fallback = write_report(make_study(tmp_path, name="plain", trained=5, extras=False, sqlite=False),
-                            tmp_path / "r").read_text()
-    assert "Preserved fraction of channels" in fallback
+    assert "Channels per layer, against the base (grey)" in text and "layer3.1" in text
+    fallback = write_report(make_study(tmp_path, name="plain", trained=5, extras=False, sqlite=False,
+                                       describe=False), tmp_path / "r").read_text()
+    assert "class='genomes'" in fallback  # no description stored: the genomes as a table
+
+
+def test_a_study_of_searchkit_0_1_still_reports(tmp_path):
+    """Costs stored flat by name (``flops``), the base's costs flat too: read alike."""
+    study = optuna.create_study(study_name="old", direction="maximize")
+    study.set_user_attr("searchkit:base", {"model": "resnet20", "accuracy": 0.9, "flops": 1e7, "params": 2e5})
+    for i, (acc, flops) in enumerate([(0.8, 5e6), (0.85, 8e6), (0.7, 6e6)]):
+        trial = study.ask()
+        for key, value in (("genome", {"i": i}), ("archid", str(i)), ("flops", flops), ("params", flops / 50),
+                           ("searchkit:evaluated", True), ("val_accuracy", acc)):
+            trial.set_user_attr(key, value)
+        study.tell(trial, acc)
+    text = write_report(study, tmp_path / "r").read_text()
+    assert "searchkit export study=old top=pareto" in text and "80.0% of base" in text
 
 
 def test_multi_objective_study_reads_user_attrs(tmp_path):
@@ -270,7 +288,7 @@ def test_other_genomes_are_shown_as_a_table(tmp_path):
         genome = {"model": "bnas", "ops": ["conv3", "skip", "pool"][i:] + ["conv3"] * i}
         trial.set_user_attr("genome", genome)
         trial.set_user_attr("archid", archid(genome))
-        trial.set_user_attr("flops", 1_000_000 * (i + 1))
+        trial.set_user_attr("cost:flops", 1_000_000 * (i + 1))
         trial.set_user_attr("searchkit:evaluated", True)
         trial.set_user_attr("val_accuracy", 0.7 + 0.05 * i)
         study.tell(trial, 0.7 + 0.05 * i)

@@ -39,9 +39,9 @@ def test_infeasible_candidates_are_recorded_not_trained(workdir):
         assert t.state == TrialState.PRUNED
         assert t.constraints["flops"] > 0
         assert not t.user_attrs.get(st.EVALUATED) and not t.intermediate_values
-    base = out.context.space.base_costs().flops
+    base = out.setup.costs["flops"].base()
     for t in st.evaluated_trials(out.study):
-        assert t.user_attrs["flops"] <= 0.4 * base
+        assert t.user_attrs["cost:flops"] <= 0.4 * base
         assert t.constraints["flops"] <= 0
 
 
@@ -79,11 +79,12 @@ def test_study_holds_everything(workdir):
     out = run_search(cfg_of("algo=tpe", "trials=2"), quiet=True)
     study = out.study
     assert json.loads(study.user_attrs[st.CONFIG_KEY])["algo"]["name"] == "tpe"
-    assert study.user_attrs[st.BASE_KEY]["units"] == 9
+    base = study.user_attrs[st.BASE_KEY]
+    assert len(base["describe"]["layers"]["names"]) == 9 and base["costs"]["flops"] > base["costs"]["params"] > 0
     t = st.ranked_trials(study)[0]
-    for key in ("genome", "archid", "flops", "params", "val_accuracy", "kept_indices"):
+    for key in ("genome", "archid", "cost:flops", "cost:params", "val_accuracy", "recipe", "describe"):
         assert key in t.user_attrs
-    assert len(t.user_attrs["genome"]["keep"]) == 9
+    assert len(t.user_attrs["genome"]["keep"]) == 9 and len(t.user_attrs["recipe"]) == 9
 
 
 def test_multi_objective_front_and_pareto_export(workdir):
@@ -92,12 +93,12 @@ def test_multi_objective_front_and_pareto_export(workdir):
                             "algo.population_size=4"), quiet=True)
     assert out.study.directions[1].name == "MINIMIZE"
     for t in st.evaluated_trials(out.study):
-        assert t.values[1] == t.user_attrs["flops"]
+        assert t.values[1] == t.user_attrs["cost:flops"]
     front = st.pareto_trials(out.study)
     assert front
     for a in front:  # nothing on the front is dominated by any trained trial
         for b in st.ranked_trials(out.study):
-            assert not (b.values[0] >= a.values[0] and b.user_attrs["flops"] < a.user_attrs["flops"])
+            assert not (b.values[0] >= a.values[0] and b.user_attrs["cost:flops"] < a.user_attrs["cost:flops"])
     folders = export_study(out.study.study_name, out.config.storage, out=workdir / "exp", top="pareto")
     assert len(folders) == len(front)
 
@@ -114,8 +115,8 @@ def test_tight_constraint_proposals_are_repaired(workdir, algo):
                             if algo == "tpe" else "seed=0"), quiet=True)
     assert out.evaluated == 3
     assert not [t for t in out.study.get_trials() if t.user_attrs.get(st.INFEASIBLE)]
-    base = out.context.space.base_costs().flops
-    ratios = [t.user_attrs["flops"] / base for t in st.evaluated_trials(out.study)]
+    base = out.setup.costs["flops"].base()
+    ratios = [t.user_attrs["cost:flops"] / base for t in st.evaluated_trials(out.study)]
     assert all(0.15 < r <= 0.3 for r in ratios), ratios  # repaired to just inside the bound
 
 
@@ -142,8 +143,11 @@ def test_trial_killed_after_its_result_was_marked_is_not_counted(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}", study_name="s")
     trial = study.ask({"keep_000": optuna.distributions.IntDistribution(1, 10)})
     # The tag of a driver on this host whose process no longer exists.
-    st.set_system_attr(study, trial._trial_id, st.DRIVER, {"host": st.socket.gethostname(),
-                                                           "pid": 2**22 + 17, "start": 1.0})
+    import socket
+
+    from searchkit.study import attrs
+    attrs.set_system_attr(study, trial._trial_id, st.DRIVER, {"host": socket.gethostname(),
+                                                              "pid": 2**22 + 17, "start": 1.0})
     trial.set_user_attr(st.EVALUATED, True)
     trial.set_user_attr("val_accuracy", 0.5)
     assert st.recover_stale_trials(study) == [(0, 1)]

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from searchkit.costs import CONVENTIONS, CostTable, count_costs
+from searchkit.costs import CONVENTIONS, count_costs
+from searchkit.spaces.channels.costtable import CostTable
 from searchkit.models import build_base
-from searchkit.models.surgery import (
+from searchkit.spaces.channels.surgery import (
     ChannelUnit, apply_history, channel_units, keep_counts, prune_channels,
     prune_channels_with_history, pruned_shape_model, select_channels)
 

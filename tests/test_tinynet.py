@@ -11,8 +11,13 @@ from searchkit.costs import count_costs
 from searchkit.models.efficientnet import (block_specs, efficientnet_b0_family, make_divisible,
                                            round_channels, scale_stage_depth)
 from searchkit.spaces import Space
+from searchkit.costs.models import FlopsCost, ParamsCost
 from searchkit.spaces.tinynet import TinyNetSpace
-from searchkit.tinyformula import band_best, fit_formula, predict, solve
+
+
+def _fp(costs):
+    return costs.flops, costs.params
+from searchkit.spaces.tinynet.formula import band_best, fit_formula, predict, solve
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -118,7 +123,7 @@ def test_input_side_is_timms_int_of_224_r(space):
     assert sides == [192, 188, 184, 152, 106]
     small = TinyNetSpace({"reference_size": 32}, 10)
     assert small.input_side({"model": "tinynet", "r": 0.5, "d": 1, "w": 1}) == 16
-    assert small.input_size_of({"model": "tinynet", "r": 0.1, "d": 1, "w": 1}) == (3, 8, 8)
+    assert small.input_size({"model": "tinynet", "r": 0.1, "d": 1, "w": 1}) == (3, 8, 8)
 
 
 @pytest.mark.parametrize("sampler", [optuna.samplers.RandomSampler(seed=0),
@@ -128,7 +133,7 @@ def test_suggestions_always_in_band(space, sampler):
     for _ in range(50):
         trial = study.ask()
         genome = space.suggest(trial)
-        flops = space.costs(genome).flops
+        flops = space.flops_params(genome)[0]
         assert BAND[0] <= flops <= BAND[1]
         assert set(trial.params) == {"r", "d", "w"}
         assert space.genome_of(trial.params) == genome
@@ -193,21 +198,21 @@ def test_costs_equal_count_costs_of_built_model(small_space):
     for _ in range(4):
         trial = study.ask()
         g = small_space.suggest(trial)
-        model = small_space.build(g, seed=0)
-        assert small_space.costs(g) == count_costs(model, small_space.input_size_of(g))
+        model = small_space.build(g, seed=0).net
+        assert small_space.flops_params(g) == _fp(count_costs(model, small_space.input_size(g)))
         study.tell(trial, 0.0)
     for g in (small_space.base_genome(), small_space.min_genome(),
               {"model": "tinynet", "r": 0.37, "d": 0.73, "w": 0.61}):  # off-grid too
-        model = small_space.build(g)
-        assert small_space.costs(g) == count_costs(model, small_space.input_size_of(g))
+        model = small_space.build(g).net
+        assert small_space.flops_params(g) == _fp(count_costs(model, small_space.input_size(g)))
     big = TinyNetSpace({}, 1000)
     g = {"model": "tinynet", "r": 0.86, "d": 1.2, "w": 1.0}
-    assert big.costs(g) == count_costs(efficientnet_b0_family(1.0, 1.2), 192)
+    assert big.flops_params(g) == _fp(count_costs(efficientnet_b0_family(1.0, 1.2), 192))
 
 
 def test_build_is_seeded_and_describe_is_plain(small_space):
     g = {"model": "tinynet", "r": 0.5, "d": 0.6, "w": 0.5}
-    a, b = small_space.build(g, seed=3), small_space.build(g, seed=3)
+    a, b = small_space.build(g, seed=3).net, small_space.build(g, seed=3).net
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert a.classifier.out_features == 10
     desc = small_space.describe(g)
@@ -218,13 +223,13 @@ def test_build_is_seeded_and_describe_is_plain(small_space):
 
 
 def test_cost_bounds(space):
-    base, low = space.base_costs(), space.min_costs()
-    assert BAND[0] <= low.flops <= BAND[1] <= base.flops and low.params <= base.params
-    assert space.input_size == space.input_size_of(space.base_genome()) == (3, 224, 224)
+    flops, params = FlopsCost(space), ParamsCost(space)
+    assert BAND[0] <= flops.floor() <= BAND[1] <= flops.base() and params.floor() <= params.base()
+    assert space.input_size(space.base_genome()) == (3, 224, 224)
 
 
 def test_bad_options_are_named():
-    with pytest.raises(ValueError, match="did you mean 'flops_band'"):
+    with pytest.raises(ValueError, match="did you mean 'space.flops_band'"):
         TinyNetSpace({"flop_band": [1, 2]}, 10)
     with pytest.raises(ValueError, match="reaches"):
         TinyNetSpace({"reference_size": 32, "flops_band": [1e12, 2e12]}, 10)
@@ -240,7 +245,7 @@ def _random_points(space, n=60, seed=0):
     pts = []
     for _ in range(n):
         g = space.genome(*(space.grids[a].values[rng.integers(space.grids[a].n)] for a in "rdw"))
-        f = space.costs(g).flops
+        f = space.flops_params(g)[0]
         acc = 10 * np.log(f) - 20 * ((g["r"] - g["d"]) ** 2 + (g["w"] - g["r"]) ** 2)
         pts.append({**{a: g[a] for a in "rdw"}, "flops": f, "accuracy": float(acc)})
     return pts
@@ -284,7 +289,7 @@ def test_solve_lands_within_3_percent(n_points):
     fit = fit_formula(_random_points(space, n=n_points, seed=1))
     for target in np.geomspace(15e6, 400e6, 9):
         g = solve(fit, target, space)
-        assert abs(space.costs(g).flops / target - 1) <= 0.03, (target, g)
+        assert abs(space.flops_params(g)[0] / target - 1) <= 0.03, (target, g)
         assert g["model"] == "tinynet" and space.grids["w"].low <= g["w"] <= space.grids["w"].high
 
 
@@ -293,22 +298,22 @@ def test_solve_on_a_cpu_sized_space():
     fit = fit_formula(_random_points(space, n=40, seed=2))
     for target in np.geomspace(0.8e6, 5e6, 5):
         g = solve(fit, target, space)
-        assert abs(space.costs(g).flops / target - 1) <= 0.03, (target, g)
+        assert abs(space.flops_params(g)[0] / target - 1) <= 0.03, (target, g)
     with pytest.raises(ValueError, match="reaches"):
         solve(fit, 1e12, space)
 
 
-def test_min_costs_follow_the_band(space):
-    low = space.min_costs()
-    assert BAND[0] <= low.flops <= BAND[1]
+def test_floors_follow_the_band(space):
+    assert BAND[0] <= FlopsCost(space).floor() <= BAND[1]
     free = TinyNetSpace({}, 1000)
-    assert free.min_costs() == free.costs(free.min_genome())
+    assert FlopsCost(free).floor() == free.flops_params(free.min_genome())[0] == \
+        free.flops_params(free.smallest_genome())[0]
 
 
 def test_named_variants_match_the_table():
-    from searchkit.models.efficientnet import TINYNET_VARIANTS, tinynet
+    from searchkit.models.efficientnet import TINYNET_VARIANTS, tinynet_variant as tinynet
     space = TinyNetSpace({}, 1000)
     for name, (r, w, d, side) in TINYNET_VARIANTS.items():
         g = space.genome(r, d, w)
         assert space.input_side(g) == side
-        assert space.costs(g).params == sum(p.numel() for p in tinynet(name).parameters())
+        assert space.flops_params(g)[1] == sum(p.numel() for p in tinynet(name).parameters())

@@ -13,17 +13,17 @@ from searchkit.export import export_study
 from searchkit.search import run_search
 
 TINY = ["space=tinynet", "data=synthetic", "data.image_size=16", "data.options={size: 128}",
-        "finetune.max_batches=2", "progress=false", "space.options.r=[0.5,1.0,0.125]",
-        "space.options.d=[0.25,0.5,0.05]", "space.options.w=[0.25,0.5,0.05]"]
+        "finetune.max_batches=2", "progress=false", "space.r=[0.5,1.0,0.125]",
+        "space.d=[0.25,0.5,0.05]", "space.w=[0.25,0.5,0.05]"]
 
 
 def test_tinynet_search_export_and_formula(workdir):
     cfg = load_config(TINY + ["algo=tpe", "trials=3", "constraint.flops=0.6", "algo.n_startup_trials=2"])
     out = run_search(cfg, quiet=True)
     assert out.evaluated == 3
-    lo, hi = out.context.space.flops_band
+    lo, hi = out.setup.space.flops_band
     for t in st.evaluated_trials(out.study):
-        assert lo <= t.user_attrs["flops"] <= hi  # every trained candidate inside the band
+        assert lo <= t.user_attrs["cost:flops"] <= hi  # every trained candidate inside the band
     folders = export_study(cfg.study_name, cfg.storage, out=workdir / "exp", top=1)
     meta = json.loads((folders[0] / "arch.json").read_text())
     side = meta["input_side"]
@@ -43,7 +43,7 @@ def test_tinynet_search_export_and_formula(workdir):
     import optuna
     stored = optuna.load_study(study_name=cfg.study_name, storage=cfg.storage).user_attrs["searchkit:tinyformula"]
     genome = stored["last_genome"]
-    flops = out.context.space.costs(genome).flops
+    flops = out.setup.space.flops_params(genome)[0]
     assert abs(flops / target - 1) <= 0.03
     assert stored["fit"]["data"]
 
@@ -68,7 +68,7 @@ def test_tinynet_abc_and_ga_stay_in_band(workdir, algo, options, phases):
     cfg = load_config(DIGITS + [f"algo={algo}", "trials=6"] + options)
     out = run_search(cfg, quiet=True)
     assert out.evaluated == 6 and out.stop_reason == "budget"
-    space = out.context.space
+    space = out.setup.space
     lo, hi = space.flops_band
     trials = out.study.trials
     assert not any(t.user_attrs.get(st.INFEASIBLE) for t in trials)  # nothing rejected
@@ -76,8 +76,8 @@ def test_tinynet_abc_and_ga_stay_in_band(workdir, algo, options, phases):
     for t in trials:
         genome = t.user_attrs[st.GENOME]
         assert genome == space.genome_of(t.params)  # the strategy's vector maps to it
-        assert lo <= space.costs(genome).flops <= hi == out.context.limits["flops"]
+        assert lo <= space.flops_params(genome)[0] <= hi == out.setup.limits["flops"]
     for t in st.evaluated_trials(out.study):
-        assert lo <= t.user_attrs["flops"] <= hi
+        assert lo <= t.user_attrs["cost:flops"] <= hi
     seen = {role_of(t)["phase"] if algo == "abc" else member_of(t)["generation"] for t in trials}
     assert phases <= seen  # past the random start: mutants/children were mapped too

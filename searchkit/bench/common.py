@@ -37,6 +37,35 @@ def options(argv: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def baseline_tree(ref: str) -> Path:
+    """A checkout of git ``ref`` of this repository (a detached worktree in the temporary
+    directory, made once per commit), to measure an earlier version side by side."""
+    import subprocess
+    import tempfile
+    root = Path(__file__).resolve().parents[2]
+    sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                         capture_output=True, text=True)
+    if sha.returncode != 0:
+        raise SystemExit(f"searchkit.bench: error: baseline={ref} is not a commit of {root}")
+    tree = Path(tempfile.gettempdir()) / f"searchkit-baseline-{sha.stdout.strip()[:12]}"
+    if not (tree / "searchkit").is_dir():
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-f", str(tree), sha.stdout.strip()],
+                       check=True, capture_output=True)
+    return tree
+
+
+def run_in(tree: Path, args: list[str], *, timeout: float = 7200) -> str:
+    """``python ARGS`` with ``tree``'s searchkit first on the path; returns stdout."""
+    import subprocess
+    env = {**os.environ, "PYTHONPATH": str(tree), "CI": "1"}
+    env.pop("SEARCHKIT_PLUGINS", None)
+    proc = subprocess.run([sys.executable, *args], cwd=tree, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} in {tree} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

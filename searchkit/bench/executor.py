@@ -4,8 +4,8 @@ Protocol (one run, side by side, through the real search path ``run_search``):
 
 1. One base network (``model`` on ``data``, ``base_epochs``) is trained once and shared by
    every arm as ``base.checkpoint``, so no arm trains a base.
-2. Candidates have a nearly fixed cost: the channel space with every unit keeping
-   90-100 % of its channels (``space.keep=[0.9,0.95,1.0]``, no FLOPs bound), and
+2. Candidates have a nearly fixed cost: the space settings of ``presets/bench/executor.yaml``
+   (a small base whose units all stay at 90-100 % of their width, no bound), and
    ``finetune.max_batches`` chosen so one candidate trains for about ``seconds`` on one
    core (measured once before the arms; ``batches=N`` fixes it instead).
 3. Every arm searches ``trials`` evaluated candidates with ``algo=random`` (the same seed,
@@ -24,9 +24,16 @@ Protocol (one run, side by side, through the real search path ``run_search``):
    that is not fine-tuning (ask, pricing, building the candidate, shipping it and its
    result, tell), so the local arm's figure is the baseline Ray adds to.
 
+5. With ``baseline=REF`` (a git commit of this repository), the local arm of that version
+   runs too, interleaved with this one's (``rounds`` times each, same batches and seed):
+   the driver's own cost per trial before and after. The write transactions each version
+   commits per trial (SQLAlchemy's commit events on a SQLite study, statements that wrote)
+   are counted the same way for both, on ResNet-20 and ResNet-56 genomes (9 and 27 genes).
+
 Example:
     python -m searchkit.bench executor seconds=5 trials=36   # about 10 minutes on 2 cores
     python -m searchkit.bench executor seconds=1 trials=4 out=/tmp/executor   # a smoke run
+    python -m searchkit.bench executor arms=[local] baseline=0abe030 rounds=2
 """
 
 from __future__ import annotations
@@ -38,32 +45,65 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from searchkit import study as st
-from searchkit.bench.common import median, options, write_report
-from searchkit.config import load_config
-from searchkit.context import SearchContext, budget_of
+from searchkit.bench.common import baseline_tree, median, options, run_in, write_report
+from searchkit.config import PRESET_DIR, load_config, overrides_from_yaml
 from searchkit.evaluate import finetune
 from searchkit.search import run_search
+from searchkit.setup import RunSetup
+from searchkit.study import trial_cost
 
-DEFAULTS = {"seconds": 5.0, "trials": 36, "model": "resnet20", "data": "digits", "base_epochs": 1,
-            "batches": None, "keep": [0.9, 0.95, 1.0], "arms": ["local", "ray-1", "ray-2"],
-            "seed": 0, "out": "reports/bench"}
+PRESET = PRESET_DIR / "bench" / "executor.yaml"  # the space and its nearly fixed-cost candidates
+DEFAULTS = {"seconds": 5.0, "trials": 36, "data": "digits", "base_epochs": 1,
+            "batches": None, "arms": ["local", "ray-1", "ray-2"], "seed": 0, "out": "reports/bench",
+            "baseline": None, "rounds": 1, "tx_trials": 8}
+GOAL_DRIVER_S = 0.2  # the local driver's own cost per trial (everything but fine-tuning)
+
+# Counts the write transactions a search commits; runs under any version of searchkit.
+_TX_HARNESS = """
+import json, sys, torch
+torch.set_num_threads(1)
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from searchkit.config import load_config
+from searchkit.search import run_search
+args, trials = json.loads(sys.argv[1]), int(sys.argv[2])
+run_search(load_config(args + ["trials=1", "study=warm"]), quiet=True)
+state = {"wrote": False, "n": 0}
+def on_execute(conn, cursor, statement, *a):
+    if statement.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+        state["wrote"] = True
+def on_commit(conn):
+    state["n"] += state["wrote"]
+    state["wrote"] = False
+event.listen(Engine, "before_cursor_execute", on_execute)
+event.listen(Engine, "commit", on_commit)
+out = run_search(load_config(args + [f"trials={trials}", "study=counted"]), quiet=True)
+print(json.dumps({"write_tx": state["n"], "trials": len(out.study.trials)}))
+"""
 GOAL_SPEEDUP = 1.7  # Ray with 2 workers against the local executor, on 2 cores
 GOAL_OVERHEAD_S = 0.3  # Ray's overhead per trial
 
 
-def _calibrate(ctx: SearchContext, seconds: float) -> dict:
+def _preset_text() -> str:
+    return ", ".join(o.replace("=", ": ") for o in overrides_from_yaml(PRESET))
+
+
+def _calibrate(ctx: RunSetup, seconds: float) -> dict:
     """``finetune.max_batches`` for about ``seconds`` of fine-tuning on one thread.
 
     A short run warms up, a longer one gives the rate; the fixed part of a run (the final
     validation) is taken from the difference of two lengths, so it is not scaled up."""
-    genome = ctx.space.uniform(0.95)  # the middle of the candidates' cost
+    from searchkit.core.dist import draw
+    rng = np.random.default_rng(0)  # a candidate from the middle of the space's cost range
+    genome = ctx.space.genome_of({n: draw(d, rng) for n, d in ctx.space.distributions().items()})
 
     def timed(batches: int) -> float:
-        model = ctx.space.build(genome, seed=0)
-        budget = dataclasses.replace(budget_of(ctx.cfg), max_batches=batches)
+        model = ctx.space.build(genome, seed=0).model
+        budget = dataclasses.replace(ctx.cfg.finetune, max_batches=batches)
         return float(finetune(model, ctx.data, budget, device=ctx.device, progress=False)["seconds"])
 
     timed(3)  # warm-up: first-call allocations
@@ -82,7 +122,7 @@ def _trial_rows(study) -> list[dict]:
         rows.append({"number": t.number, "start": t.datetime_start.timestamp(),
                      "complete": t.datetime_complete.timestamp(),
                      "train_s": float(t.user_attrs.get("seconds", float("nan"))),
-                     "flops_ratio": t.user_attrs.get("flops_ratio")})
+                     "flops": trial_cost(t, "flops")})
     return sorted(rows, key=lambda r: r["complete"])
 
 
@@ -112,9 +152,40 @@ def _summarise(rows: list[dict], workers: int, wall: float) -> dict:
     return out
 
 
-def _run_arm(arm: str, common: list[str], work: Path) -> dict:
+def _transactions(tree: Path | None, model: str, trials: int, work: Path) -> dict:
+    """Write transactions per trial of a search on ``model`` genomes (this version, or
+    ``tree``'s)."""
+    import json
+    import subprocess
+    import sys
+    args = [f"space.model={model}", "data=synthetic", "data.options={size: 64}", "base.epochs=0",
+            "finetune.max_batches=1", "constraint.flops=null", "algo=abc", "algo.food_number=3", "progress=false",
+            f"storage=sqlite:///{work / f'tx-{model}-{tree is not None}.db'}",
+            f"base.cache_dir={work / f'tx-bases-{tree is not None}'}"]
+    cmd = ["-c", _TX_HARNESS, json.dumps(args), str(trials)]
+    if tree is not None:
+        text = run_in(tree, cmd)
+    else:
+        env = {**os.environ, "CI": "1"}
+        text = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, check=True, env=env,
+                              cwd=work).stdout
+    got = json.loads(text.strip().splitlines()[-1])
+    return {**got, "per_trial": got["write_tx"] / max(1, got["trials"])}
+
+
+def _baseline_arm(tree: Path, opt: dict, batches: int, work: Path, n: int) -> dict:
+    """The local arm of the baseline version: its own benchmark, same batches and seed."""
+    import json
+    out = work / f"baseline-{n}"
+    run_in(tree, ["-m", "searchkit.bench", "executor", "arms=[local]", f"trials={opt['trials']}",
+                  f"batches={batches}", f"seed={opt['seed']}", f"data={opt['data']}",
+                  f"base_epochs={opt['base_epochs']}", f"out={out}"])
+    return json.loads((out / "executor.json").read_text())["arms"]["local"]
+
+
+def _run_arm(arm: str, common: list[str], work: Path, tag: str = "") -> dict:
     workers = 1 if arm == "local" else int(arm.split("-", 1)[1])
-    overrides = [*common, f"study=executor-{arm}", f"storage=sqlite:///{work / f'{arm}.db'}"]
+    overrides = [*common, f"study=executor-{arm}{tag}", f"storage=sqlite:///{work / f'{arm}{tag}.db'}"]
     if arm == "local":
         overrides.append("executor=local")
     else:
@@ -168,14 +239,14 @@ def _break_even(local: dict, ray: dict, goal: float) -> float | None:
     return max(0.0, (goal * ray["fixed_s"] - local["fixed_s"]) / (1 / r_l - goal / r_r))
 
 
-def _markdown(opt: dict, cal: dict | None, arms: dict[str, dict], batches: int) -> str:
+def _markdown(opt: dict, cal: dict | None, arms: dict[str, dict], batches: int, tx: dict | None = None) -> str:
     local = arms.get("local")
     cost = (f"measured {cal['per_batch_s'] * 1000:.1f} ms per batch + {cal['fixed_s']:.2f} s fixed"
             if cal else "batches given")
     lines = [
         "# Executors: local against Ray Tune with 1 and 2 workers", "",
-        f"Candidates of nearly fixed cost: {opt['model']} on {opt['data']}, channel space with every unit "
-        f"keeping {min(opt['keep']):.0%}-{max(opt['keep']):.0%} of its channels, {batches} fine-tuning "
+        f"Candidates of nearly fixed cost: the space settings of `presets/bench/executor.yaml` "
+        f"({_preset_text()}) on {opt['data']}, {batches} fine-tuning "
         f"batches each (about {opt['seconds']:g} s on one core: {cost}). Each arm runs the real search path "
         f"(`run_search`, `algo=random`, seed {opt['seed']}: the same genomes in every arm) to "
         f"{opt['trials']} evaluated candidates in its own SQLite study, from one shared base checkpoint. "
@@ -222,7 +293,29 @@ def _markdown(opt: dict, cal: dict | None, arms: dict[str, dict], batches: int) 
         lines += ["", "With 2 workers on 2 cores the driver, Tune's event loop and Ray's daemons take CPU "
                   "from the workers: that shows as a longer fine-tuning time than the local arm's (the "
                   "'fine-tune time' column), not as overhead.", ""]
+    base_arms = [a for k, a in arms.items() if k.startswith("baseline")]
+    now_arms = [a for k, a in arms.items() if k == "local" or k.startswith("local (")]
+    if base_arms and now_arms:
+        b = median([a["overhead_per_trial_s"] for a in base_arms])
+        n = median([a["overhead_per_trial_s"] for a in now_arms])
+        lines += ["## The driver's own cost per trial, before and after", "",
+                  f"`baseline` is the local arm of commit `{opt['baseline']}` (its own benchmark, same batches "
+                  f"and seed), interleaved with this version's local arm, {len(base_arms)} round(s) each: "
+                  f"median overhead per trial {b:.3f} s before, {n:.3f} s now ({n / b:.2f}x)." if b > 0 else "", ""]
+    if tx:
+        lines += ["| genome | write transactions per trial, before | now | ratio |", "|---|---|---|---|"]
+        for model, t in tx.items():
+            lines.append(f"| {model} | {t['baseline']['per_trial']:.1f} | {t['now']['per_trial']:.1f} | "
+                         f"{t['now']['per_trial'] / t['baseline']['per_trial']:.2f}x |")
+        lines += ["", "Counted on a SQLite study with `algo=abc` ("
+                  f"{opt['tx_trials']} trials, no bound): every committed transaction that wrote. Each costs "
+                  "an fsync on SQLite (milliseconds to tens of milliseconds on a busy disk) and a round trip "
+                  "on PostgreSQL.", ""]
     goals = ["## Goals", ""]
+    if now_arms:
+        n = median([a["overhead_per_trial_s"] for a in now_arms])
+        goals.append(f"- The local driver's own cost per trial <= {GOAL_DRIVER_S} s: {_fmt(n, '.3f')} s "
+                     f"{_verdict(n == n and n <= GOAL_DRIVER_S)}.")
     ray2 = arms.get("ray-2")
     if local and ray2:
         e2e = ray2["e2e_per_min"] / local["e2e_per_min"]
@@ -256,15 +349,16 @@ def main(argv: list[str]) -> int:
     # The local arm trains in this process: one thread, as each Ray worker has.
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="searchkit-bench-executor-"))
+    tree = None
+    work_tx = Path(tempfile.mkdtemp(prefix="searchkit-bench-tx-"))
     try:
-        keep = "[" + ",".join(str(float(k)) for k in opt["keep"]) + "]"
-        common = [f"space.model={opt['model']}", f"data={opt['data']}", f"space.keep={keep}",
-                  "constraint.flops=null", "algo=random", f"seed={opt['seed']}", f"trials={opt['trials']}",
-                  "progress=false", f"base.epochs={opt['base_epochs']}", f"base.cache_dir={work / 'bases'}"]
+        common = [*overrides_from_yaml(PRESET), f"data={opt['data']}", "algo=random", f"seed={opt['seed']}",
+                  f"trials={opt['trials']}", "progress=false", f"base.epochs={opt['base_epochs']}",
+                  f"base.cache_dir={work / 'bases'}"]
         # One base for every arm (trained here, once).
-        base_ctx = SearchContext.build(load_config([*common, f"storage=sqlite:///{work / 'base.db'}"]), quiet=True)
+        base_ctx = RunSetup.build(load_config([*common, f"storage=sqlite:///{work / 'base.db'}"]), quiet=True)
         base_ckpt = work / "base.pt"
-        torch.save(base_ctx.base.state_dict(), base_ckpt)
+        torch.save(base_ctx.base.module.state_dict(), base_ckpt)
         common.append(f"base.checkpoint={base_ckpt}")
         cal = None
         if opt["batches"] is None:
@@ -276,9 +370,17 @@ def main(argv: list[str]) -> int:
             batches = int(opt["batches"])
         common.append(f"finetune.max_batches={batches}")
         arms: dict[str, dict] = {}
-        for arm in opt["arms"]:
-            result = _run_arm(arm, common, work)
-            arms[arm] = result
+        tree = baseline_tree(str(opt["baseline"])) if opt["baseline"] else None
+        rounds = max(1, int(opt["rounds"]))
+        plan = [(a, r) for r in range(rounds) for a in (["baseline"] if tree else []) + ["local"]] + \
+            [(a, 0) for a in opt["arms"] if a != "local"]
+        for arm, r in plan:
+            if arm == "baseline":
+                result = _baseline_arm(tree, opt, batches, work, r)
+            else:
+                result = _run_arm(arm, common, work, f"-{r}" if r else "")
+            key = arm if r == 0 else f"{arm} (round {r + 1})"
+            arms[key] = result
             print(f"{arm}: {result['evaluated']} candidates in {result['wall_s']:.1f} s "
                   f"({result['e2e_per_min']:.2f}/min end-to-end, {_fmt(result['steady_per_min'])}/min steady; "
                   f"fine-tune {_fmt(result['train_s_median'])} s, overhead {_fmt(result['overhead_per_trial_s'])} s"
@@ -286,9 +388,18 @@ def main(argv: list[str]) -> int:
                   + ")", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)  # studies and base: the report keeps the figures
-    markdown = _markdown(opt, cal, arms, batches)
+    tx = None
+    if tree is not None:
+        tx = {}
+        for model in ("resnet20", "resnet56"):
+            tx[model] = {"baseline": _transactions(tree, model, int(opt["tx_trials"]), work_tx),
+                         "now": _transactions(None, model, int(opt["tx_trials"]), work_tx)}
+            print(f"write transactions per trial, {model}: {tx[model]['baseline']['per_trial']:.1f} -> "
+                  f"{tx[model]['now']['per_trial']:.1f}", flush=True)
+    markdown = _markdown(opt, cal, arms, batches, tx)
     path = write_report("executor", markdown, {"options": opt, "calibration": cal, "batches": batches,
                                                "goals": {"speedup": GOAL_SPEEDUP, "overhead_s": GOAL_OVERHEAD_S},
-                                               "arms": arms}, opt["out"])
+                                               "arms": arms, "transactions": tx}, opt["out"])
+    shutil.rmtree(work_tx, ignore_errors=True)
     print(f"wrote {path}")
     return 0

@@ -29,9 +29,9 @@ import torch
 
 from searchkit.bench.common import median, options, write_report
 from searchkit.config import load_config
-from searchkit.context import SearchContext
 from searchkit.search import run_search
-from searchkit.study import evaluated_trials
+from searchkit.setup import RunSetup
+from searchkit.study import BASE_KEY, base_costs, evaluated_trials, trial_cost
 
 DEFAULTS = {"model": "resnet20", "data": "digits", "evals": 24, "checkpoints": [8, 16],
             "seeds": 5, "population": 8, "finetune_batches": 16, "base_epochs": 15,
@@ -59,7 +59,8 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float] = RE
 
 def front_points(study) -> list[tuple[float, float]]:
     """(1 - val accuracy, FLOPs / base) of each trained candidate, in trial order."""
-    return [(1.0 - t.values[0], float(t.user_attrs["flops_ratio"]))
+    base = base_costs(study.user_attrs.get(BASE_KEY) or {})["flops"]
+    return [(1.0 - t.values[0], trial_cost(t, "flops") / base)
             for t in sorted(evaluated_trials(study), key=lambda t: t.number) if t.values]
 
 
@@ -87,12 +88,12 @@ def main(argv: list[str]) -> int:
               "artifacts=none", f"base.epochs={opt['base_epochs']}", f"base.cache_dir={work / 'bases'}",
               f"storage=sqlite:///{work / 'bench.db'}"]
     started = time.perf_counter()
-    base_ctx = SearchContext.build(load_config(common + ["seed=0"]), quiet=True)
+    base_ctx = RunSetup.build(load_config(common + ["seed=0"]), quiet=True)
     base_ckpt = work / "base.pt"
-    torch.save(base_ctx.base.state_dict(), base_ckpt)
+    torch.save(base_ctx.base.module.state_dict(), base_ckpt)
     common.append(f"base.checkpoint={base_ckpt}")
     base_s = time.perf_counter() - started
-    print(f"base {opt['model']} on {opt['data']}: val accuracy {base_ctx.base_accuracy:.4f} "
+    print(f"base {opt['model']} on {opt['data']}: val accuracy {base_ctx.base.accuracy:.4f} "
           f"({base_s:.0f} s)", flush=True)
 
     rows: dict[str, list[dict]] = {a: [] for a in opt["algos"]}
@@ -121,7 +122,7 @@ def main(argv: list[str]) -> int:
     head = " | ".join(f"median HV @{k}" for k in checkpoints)
     lines = [
         "# Pareto search: hypervolume of the accuracy/FLOPs front per strategy", "",
-        f"Base {opt['model']} on {opt['data']} (val accuracy {base_ctx.base_accuracy:.4f}), trained once and "
+        f"Base {opt['model']} on {opt['data']} (val accuracy {base_ctx.base.accuracy:.4f}), trained once and "
         f"shared. Each strategy searches `objectives=[accuracy,flops]` (no constraint) until {evals} "
         f"candidates are trained, each fine-tuned {opt['finetune_batches']} steps of batch "
         f"{base_ctx.cfg.finetune.batch_size} and scored on the validation split "
@@ -143,7 +144,7 @@ def main(argv: list[str]) -> int:
               f"{1 / len(base_ctx.data.val):.4f} of accuracy, so hypervolume differences of a few "
               "thousandths are within the noise of the fitness itself.", ""]
     data = {"options": opt, "reference_point": REFERENCE, "checkpoints": checkpoints,
-            "base_accuracy": base_ctx.base_accuracy, "base_seconds": base_s,
+            "base_accuracy": base_ctx.base.accuracy, "base_seconds": base_s,
             "best_known_hypervolume": best_known, "rows": rows}
     path = write_report("pareto", "\n".join(lines) + "\n", data, opt["out"])
     print(f"wrote {path}")

@@ -10,8 +10,12 @@ give it 2,000 trials. ``abc2`` is ABC on a two-objective study (the toy value an
 of the genes, as accuracy and FLOPs), the cost of its Pareto decomposition. Done in memory
 and on SQLite (a file in a temporary folder, at ``sqlite_size`` trials), in the same run.
 
+With ``baseline=REF`` (a git commit of this repository), that version's own benchmark runs
+first with the same options, and the report gives each median's ratio to it.
+
 Example:
     python -m searchkit.bench samplers size=2000 measure=30
+    python -m searchkit.bench samplers baseline=0abe030
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 import optuna
 from optuna.distributions import IntDistribution
 
-from searchkit.bench.common import options, write_report
+from searchkit.bench.common import baseline_tree, options, run_in, write_report
 from searchkit.strategies.abc import ABCSampler
 from searchkit.strategies.ga import GASampler
 from searchkit.strategies.optuna_builtin import make_random, make_tpe
@@ -34,7 +38,7 @@ from searchkit.strategies.optuna_builtin import make_random, make_tpe
 # tell is several transactions), ~25 minutes to 2,000 for the five samplers, so its row is
 # taken at ``sqlite_size`` unless that is raised.
 DEFAULTS = {"size": 2000, "sqlite_size": 300, "dims": 27, "measure": 30, "storages": ["memory", "sqlite"],
-            "out": "reports/bench"}
+            "out": "reports/bench", "baseline": None}
 
 
 def _objective(params: dict, target: np.ndarray) -> float:
@@ -64,9 +68,20 @@ def _fill(study: optuna.Study, dists: dict, target: np.ndarray, size: int, direc
         _ask_tell(study, dists, target)
 
 
+def _baseline(opt: dict) -> dict:
+    """The baseline version's own run of this benchmark, with the same options."""
+    import json
+    tree = baseline_tree(str(opt["baseline"]))
+    out = Path(tempfile.mkdtemp(prefix="searchkit-samplers-baseline-"))
+    args = [f"{k}={json.dumps(v)}" for k, v in opt.items() if k not in ("baseline", "out")]
+    run_in(tree, ["-m", "searchkit.bench", "samplers", *args, f"out={out}"])
+    return json.loads((out / "samplers.json").read_text())["results"]
+
+
 def main(argv: list[str]) -> int:
     opt = options(argv, DEFAULTS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    before = _baseline(opt) if opt["baseline"] else None
     import warnings
     warnings.filterwarnings("ignore")
     dims = int(opt["dims"])
@@ -126,6 +141,18 @@ def main(argv: list[str]) -> int:
         lines.append(f"- {kind} (to {n}): abc {1e3 * r['abc_s'] / n:.1f} ms, abc2 {1e3 * r['abc2_s'] / n:.1f} ms, "
                      f"ga {1e3 * r['ga_s'] / n:.1f} ms per trial")
     lines.append("")
-    path = write_report("samplers", "\n".join(lines) + "\n", {"options": opt, "results": results}, opt["out"])
+    if before:
+        lines += ["## Against the baseline", "",
+                  f"The same benchmark of commit `{opt['baseline']}`, run first in this run with the same options; "
+                  "each median ask + tell of this version over the baseline's (< 1: faster now).", "",
+                  "| storage | abc | abc, 2 objectives | ga | tpe | random |", "|---|---|---|---|---|---|"]
+        for kind, r in results.items():
+            b = before.get(kind)
+            if b:
+                lines.append(f"| {kind} | " + " | ".join(f"{r[f'{n}_ms'] / b[f'{n}_ms']:.2f}x"
+                                                          for n in ("abc", "abc2", "ga", "tpe", "random")) + " |")
+        lines.append("")
+    path = write_report("samplers", "\n".join(lines) + "\n",
+                        {"options": opt, "results": results, "baseline": before}, opt["out"])
     print(f"wrote {path}")
     return 0

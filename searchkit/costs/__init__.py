@@ -1,4 +1,6 @@
-"""Costs of candidates: FLOPs/params (:mod:`searchkit.costs.flops`).
+"""Costs of candidates: FLOPs/params counting (:mod:`searchkit.costs.flops`), the registered
+cost models (:mod:`searchkit.costs.models`, :mod:`searchkit.costs.latency_cost`) and the
+latency predictor (:mod:`searchkit.costs.latency`, :mod:`searchkit.costs.profiling`).
 
 Example:
     >>> from searchkit.costs import count_costs
@@ -7,6 +9,6 @@ Example:
     853018
 """
 
-from searchkit.costs.flops import CONVENTIONS, Costs, CostTable, count_costs
+from searchkit.costs.flops import CONVENTIONS, Costs, count_costs
 
-__all__ = ["CONVENTIONS", "Costs", "CostTable", "count_costs"]
+__all__ = ["CONVENTIONS", "Costs", "count_costs"]

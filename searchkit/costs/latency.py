@@ -53,7 +53,7 @@ def measure_chain(fns: Sequence[Callable[[], object]], *, passes: int = 9, warmu
     """Per-kernel robust median seconds, each kernel timed inside a chain of the others.
 
     Timing a kernel by repeating it alone keeps its weights and code hot and reads about
-    half of what it costs inside a network (measured on ResNet-18/56 and TinyNet-E). Run as
+    half of what it costs inside a network (measured on ResNet-18/56 and an EfficientNet). Run as
     a chain, each kernel starts with caches as the kernels before it left them.
     """
     times = np.empty((passes, len(fns)))
@@ -221,7 +221,7 @@ class Predictor:
         s, n = sums.sum(axis=1), counts.sum(axis=1)
 
         def solve(x: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
-            # relative error: each model's row divided by its measured time; bounds keep
+            # relative error: each model's row divided by its measured time; bounds hold
             # scales positive and overheads non-negative (collinear terms cannot swing)
             from scipy.optimize import lsq_linear
             return lsq_linear(x / y[:, None], np.ones_like(y), bounds=(low, high)).x

@@ -4,10 +4,11 @@
 
 1. **Kernels.** A designed sweep per kernel type (:mod:`searchkit.costs.kernels`: conv k x k
    incl. grouped/depthwise with its BN and activation, linear, pooling, element-wise ops,
-   over channels, resolution and stride), timed in chains of similar-sized kernels
+   over widths, resolution and stride), timed in chains of similar-sized kernels
    (:func:`~searchkit.costs.latency.measure_chain`), robust medians.
-2. **Models.** Random channel-pruned candidates of every base and random TinyNet genomes
-   (``calibration`` models): each is replayed kernel by kernel in its own order, so its
+2. **Models.** Random networks of every space that offers them (``LatencyKernels.profile_sample``:
+   pruned variants of each base, scaled EfficientNets), the ``calibration`` models: each is
+   replayed kernel by kernel in its own order, so its
    kernels are timed in the context a forward gives them (a kernel timed after a giant or
    after a trifle reads very differently), and measured whole, which fits the
    predictor's per-call overhead.
@@ -42,7 +43,6 @@ import torch
 from torch import nn
 
 from searchkit import __version__
-from searchkit.costs.kernel_map import ChannelKernelMap, efficientnet_kernels
 from searchkit.costs.kernels import KERNELS
 from searchkit.costs.latency import Predictor, measure_chain, measure_models_ms, relative_errors
 from searchkit.costs.trace import Kernel
@@ -55,12 +55,6 @@ SWEEPS = {  # kernels per type in the generic part of the sweep
 CALIBRATION_MODELS = {"default": 120, "quick": 4}
 CHAIN = 24
 ROUNDS = {"default": 4, "quick": 1}  # passes over the whole sweep (see profile())
-# Channel-pruning bases at the input sides their searches use (digits 16 px, CIFAR 32 px).
-CHANNEL_BASES = (("resnet20", 16), ("resnet56", 16), ("resnet110", 16), ("resnet56", 32),
-                 ("vgg16", 32), ("mobilenet_v2", 32), ("resnet18", 32), ("resnet50", 32))
-TINYNETS = (("tinynet_e", 0.51, 0.60, 106), ("tinynet_d", 0.54, 0.695, 152), ("tinynet_c", 0.54, 0.85, 184),
-            ("efficientnet_b0", 1.0, 1.0, 96))
-KEEP_GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 def _size_proxy(row: tuple) -> float:
@@ -118,61 +112,39 @@ class Sample:
     build: Callable[[], nn.Module]
 
 
-_MAPS: dict[tuple, tuple] = {}
+def _profiled_spaces() -> list[tuple[str, type]]:
+    """Registered spaces whose networks a latency profile samples, with their shares."""
+    from searchkit.core.space import LatencyKernels
+    from searchkit.registry import SPACES
+    out = []
+    for name in SPACES.names():
+        cls = SPACES.get(name)
+        if issubclass(cls, LatencyKernels) and cls.profile_share > 0:
+            out.append((name, cls))
+    return out
 
 
-def _channel_map(model: str, side: int):
-    from searchkit.models import build_base
-    from searchkit.models.surgery import channel_units
-    key = (model, side)
-    if key not in _MAPS:
-        base = build_base(model)
-        units = channel_units(base)
-        _MAPS[key] = (base, units, ChannelKernelMap.build(base, units, (3, side, side)))
-    return _MAPS[key]
-
-
-def population(seed: int, n_random: int, *, bases: bool = True, families: str = "all",
-               channel_bases=CHANNEL_BASES) -> list[Sample]:
-    """Random candidates of the channels and tinynet spaces (and, with ``bases``, every base
-    network), spread over sizes: each channel genome draws a centre fraction and per-unit
-    fractions around it; each TinyNet genome draws depth, width and side."""
-    from searchkit.models import build_base
-    from searchkit.models.efficientnet import efficientnet_b0_family
-    from searchkit.models.surgery import pruned_shape_model
+def population(seed: int, n_random: int, *, bases: bool = True, quick: bool = False) -> list[Sample]:
+    """Random networks of the spaces (and, with ``bases``, every space's reference networks),
+    spread over sizes; spaces take turns by their ``profile_share`` (a space with share 2 gives
+    two of every three networks beside one with share 1), all drawn from one seeded
+    ``random.Random``. ``quick``: each space's
+    cheapest setting only."""
     rng = random.Random(seed)
+    spaces = _profiled_spaces()
     out: list[Sample] = []
     if bases:
-        for model, side in CHANNEL_BASES:
-            base, units, kmap = _channel_map(model, side)
-            out.append(Sample("base", f"{model}@{side}", (3, side, side), kmap.kernels([1.0] * len(units)),
-                              lambda m=model: build_base(m)))
-        for name, w, d, side in TINYNETS:
-            out.append(Sample("base", f"{name}@{side}", (3, side, side), efficientnet_kernels(w, d, side, 10),
-                              lambda w=w, d=d: efficientnet_b0_family(w, d, num_classes=10)))
+        for _, cls in spaces:
+            out += cls.profile_bases()
+    turns = [cls for _, cls in spaces for _ in range(cls.profile_share)]
     for i in range(n_random):
-        if families == "channels" or (families == "all" and i % 3 != 2):
-            model, side = channel_bases[rng.randrange(len(channel_bases))]
-            base, units, kmap = _channel_map(model, side)
-            centre = rng.uniform(0.1, 1.0)
-            keep = [min(KEEP_GRID, key=lambda g: abs(g - min(1.0, max(0.1, rng.gauss(centre, 0.2)))))
-                    for _ in units]
-            out.append(Sample("channels", f"{model}@{side} keep~{centre:.2f}", (3, side, side),
-                              kmap.kernels(keep),
-                              lambda base=base, units=units, keep=keep: pruned_shape_model(base, units, keep)))
-        else:
-            d, w = round(rng.uniform(0.3, 1.2), 2), round(rng.uniform(0.25, 1.0), 2)
-            side = rng.choice([16, 24, 32, 48, 64, 96, 128])
-            out.append(Sample("tinynet", f"tinynet d={d} w={w} @{side}", (3, side, side),
-                              efficientnet_kernels(w, d, side, 10),
-                              lambda w=w, d=d: efficientnet_b0_family(w, d, num_classes=10)))
+        out.append(turns[i % len(turns)].profile_sample(rng, quick=quick))
     return out
 
 
 def calibration_population(seed: int, sweep: str) -> list[Sample]:
     """The whole models a profile measures (never the ones ``validate`` holds out)."""
-    return population(seed=10_000 + seed, n_random=CALIBRATION_MODELS[sweep], bases=False,
-                      channel_bases=CHANNEL_BASES if sweep == "default" else CHANNEL_BASES[:1])
+    return population(seed=10_000 + seed, n_random=CALIBRATION_MODELS[sweep], bases=False, quick=sweep != "default")
 
 
 def _speed_references(target: str, root: str | Path, count: int = 12) -> tuple[list[Sample], list[float]]:
@@ -291,8 +263,8 @@ def _fit_on(doc: dict, models: list[dict], drop: set[tuple] = frozenset()) -> Pr
     rows: dict[str, list] = {}
     secs: dict[str, list] = {}
     for kind, v in doc["kernels"].items():
-        keep = [(r, t) for r, t in zip(v["rows"], v["seconds"]) if (kind, tuple(r)) not in drop]
-        rows[kind], secs[kind] = [r for r, _ in keep], [t for _, t in keep]
+        kept = [(r, t) for r, t in zip(v["rows"], v["seconds"]) if (kind, tuple(r)) not in drop]
+        rows[kind], secs[kind] = [r for r, _ in kept], [t for _, t in kept]
     pred = Predictor.fit(rows, secs, {"target": doc["target"]})
     pred.calibrate([([Kernel(kind, tuple(f)) for kind, f in m["kernels"]], m["ms"]) for m in models])
     return pred
@@ -366,8 +338,7 @@ def validate(target: str, *, n_random: int = 60, seed: int = 1, rounds: int = 12
     here = machine_facts(threads, 1)
     if pred.meta.get("cpu") and pred.meta["cpu"] != here["cpu"]:
         log(f"warning: predictor '{target}' was profiled on '{pred.meta['cpu']}', this CPU is '{here['cpu']}'")
-    pop = population(seed=seed, n_random=n_random, bases=bases,
-                     channel_bases=CHANNEL_BASES if bases else CHANNEL_BASES[:1])
+    pop = population(seed=seed, n_random=n_random, bases=bases, quick=not bases)
     refs, ref_ms = _speed_references(target, root)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -413,8 +384,9 @@ def write_validation(summary: dict, report_dir: str | Path) -> Path:
     meta = summary["predictor"]
     lines = [f"# Latency predictor `{summary['target']}`: validation on held-out models", "",
              f"Target: {meta.get('cpu')}, {summary['threads']} thread(s), batch 1, torch {meta.get('torch')}. "
-             f"Held-out models: {o['n']} ({'every base network and ' if summary.get('bases', True) else ''}random candidates of the channels and "
-             f"tinynet spaces, seed {summary['seed']}; the profile's calibration models use another seed).",
+             f"Held-out models: {o['n']} ({'every base network and ' if summary.get('bases', True) else ''}random candidates of the "
+             f"{' and '.join(n for n, _ in _profiled_spaces())} spaces, seed {summary['seed']}; the profile's calibration "
+             "models use another seed).",
              "", f"**As measured now: RMSPE {o['rmspe']:.1%}, within ±5 %: {o['within_5']:.0%}, within ±10 %: "
              f"{o['within_10']:.0%}** (goal: ≥ 95 % within ±10 % and RMSPE ≤ 5 %: "
              f"{'met' if ok else 'NOT met'}). Mean error {o['mean_error']:+.1%}, worst {o['max_abs_error']:.1%}."]

@@ -9,8 +9,8 @@ resumed study) sees the very same images.
 Example:
     >>> import numpy as np
     >>> from searchkit.data.base import stratified_split
-    >>> keep, held = stratified_split(np.repeat([0, 1], 10), 0.2, seed=0)
-    >>> len(keep), len(held)
+    >>> rest, held = stratified_split(np.repeat([0, 1], 10), 0.2, seed=0)
+    >>> len(rest), len(held)
     (16, 4)
 """
 
@@ -113,9 +113,9 @@ class ImageTensorDataset(Dataset):
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         if len(self.labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(self.labels)} labels")
-        channels = images.shape[1]
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
+        planes = images.shape[1]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, planes, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, planes, 1, 1)
         self.scale = float(scale)
         self.image_size = int(image_size or images.shape[-1])
         self.augment = bool(augment)

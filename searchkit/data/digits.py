@@ -3,7 +3,8 @@
 1797 grayscale 8x8 images of the digits 0-9 (the UCI optical-recognition test set that
 scikit-learn bundles). Pixels are scaled to [0, 1], resized once to ``image_size`` with
 bilinear interpolation, normalised with the pool's mean and standard deviation, and
-replicated to three channels (without copying memory) so CIFAR-style networks take them.
+replicated to three colour planes (without copying memory) so CIFAR-style networks take
+them.
 
 The test split (``test_fraction``, 20% by default) is fixed: it does not depend on
 ``seed``, like an official test set. The validation split is carved from the rest with

@@ -15,13 +15,15 @@ directory that is removed after the run; a restarted driver never calls
 ``Tuner.restore`` - it runs again, and the driver's stale-trial recovery fails (and
 re-queues) the trials the stopped driver left RUNNING.
 
-Workers rebuild the :class:`~searchkit.context.SearchContext` from the run configuration
-(JSON, with paths made absolute) once per worker process, reading the base checkpoint the
-driver cached. A worker hands the trained weights back as a ``torch.save`` file in the
-driver's temporary directory. NOTE: on a multi-node cluster (``ray.address=...``) the
-base cache, the dataset root and that directory must be on a filesystem shared by all
-nodes (the same paths); a weights file the driver cannot read is skipped with a warning
-and the trial is told without its weights.
+A worker gets each candidate as a :class:`~searchkit.core.ports.WorkItem` (JSON: the
+space's registry target and options, the base checkpoint, the data, the genome, the
+budget, with absolute paths) and runs the port's evaluator on it, which materialises
+only the data, base and space it trains with, once per worker process and setting. A
+worker hands the trained weights back as a ``torch.save`` file in the driver's temporary
+directory. NOTE: on a multi-node cluster (``ray.address=...``) the base checkpoint, the
+dataset root and that directory must be on a filesystem shared by all nodes (the same
+paths); a weights file the driver cannot read is skipped with a warning and the trial is
+told without its weights.
 
 Each worker also needs searchkit (and torch) installed; ``ray.cpus_per_trial`` sets its
 torch threads, ``ray.gpus_per_trial`` may be fractional (trials share a GPU).
@@ -35,6 +37,8 @@ starting a local instance (``ray.init``) takes about 8 s, a worker's first trial
 costs no more than locally (0.70 s per trial vs 0.84 s locally, one in flight: the
 driver prices the next candidate while a worker trains).
 
+This module imports only :mod:`searchkit.core` (and Ray).
+
 Example (the command line: ``searchkit search executor=ray ray.max_concurrent=2``):
     >>> from searchkit.config import load_config
     >>> from searchkit.search import run_search
@@ -47,6 +51,7 @@ Example (the command line: ``searchkit search executor=ray ray.max_concurrent=2`
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -55,7 +60,6 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import ray
 import torch
@@ -64,61 +68,40 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
-if TYPE_CHECKING:
-    from searchkit.config import RunConfig
-    from searchkit.search import Candidate, Driver
+from searchkit.core.ports import Candidate, DriverPort, EvalResult, SearchInterrupted, WorkItem
 
 log = logging.getLogger("searchkit")
 
 METRIC = "val_accuracy"
 
-# One SearchContext per worker process (data, base, space): rebuilt only when the run
-# configuration changes, so a reused actor trains its next candidate at once.
-_WORKER_CONTEXT: dict[str, Any] = {}
-
 
 # --- the worker side -------------------------------------------------------------------
-
-
-def _worker_context(cfg_json: str):
-    ctx = _WORKER_CONTEXT.get(cfg_json)
-    if ctx is None:
-        from searchkit.config import load_config
-        from searchkit.context import SearchContext
-
-        cfg = load_config([], base=json.loads(cfg_json))
-        ctx = SearchContext.build(cfg, quiet=True, train_base=False)
-        _WORKER_CONTEXT.clear()
-        _WORKER_CONTEXT[cfg_json] = ctx
-    return ctx
 
 
 def train_candidate(config: dict) -> None:
     """The Tune trainable (function API): build, fine-tune and measure one candidate.
 
     Each validation is reported as ``{"step", "val_accuracy"}``; the last report carries
-    ``final=True``, the metrics and kept-indices history (JSON) and the weights file path.
+    ``final=True``, the metrics and recipe (JSON) and the weights file path.
     """
-    from searchkit.search import evaluate_candidate
-
     torch.set_num_threads(max(1, int(config["threads"])))
-    ctx = _worker_context(config["run_config"])
+    module, _, name = config["evaluate"].partition(":")
+    evaluate = getattr(importlib.import_module(module), name)
 
     def forward(step: int, value: float) -> bool:
         tune.report({"step": int(step), METRIC: float(value)})
         return False  # the driver's pruner stops the trial through the scheduler
 
-    metrics, weights, history = evaluate_candidate(ctx, config["genome"], seed=config["seed"],
-                                                   report=forward, progress=False)
+    result = evaluate(WorkItem.from_json(config["work"]), report=forward, progress=False)
     weights_path = None
     wanted = bool(config.get("weights_dir"))
     if wanted and os.path.isdir(config["weights_dir"]):  # not on another node without a shared filesystem
         weights_path = os.path.join(config["weights_dir"], f"trial-{config['number']}-{uuid.uuid4().hex[:8]}.pt")
-        torch.save(weights, weights_path)
-    metrics = {k: v for k, v in metrics.items() if k != "history"}
+        torch.save(result.weights, weights_path)
+    metrics = result.metrics
     tune.report({"final": True, "step": int(metrics.get("steps") or 0),
                  METRIC: float(metrics["val_accuracy"]), "metrics": json.dumps(metrics),
-                 "kept_indices": json.dumps(history), "weights_path": weights_path or ("" if wanted else None)})
+                 "recipe": json.dumps(result.recipe), "weights_path": weights_path or ("" if wanted else None)})
 
 
 # --- the driver side -------------------------------------------------------------------
@@ -128,12 +111,13 @@ class _Bridge:
     """State shared by the searcher, the scheduler and the stopper: Tune trial id ->
     candidate, and the first error the driver raised (which ends the run)."""
 
-    def __init__(self, driver: "Driver", run_config: str, weights_dir: str | None, threads: int):
+    def __init__(self, driver: DriverPort, weights_dir: str | None, threads: int):
         self.driver = driver
-        self.run_config = run_config
+        evaluate = driver.evaluate
+        self.evaluate = f"{evaluate.__module__}:{evaluate.__qualname__}"
         self.weights_dir = weights_dir
         self.threads = threads
-        self.cands: dict[str, "Candidate"] = {}
+        self.cands: dict[str, Candidate] = {}
         self.pruned: dict[str, dict] = {}
         self.reported: dict[str, int] = {}
         # The driver declined to propose while trials ran; Tune asks again every loop,
@@ -179,8 +163,8 @@ class DriverSearcher(Searcher):
             b.waiting = True
             return Searcher.FINISHED if b.fatal is not None or not b.driver.in_flight else None
         b.cands[trial_id] = cand
-        return {"number": cand.number, "genome": cand.genome, "seed": cand.seed,
-                "run_config": b.run_config, "weights_dir": b.weights_dir, "threads": b.threads}
+        return {"number": cand.number, "work": cand.work.to_json(), "evaluate": b.evaluate,
+                "weights_dir": b.weights_dir, "threads": b.threads}
 
     def save(self, checkpoint_path: str) -> None:
         pass  # the study is the only state
@@ -203,13 +187,13 @@ class DriverSearcher(Searcher):
         if error:
             b.guard(b.driver.fail, cand, b.errors.pop(trial_id, "the trial failed (no error recorded)"))
         elif result and result.get("final"):
-            metrics = json.loads(result["metrics"])
-            history = json.loads(result["kept_indices"])
-            b.guard(b.driver.finish, cand, metrics, history, _load_weights(result.get("weights_path")))
+            outcome = EvalResult(json.loads(result["metrics"]), _load_weights(result.get("weights_path")),
+                                 json.loads(result["recipe"]))
+            b.guard(b.driver.finish, cand, outcome)
         elif trial_id in b.pruned:
             last = b.pruned.pop(trial_id)
-            b.guard(b.driver.finish, cand, {"val_accuracy": last[METRIC], "steps": last.get("step"),
-                                            "pruned": True}, {})
+            b.guard(b.driver.finish, cand, EvalResult({"val_accuracy": last[METRIC], "steps": last.get("step"),
+                                                       "pruned": True}))
         # else: stopped by the end of the run (Ctrl-C); run_with_ray re-queues it
 
 
@@ -340,15 +324,6 @@ def _load_weights(path: str | None) -> dict | None:
                 pass
 
 
-def _absolute_paths(cfg: "RunConfig") -> str:
-    """The run configuration as JSON for workers: Tune runs trials in other directories."""
-    tree = cfg.to_dict()
-    for section, key in (("base", "cache_dir"), ("base", "checkpoint"), ("data", "root")):
-        if tree[section].get(key):
-            tree[section][key] = str(Path(tree[section][key]).expanduser().resolve())
-    return json.dumps(tree, sort_keys=True)
-
-
 def _start_ray(address: str | None) -> bool:
     """Connect to ``address`` or start a local instance; returns whether we must shut it down."""
     if ray.is_initialized():
@@ -362,10 +337,10 @@ def _start_ray(address: str | None) -> bool:
     return True
 
 
-def run_with_ray(driver: "Driver") -> None:
+def run_with_ray(driver: DriverPort) -> None:
     """Propose, train (as Ray Tune trials) and tell until the driver stops proposing.
 
-    Called by ``Driver.run`` for ``executor=ray`` (see the module's example). Connects to
+    The ``executor=ray`` entry of ``EXECUTORS`` (see the module's example). Connects to
     ``ray.address``, or starts a local instance and shuts it down afterwards (also on
     errors and Ctrl-C); an already initialized Ray is used as it is and left running.
 
@@ -373,9 +348,7 @@ def run_with_ray(driver: "Driver") -> None:
         SearchInterrupted: Ctrl-C; the trials in flight were re-queued.
         RepeatedFailures: too many candidates in a row failed (others in flight re-queued).
     """
-    from searchkit.search import SearchInterrupted
-
-    rc = driver.cfg.ray
+    rc = driver.executor_options("ray")
     saved_env = {name: os.environ.get(name) for name in _TUNE_ENV}
     os.environ.update({k: v for k, v in _TUNE_ENV.items() if saved_env[k] is None})
     quieted = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
@@ -391,11 +364,10 @@ def run_with_ray(driver: "Driver") -> None:
         else:
             concurrent = _default_concurrency(ray.cluster_resources(), rc.cpus_per_trial, rc.gpus_per_trial)
         weights_dir = None
-        if driver.cfg.artifacts != "none":
+        if driver.keep_weights:
             weights_dir = os.path.join(tmp, "weights")
             os.makedirs(weights_dir)
-        bridge = _Bridge(driver, _absolute_paths(driver.cfg), weights_dir,
-                         threads=max(1, int(rc.cpus_per_trial)))
+        bridge = _Bridge(driver, weights_dir, threads=max(1, int(rc.cpus_per_trial)))
         trainable = tune.with_resources(train_candidate, {"cpu": rc.cpus_per_trial, "gpu": rc.gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
@@ -468,6 +440,6 @@ def _sweep_dead_runs() -> None:
             pass
 
 
-def _requeue_left(driver: "Driver", reason: str) -> None:
+def _requeue_left(driver: DriverPort, reason: str) -> None:
     for cand in list(driver.in_flight.values()):
         driver.fail(cand, reason, requeue=True)

@@ -1,4 +1,4 @@
-"""Base networks (by registry name) and the surgery that prunes their channels.
+"""Base networks, by registry name.
 
 Example:
     >>> import torch

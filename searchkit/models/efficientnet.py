@@ -10,14 +10,14 @@ counts match the published TinyNet figures:
       ir_r3_k3_s2_e6_c80_se0.25   ir_r3_k5_s1_e6_c112_se0.25  ir_r4_k5_s2_e6_c192_se0.25
       ir_r1_k3_s1_e6_c320_se0.25
 
-* width: every block's output channels are ``round_channels(c, width)`` (timm's
+* width: every block's output width is ``round_channels(c, width)`` (timm's
   ``make_divisible`` with divisor 8: at least 8, never more than 10% below ``c*width``);
   the stem stays 32 (``fix_stem=True``); the head has
   ``max(1280, round_channels(1280, width))`` features.
 * depth: ``depth_trunc='round'`` through :func:`scale_stage_depth` (timm's
   ``_scale_stage_depth``: a stage's total repeats are scaled with Python's ``round``, at
   least 1, then shared among the stage's block strings in reverse order).
-* SE squeezes to ``round(0.25 * block input channels)`` (timm's ``se_from_exp=False``),
+* SE squeezes to ``round(0.25 * block input width)`` (timm's ``se_from_exp=False``),
   SiLU ("swish") everywhere, BatchNorm (eps 1e-5, momentum 0.1, as timm's defaults),
   "same"-style symmetric padding ``((s-1) + (k-1)) // 2``, a residual where stride is 1 and
   widths match, dropout before the classifier. No drop-path.
@@ -59,7 +59,7 @@ from torch import nn
 
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
-# (block type, repeats, kernel, stride, expansion, output channels, se ratio), one
+# (block type, repeats, kernel, stride, expansion, output width, se ratio), one
 # block string per stage, exactly the B0 arch_def timm uses for TinyNet.
 B0_ARCH: tuple[tuple[tuple[str, int, int, int, int, int, float], ...], ...] = (
     (("ds", 1, 3, 1, 1, 16, 0.25),),
@@ -88,16 +88,16 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
     return int(new_v)
 
 
-def round_channels(channels: int, multiplier: float = 1.0, divisor: int = 8) -> int:
-    """timm's ``round_channels``: ``make_divisible(channels * multiplier, divisor)``.
+def round_channels(c: int, multiplier: float = 1.0, divisor: int = 8) -> int:
+    """timm's ``round_channels``: ``make_divisible(c * multiplier, divisor)``.
 
     Example:
         >>> round_channels(320, 0.54), round_channels(24, 0.75)
         (176, 24)
     """
     if not multiplier:
-        return channels
-    return make_divisible(channels * multiplier, divisor)
+        return c
+    return make_divisible(c * multiplier, divisor)
 
 
 def scale_stage_depth(repeats: list[int], depth_multiplier: float,
@@ -293,7 +293,7 @@ def efficientnet_b0_family(width: float = 1.0, depth: float = 1.0, num_classes: 
         depth: repeat multiplier, ``depth_trunc='round'``.
         num_classes: classifier outputs.
         dropout: dropout rate before the classifier.
-        in_channels: input image channels.
+        in_channels: input image planes.
 
     Example:
         >>> from searchkit.costs import count_costs
@@ -314,11 +314,11 @@ TINYNET_VARIANTS: dict[str, tuple[float, float, float, int]] = {
 }
 
 
-def tinynet(variant: str, num_classes: int = 1000, **kwargs) -> nn.Module:
+def tinynet_variant(variant: str, num_classes: int = 1000, **kwargs) -> nn.Module:
     """TinyNet A..E by name (the input side is ``TINYNET_VARIANTS[variant][3]``).
 
     Example:
-        >>> tinynet("tinynet_e", num_classes=10).conv_head.out_channels
+        >>> tinynet_variant("tinynet_e", num_classes=10).conv_head.out_channels
         1280
     """
     if variant not in TINYNET_VARIANTS:
@@ -334,20 +334,20 @@ def efficientnet_b0(num_classes: int = 1000, **kwargs) -> nn.Module:
 
 
 def tinynet_a(num_classes: int = 1000, **kwargs) -> nn.Module:
-    return tinynet("tinynet_a", num_classes, **kwargs)
+    return tinynet_variant("tinynet_a", num_classes, **kwargs)
 
 
 def tinynet_b(num_classes: int = 1000, **kwargs) -> nn.Module:
-    return tinynet("tinynet_b", num_classes, **kwargs)
+    return tinynet_variant("tinynet_b", num_classes, **kwargs)
 
 
 def tinynet_c(num_classes: int = 1000, **kwargs) -> nn.Module:
-    return tinynet("tinynet_c", num_classes, **kwargs)
+    return tinynet_variant("tinynet_c", num_classes, **kwargs)
 
 
 def tinynet_d(num_classes: int = 1000, **kwargs) -> nn.Module:
-    return tinynet("tinynet_d", num_classes, **kwargs)
+    return tinynet_variant("tinynet_d", num_classes, **kwargs)
 
 
 def tinynet_e(num_classes: int = 1000, **kwargs) -> nn.Module:
-    return tinynet("tinynet_e", num_classes, **kwargs)
+    return tinynet_variant("tinynet_e", num_classes, **kwargs)

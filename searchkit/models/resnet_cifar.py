@@ -1,9 +1,9 @@
 """CIFAR ResNets (He et al. 2016, section 4.2): ResNet-20/56/110.
 
-A 3x3 stem conv (16 channels), three stages of ``n`` basic blocks with 16/32/64
-channels (stride 2 at the start of stages 2 and 3), global average pooling and
+A 3x3 stem conv (16 filters), three stages of ``n`` basic blocks with 16/32/64
+filters (stride 2 at the start of stages 2 and 3), global average pooling and
 ``Linear(64, num_classes)``. Shortcuts are "option A": identity, or, where the shape
-changes, a stride-2 subsample with the new channels zero-padded (no parameters).
+changes, a stride-2 subsample with the new planes zero-padded (no parameters).
 
 ResNet-56 has 125,485,056 conv MACs + 640 FC MACs = 125.49M FLOPs and 0.85M params.
 
@@ -21,7 +21,7 @@ from torch import nn
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option-A shortcut: subsample by ``stride`` and zero-pad channels on both sides."""
+    """Option-A shortcut: subsample by ``stride`` and zero-pad the new planes on both sides."""
 
     def __init__(self, in_planes: int, out_planes: int, stride: int):
         super().__init__()
@@ -40,8 +40,8 @@ class CifarBasicBlock(nn.Module):
     """Two 3x3 conv + BN layers with an option-A shortcut.
 
     Args:
-        in_planes: input channels (= the block's output channels except at a stage start).
-        planes: output channels of the block.
+        in_planes: input width (= the block's output width except at a stage start).
+        planes: output width of the block.
         stride: stride of ``conv1``.
         mid_planes: width between ``conv1`` and ``conv2`` (``planes`` when None).
     """

@@ -3,7 +3,7 @@
 All are built with ``weights=None`` (nothing is downloaded) and ``num_classes``.
 
 * ResNet-18/50: CIFAR-style stem, as is usual for 32x32 images: ``conv1`` becomes a
-  3x3 stride-1 conv (64 channels, no bias) and ``maxpool`` becomes ``nn.Identity``, so
+  3x3 stride-1 conv (64 filters, no bias) and ``maxpool`` becomes ``nn.Identity``, so
   the four stages run at 32/16/8/4 pixels instead of 8/4/2/1. Everything else is the
   stock torchvision model (module names unchanged, so torchvision-style state_dict
   keys apply).

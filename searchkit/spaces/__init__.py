@@ -1,5 +1,6 @@
-"""Search spaces: each turns Optuna suggestions into a JSON genome, prices it, and builds it."""
+"""Search spaces, one folder each: the space, its build, its costs, its latency kernels and
+its benchmark. The protocol is :class:`searchkit.core.space.Space`."""
 
-from searchkit.spaces.base import Space
+from searchkit.core.space import Space
 
 __all__ = ["Space"]

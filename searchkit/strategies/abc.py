@@ -14,7 +14,8 @@ largest trail, if >= ``food_limit``; it replaces the source outright). A mutant 
 ``honeychange_num`` distinct dimensions of all D (ABCPruner never draws the last) to
 ``x_ij + phi * (x_ij - x_kj)``, ``phi ~ U(-1, 1)``, rounded to the grid and clipped, and is
 redrawn (up to 10 times) while it equals its source - as an architecture where the
-driver's feasibility hint says which params map to one (tinynet's band maps many raw
+driver's feasibility hint says which params map to one (a space that maps raw draws into a
+FLOPs band maps many raw
 vectors to one genome). Greedy: a candidate replaces its
 source only if strictly better, else the source's trail grows by 1.
 
@@ -78,6 +79,7 @@ import math
 import threading
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -87,8 +89,8 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from searchkit import trial_attrs
-from searchkit.strategies._dist import draw, snap
+from searchkit.study import attrs as trial_attrs
+from searchkit.core.dist import draw, snap
 
 _PHASES = ("init", "employed", "onlooker", "scout")
 _RETRY_KEYS = ("dims", "reissue_of", "requeued_from")  # not inherited by a re-issued role
@@ -246,13 +248,13 @@ def _roulette(rfit: list[float], start: int, rng: np.random.Generator) -> tuple[
     return i, (i + 1) % len(rfit)
 
 
-_snap, _random = snap, draw  # shared with the GA (strategies/_dist.py)
+_snap, _random = snap, draw  # shared with the GA (core/dist.py)
 
 
 def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Generator,
             key: Callable[[dict], Any] | None = None) -> tuple:
     """ABCPruner's mutant of ``base`` (log distributions mutate in log scale). ``key`` maps
-    params to the architecture they stand for, where several map to one (tinynet's band)."""
+    params to the architecture they stand for, where several map to one (a FLOPs band)."""
     names = list(space)
     base_key = key({n: _snap(d, base[n]) for n, d in space.items()}) \
         if key is not None and all(n in base for n in space) else None
@@ -273,6 +275,15 @@ def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Gener
     return params, dims
 
 
+@dataclass(frozen=True)
+class ABCOptions:
+    """``algo.*`` options of ``algo=abc`` (see :class:`ABCSampler`)."""
+
+    food_number: int = 10
+    food_limit: int = 5
+    honeychange_num: int = 2
+
+
 class ABCSampler(optuna.samplers.BaseSampler):
     """Artificial bee colony over a study's search space, rebuilt from its trials.
 
@@ -282,19 +293,21 @@ class ABCSampler(optuna.samplers.BaseSampler):
         honeychange_num: Dimensions one bee mutates (default 2).
         seed: Trial ``n`` draws from ``default_rng([seed, n, ...])``, so resuming is exact.
         constraints_func: ``FrozenTrial -> floats`` (``<= 0`` feasible), default
-            :func:`~searchkit.trial_attrs.stored_constraints`; copied to ``constraints``.
+            :func:`~searchkit.study.attrs.stored_constraints`; copied to ``constraints``.
 
     Example:
         >>> import optuna
         >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
         >>> def objective(trial):
-        ...     keep = [trial.suggest_int(f"keep_{j:03d}", 1, 10) for j in range(4)]
-        ...     return -sum((k - 7) ** 2 for k in keep)
+        ...     xs = [trial.suggest_int(f"x_{j:03d}", 1, 10) for j in range(4)]
+        ...     return -sum((x - 7) ** 2 for x in xs)
         >>> study = optuna.create_study(direction="maximize", sampler=ABCSampler(seed=0))
         >>> study.optimize(objective, n_trials=40)
         >>> [role_of(study.trials[n])["phase"] for n in (0, 10, 20)]
         ['init', 'employed', 'onlooker']
     """
+
+    Options = ABCOptions
 
     def __init__(self, *, food_number: int = 10, food_limit: int = 5, honeychange_num: int = 2,
                  seed: int | None = None,

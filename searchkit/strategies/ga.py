@@ -36,6 +36,7 @@ import math
 import threading
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,8 +46,8 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from searchkit import trial_attrs
-from searchkit.strategies._dist import draw, snap
+from searchkit.study import attrs as trial_attrs
+from searchkit.core.dist import draw, snap
 
 ATTR = "ga:member"
 _COLLAPSE, _BOOST, _TRIES = 0.2, 5.0, 10
@@ -115,7 +116,7 @@ def _order(inds: Sequence[_Ind]) -> list[_Ind]:
     return feas + rest
 
 
-_external, _random = snap, draw  # shared with ABC (strategies/_dist.py)
+_external, _random = snap, draw  # shared with ABC (core/dist.py)
 
 
 def _mutate(dist: BaseDistribution, v: float, rng: np.random.Generator) -> Any:
@@ -142,6 +143,18 @@ class _State:
         self.pools, self.current = {0: []}, 0  # current: the first incomplete generation
 
 
+@dataclass(frozen=True)
+class GAOptions:
+    """``algo.*`` options of ``algo=ga`` (see :class:`GASampler`)."""
+
+    population_size: int = 20
+    tournament_size: int = 3
+    crossover_prob: float = 0.9
+    mutation_prob: float | None = None
+    elitism: int = 2
+    diversity: bool = True
+
+
 class GASampler(optuna.samplers.BaseSampler):
     """Generational GA over a study's search space, rebuilt from its trials.
 
@@ -158,14 +171,16 @@ class GASampler(optuna.samplers.BaseSampler):
         >>> import optuna
         >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
         >>> def objective(trial):
-        ...     keep = [trial.suggest_int(f"keep_{j:03d}", 1, 10) for j in range(4)]
-        ...     return -sum((k - 7) ** 2 for k in keep)
+        ...     xs = [trial.suggest_int(f"x_{j:03d}", 1, 10) for j in range(4)]
+        ...     return -sum((x - 7) ** 2 for x in xs)
         >>> sampler = GASampler(population_size=8, seed=0)
         >>> study = optuna.create_study(direction="maximize", sampler=sampler)
         >>> study.optimize(objective, n_trials=40)
         >>> [member_of(study.trials[n])["generation"] for n in (0, 8, 39)]
         [0, 1, 4]
     """
+
+    Options = GAOptions
 
     def __init__(self, *, population_size: int = 20, tournament_size: int = 3,
                  crossover_prob: float = 0.9, mutation_prob: float | None = None,

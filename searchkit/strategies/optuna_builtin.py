@@ -4,7 +4,7 @@ Optuna's samplers draw from one RNG stream that lives only in memory, so a study
 stopped and opened again by a new process proposes other candidates than an uninterrupted
 run would. :class:`PerTrialSeeded` fixes that without touching any private state: it builds
 a fresh inner sampler for every trial, seeded from ``(seed, trial.number)``. TPE and random
-keep no other state (TPE re-reads the study's trials each time), so nothing is lost.
+hold no other state (TPE re-reads the study's trials each time), so nothing is lost.
 
 Constraints need no callback: searchkit records them with ``trial.set_constraint``, which
 Optuna 5's TPE reads by itself.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from searchkit.strategies._dist import draw
+from searchkit.core.dist import draw
 
 
 def trial_seed(seed: int | None, number: int) -> int | None:
@@ -109,6 +110,33 @@ class PerTrialSeeded(BaseSampler):
         pass
 
 
+@dataclass(frozen=True)
+class TPEOptions:
+    """``algo.*`` options of ``algo=tpe``; unset ones take Optuna's defaults."""
+
+    n_startup_trials: int = 10
+    multivariate: bool = True
+    constant_liar: bool = True
+    n_ei_candidates: int | None = None
+    group: bool | None = None
+    consider_endpoints: bool | None = None
+    prior_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class NSGA2Options:
+    """``algo.*`` options of ``algo=nsga2``; unset ones take Optuna's defaults."""
+
+    population_size: int = 20
+    mutation_prob: float | None = None
+    crossover_prob: float | None = None
+    swapping_prob: float | None = None
+
+
+def _given(kw: dict) -> dict:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
 def make_tpe(*, seed: int | None = None, n_startup_trials: int = 10, **kw: Any) -> PerTrialSeeded:
     """Multivariate TPE with the constant liar (so trials in flight don't collide).
 
@@ -124,7 +152,7 @@ def make_tpe(*, seed: int | None = None, n_startup_trials: int = 10, **kw: Any) 
     """
     if int(n_startup_trials) < 0:
         raise ValueError(f"n_startup_trials must be >= 0, got {n_startup_trials}")
-    options: dict[str, Any] = {"multivariate": True, "constant_liar": True, **kw}
+    options: dict[str, Any] = {"multivariate": True, "constant_liar": True, **_given(kw)}
     probe = TPESampler(seed=0, n_startup_trials=n_startup_trials, **options)  # bad kwargs fail here, once
     del probe
     return PerTrialSeeded(lambda s: TPESampler(seed=s, n_startup_trials=n_startup_trials, **options), seed)
@@ -148,5 +176,10 @@ def make_nsga2(*, seed: int | None = None, population_size: int = 20, **kw: Any)
         >>> make_nsga2(seed=0, population_size=8).inner.__class__.__name__
         'NSGAIISampler'
     """
+    kw = _given(kw)
     NSGAIISampler(seed=0, population_size=population_size, **kw)
     return PerTrialSeeded(lambda s: NSGAIISampler(seed=s, population_size=population_size, **kw), seed)
+
+
+make_tpe.Options = TPEOptions
+make_nsga2.Options = NSGA2Options

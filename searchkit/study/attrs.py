@@ -1,27 +1,33 @@
 """JSON-safe reads and writes of Optuna trial attributes, in one place.
 
-Strategies keep their bookkeeping (ABC roles, GA generations) in trial system attrs and
-searchkit's driver keeps results (infeasible flag, constraint values) in user attrs. All of
-it goes through this module, so nothing else touches ``study._storage``. Values are
-round-tripped through JSON before they are stored: a tuple comes back as a list from every
-storage (in-memory, SQLite, PostgreSQL, journal), which keeps replays storage-independent.
+Strategies store their bookkeeping (ABC roles, GA generations) in trial system attrs and
+searchkit's runners store records and results in user attrs. All of it goes through this
+module, so nothing else touches ``study._storage``. Values are round-tripped through JSON
+before they are stored: a tuple comes back as a list from every storage (in-memory,
+SQLite, PostgreSQL, journal), which keeps replays storage-independent.
+
+On an RDB storage (SQLite, PostgreSQL) each Optuna write is its own transaction, and on
+a busy disk one commit costs milliseconds to tens of milliseconds. :func:`write` stores
+many attributes of a trial in one transaction and :func:`batched_params` a trial's
+params; elsewhere both fall back to one write per value.
 
 Example:
     >>> import optuna
-    >>> from searchkit import trial_attrs
+    >>> from searchkit.study import attrs
     >>> study = optuna.create_study()
     >>> trial = study.ask()
-    >>> trial_attrs.set_user_attr(study, trial._trial_id, trial_attrs.CONSTRAINTS_KEY, (0.5,))
+    >>> attrs.write(study, trial._trial_id, user={attrs.CONSTRAINTS_KEY: (0.5,), "n": 1})
     >>> frozen = study.tell(trial, 1.0)
-    >>> trial_attrs.stored_constraints(frozen)
-    [0.5]
+    >>> attrs.stored_constraints(frozen), frozen.user_attrs["n"]
+    ([0.5], 1)
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
@@ -44,6 +50,88 @@ def _jsonable(key: str, value: Any) -> Any:
         raise ValueError(
             f"trial attr {key!r} must be JSON-serialisable without NaN/inf, got {value!r}"
         ) from exc
+
+
+def _rdb(study: optuna.Study):
+    """``(cache, backend)`` when the study is stored in an RDB storage (cache may be None)."""
+    from optuna.storages import RDBStorage
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, RDBStorage) and hasattr(backend, "_set_trial_attr_without_commit"):
+        return (storage if storage is not backend else None), backend
+    return None, None
+
+
+def write(study: optuna.Study, trial_id: int, *, user: dict | None = None,
+          system: dict | None = None) -> None:
+    """Store many user and system attrs of one trial: one transaction on RDB storages."""
+    user = {k: _jsonable(k, v) for k, v in (user or {}).items()}
+    system = {k: _jsonable(k, v) for k, v in (system or {}).items()}
+    if not user and not system:
+        return
+    _, backend = _rdb(study)
+    if backend is not None:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            for model, values in ((models.TrialUserAttributeModel, user), (models.TrialSystemAttributeModel, system)):
+                for key, value in values.items():
+                    backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
+        return
+    for key, value in user.items():
+        study._storage.set_trial_user_attr(trial_id, key, value)
+    for key, value in system.items():
+        study._storage.set_trial_system_attr(trial_id, key, value)
+
+
+class _ParamBuffer:
+    """Stands in for a trial's storage while it suggests: params are kept, not written."""
+
+    def __init__(self, storage):
+        self._storage = storage
+        self.params: list[tuple] = []
+
+    def set_trial_param(self, trial_id, name, value, distribution) -> None:
+        self.params.append((trial_id, name, value, distribution))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+@contextmanager
+def batched_params(trial: optuna.Trial) -> Iterator[None]:
+    """Within the block, ``trial.suggest_*`` params are written in one transaction at its
+    end (on RDB storages through Optuna's cached storage; elsewhere one by one)."""
+    real = trial.storage
+    buffer = _ParamBuffer(real)
+    trial.storage = buffer
+    try:
+        yield
+    finally:
+        trial.storage = real
+        _flush_params(trial.study, real, buffer.params)
+
+
+def _flush_params(study: optuna.Study, storage, params: list[tuple]) -> None:
+    if not params:
+        return
+    cache, backend = _rdb(study)
+    infos = getattr(cache, "_studies", None)
+    index = getattr(cache, "_trial_id_to_study_id_and_number", None)
+    if backend is None or cache is not storage or infos is None or index is None \
+            or not hasattr(backend, "_set_trial_param_without_commit"):
+        for p in params:
+            storage.set_trial_param(*p)
+        return
+    from optuna.storages._rdb.storage import _create_scoped_session
+    with cache._lock:  # as _CachedStorage.set_trial_param: the study's distributions cache
+        study_id, _ = index[params[0][0]]
+        known = infos[study_id].param_distribution
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            for trial_id, name, value, dist in params:
+                backend._set_trial_param_without_commit(session, trial_id, name, value, dist, known.get(name))
+        for _, name, _, dist in params:
+            known.setdefault(name, dist)
 
 
 def set_system_attr(study: optuna.Study, trial_id: int, key: str, value: Any) -> None:

@@ -1,4 +1,4 @@
-"""Grid-aware draws and snapping for Optuna distributions, shared by our samplers.
+"""Grid-aware draws and snapping for Optuna distributions (samplers, spaces, benchmarks).
 
 Example:
     >>> import numpy as np

@@ -1,8 +1,8 @@
 """Genomes are plain JSON dicts; an archid is the hash of their canonical JSON.
 
 Example:
-    >>> from searchkit.genome import archid
-    >>> archid({"keep": [0.5, 1.0]}) == archid({"keep": [0.5, 1.0]})
+    >>> from searchkit.core.genome import archid
+    >>> archid({"w": [0.5, 1.0], "d": 2}) == archid({"d": 2, "w": [0.5, 1.0]})
     True
 """
 

@@ -24,9 +24,10 @@ import torch
 
 from searchkit.bench.common import median, options, write_report
 from searchkit.config import load_config
-from searchkit.context import SearchContext, budget_of
 from searchkit.evaluate import evaluate_accuracy, finetune
 from searchkit.search import run_search
+from searchkit.setup import RunSetup
+from searchkit.study import trial_cost
 
 DEFAULTS = {"model": "resnet56", "data": "digits", "flops": 0.35, "trials": 20, "seeds": 3,
             "finetune_epochs": 1.0, "final_epochs": 3.0, "base_epochs": 15,
@@ -38,16 +39,17 @@ def uniform_fraction(space, bound: float) -> float:
     best = 0.01
     for step in range(1, 101):
         f = step / 100
-        if space.costs(space.uniform(f)).flops <= bound:
+        if space.flops_params(space.uniform(f))[0] <= bound:
             best = f
     return best
 
 
-def final_score(ctx: SearchContext, genome: dict, seed: int, epochs: float) -> tuple[float, float]:
-    model = ctx.space.build(genome, seed=seed)
-    finetune(model, ctx.data, budget_of(ctx.cfg, epochs=epochs), device=ctx.device, seed=seed, progress=False)
+def final_score(setup: RunSetup, genome: dict, seed: int, epochs: float) -> tuple[float, float]:
+    model = setup.space.build(genome, seed=seed).model
+    finetune(model, setup.data, setup.cfg.finetune.with_epochs(epochs), device=setup.device, seed=seed,
+             progress=False)
     model.to("cpu")
-    return evaluate_accuracy(model, ctx.data.test)[0], evaluate_accuracy(model, ctx.data.val)[0]
+    return evaluate_accuracy(model, setup.data.test)[0], evaluate_accuracy(model, setup.data.val)[0]
 
 
 def main(argv: list[str]) -> int:
@@ -61,9 +63,9 @@ def main(argv: list[str]) -> int:
               f"base.epochs={opt['base_epochs']}", f"base.cache_dir={work / 'bases'}",
               f"storage=sqlite:///{work / 'bench.db'}"]
     # One base for every arm and seed.
-    base_ctx = SearchContext.build(load_config(common + ["seed=0"]), quiet=True)
+    base_ctx = RunSetup.build(load_config(common + ["seed=0"]), quiet=True)
     base_ckpt = work / "base.pt"
-    torch.save(base_ctx.base.state_dict(), base_ckpt)
+    torch.save(base_ctx.base.module.state_dict(), base_ckpt)
     common.append(f"base.checkpoint={base_ckpt}")
     bound = base_ctx.limits["flops"]
     rows: dict[str, list[dict]] = {a: [] for a in [*opt["algos"], "uniform"]}
@@ -74,26 +76,27 @@ def main(argv: list[str]) -> int:
             outcome = run_search(cfg, quiet=True)
             best = outcome.best
             genome = best.user_attrs["genome"]
-            test, val = final_score(outcome.context, genome, seed, opt["final_epochs"])
+            test, val = final_score(outcome.setup, genome, seed, opt["final_epochs"])
+            ratio = trial_cost(best, "flops") / outcome.setup.costs["flops"].base()
             rows[algo].append({"seed": seed, "search_val": best.values[0], "test": test, "val": val,
-                               "flops_ratio": best.user_attrs["flops_ratio"],
+                               "flops_ratio": ratio,
                                "asked": len(outcome.study.trials), "evaluated": outcome.evaluated,
                                "seconds": time.perf_counter() - started, "keep": genome["keep"]})
             print(f"{algo} seed {seed}: test {test:.4f} (search val {best.values[0]:.4f}, "
-                  f"FLOPs {best.user_attrs['flops_ratio']:.1%})", flush=True)
-        ctx = SearchContext.build(load_config(common + [f"seed={seed}"]), quiet=True)
+                  f"FLOPs {ratio:.1%})", flush=True)
+        ctx = RunSetup.build(load_config(common + [f"seed={seed}"]), quiet=True)
         frac = uniform_fraction(ctx.space, bound)
         genome = ctx.space.uniform(frac)
         test, val = final_score(ctx, genome, seed, opt["final_epochs"])
         rows["uniform"].append({"seed": seed, "test": test, "val": val, "fraction": frac,
-                                "flops_ratio": ctx.space.costs(genome).flops / ctx.space.base_costs().flops})
+                                "flops_ratio": ctx.space.flops_params(genome)[0] / ctx.costs["flops"].base()})
         print(f"uniform seed {seed}: test {test:.4f} (keep {frac:.2f})", flush=True)
 
     uni = median([r["test"] for r in rows["uniform"]])
     rnd = median([r["test"] for r in rows.get("random", [])]) if "random" in rows else float("nan")
     lines = [
         "# Channel search: ABC and TPE vs random search and uniform pruning", "",
-        f"Base {opt['model']} on {opt['data']} (val accuracy {base_ctx.base_accuracy:.4f}), FLOPs bound "
+        f"Base {opt['model']} on {opt['data']} (val accuracy {base_ctx.base.accuracy:.4f}), FLOPs bound "
         f"{opt['flops']:.0%} of the base ({bound / 1e6:.2f}M MACs). Each strategy trains {opt['trials']} "
         f"candidates ({opt['finetune_epochs']:g} epoch each, scored on the validation split); each winner and "
         f"the uniform genome are then fine-tuned {opt['final_epochs']:g} epochs and scored on the test split. "
@@ -114,7 +117,7 @@ def main(argv: list[str]) -> int:
               f"The test split has {n_test} images, so one image is {1 / max(n_test, 1):.4f}: differences "
               "of one or two images are noise.", ""]
     path = write_report("channels", "\n".join(lines) + "\n", {"options": opt, "rows": rows,
-                                                               "base_accuracy": base_ctx.base_accuracy,
+                                                               "base_accuracy": base_ctx.base.accuracy,
                                                                "bound_flops": bound}, opt["out"])
     print(f"wrote {path}")
     return 0

@@ -13,7 +13,7 @@ data's side) and every seed, one run, side by side:
    rounded, a head of at least 1280) makes the real FLOPs a step function of ``phi``, so
    ``phi < 0`` is solved by bisection on the space's exact cost model: the largest ``phi``
    whose FLOPs do not exceed the target (:func:`inverted_compound`).
-3. **Tiny formula** (third arm): :func:`searchkit.tinyformula.fit_formula` on every
+3. **Tiny formula** (third arm): :func:`searchkit.spaces.tinynet.formula.fit_formula` on every
    candidate this seed's searches trained (all targets pooled, so the fit sees a FLOPs
    range), solved for the middle of each band.
 4. **Final.** Each arm's genome is built fresh and trained from scratch with the same
@@ -38,11 +38,10 @@ import torch
 
 from searchkit.bench.common import median, options, write_report
 from searchkit.config import load_config
-from searchkit.context import budget_of
 from searchkit.evaluate import evaluate_accuracy, finetune
 from searchkit.search import run_search
-from searchkit.study import evaluated_trials
-from searchkit.tinyformula import fit_formula, solve
+from searchkit.study import evaluated_trials, trial_cost
+from searchkit.spaces.tinynet.formula import fit_formula, solve
 
 DEFAULTS = {"data": "digits", "image_size": 16, "targets": [0.25, 0.4], "seeds": 3, "trials": 4,
             "algo": "tpe", "search_epochs": 2.0, "final_epochs": 4.0, "optimizer": "adam",
@@ -65,12 +64,12 @@ def inverted_compound(space, target: float, lo: float = -12.0) -> tuple[float, d
     Example:
         >>> from searchkit.spaces.tinynet import TinyNetSpace
         >>> space = TinyNetSpace({"reference_size": 224}, 1000)
-        >>> phi, g = inverted_compound(space, 0.5 * space.costs(space.genome(1, 1, 1)).flops)
-        >>> -1.3 < phi < -0.9, space.costs(g).flops <= 0.5 * 385.9e6
+        >>> phi, g = inverted_compound(space, 0.5 * space.flops_params(space.genome(1, 1, 1))[0])
+        >>> -1.3 < phi < -0.9, space.flops_params(g)[0] <= 0.5 * 385.9e6
         (True, True)
     """
     def flops(phi: float) -> int:
-        return space.costs(compound_genome(space, phi)).flops
+        return space.flops_params(compound_genome(space, phi))[0]
 
     if flops(lo) > target:
         raise ValueError(f"compound scaling cannot get below {flops(lo) / 1e6:.3g}M FLOPs "
@@ -87,17 +86,17 @@ def inverted_compound(space, target: float, lo: float = -12.0) -> tuple[float, d
     return lo, compound_genome(space, lo)
 
 
-def final_score(ctx, genome: dict, seed: int, epochs: float) -> dict:
+def final_score(setup, genome: dict, seed: int, epochs: float) -> dict:
     """Train ``genome`` from scratch (seeded) for ``epochs``; test and val accuracy."""
-    model, _ = ctx.space.build_with_history(genome, seed=seed)
+    model = setup.space.build(genome, seed=seed).model
     started = time.perf_counter()
-    finetune(model, ctx.data, budget_of(ctx.cfg, epochs=epochs), device=ctx.device, seed=seed,
+    finetune(model, setup.data, setup.cfg.finetune.with_epochs(epochs), device=setup.device, seed=seed,
              progress=False)
     model.to("cpu")
-    costs = ctx.space.costs(genome)
-    return {"test": evaluate_accuracy(model, ctx.data.test)[0],
-            "val": evaluate_accuracy(model, ctx.data.val)[0],
-            "flops": costs.flops, "params": costs.params, "side": ctx.space.input_side(genome),
+    flops, params = setup.space.flops_params(genome)
+    return {"test": evaluate_accuracy(model, setup.data.test)[0],
+            "val": evaluate_accuracy(model, setup.data.val)[0],
+            "flops": flops, "params": params, "side": setup.space.input_side(genome),
             "r": genome["r"], "d": genome["d"], "w": genome["w"], "genome": genome,
             "seconds": time.perf_counter() - started}
 
@@ -116,8 +115,8 @@ def main(argv: list[str]) -> int:
         raise SystemExit("searchkit.bench tinynet: targets must be fractions in (0, 1]")
     work = Path(tempfile.mkdtemp(prefix="searchkit-bench-tinynet-"))
     common = ["space=tinynet", f"data={opt['data']}", f"data.image_size={opt['image_size']}",
-              f"space.options.r={list(opt['r'])}", f"space.options.d={list(opt['d'])}",
-              f"space.options.w={list(opt['w'])}", f"space.options.band_low={opt['band_low']}",
+              f"space.r={list(opt['r'])}", f"space.d={list(opt['d'])}",
+              f"space.w={list(opt['w'])}", f"space.band_low={opt['band_low']}",
               f"finetune.optimizer={opt['optimizer']}", f"finetune.lr={opt['lr']}",
               f"finetune.batch_size={opt['batch_size']}", f"finetune.epochs={opt['search_epochs']}",
               f"trials={opt['trials']}", f"algo={opt['algo']}", "progress=false", "artifacts=none",
@@ -137,14 +136,14 @@ def main(argv: list[str]) -> int:
             t0 = time.perf_counter()
             outcome = run_search(cfg, quiet=True)
             best = outcome.best
-            ctx = outcome.context
+            ctx = outcome.setup
             bands[f"{t:g}"] = list(ctx.space.flops_band)
             searched[t] = (ctx, best, time.perf_counter() - t0, len(outcome.study.trials))
             for tr in evaluated_trials(outcome.study):
                 if tr.values is not None:
                     g = tr.user_attrs["genome"]
                     points.append({"r": g["r"], "d": g["d"], "w": g["w"],
-                                   "flops": tr.user_attrs["flops"], "accuracy": tr.values[0]})
+                                   "flops": trial_cost(tr, "flops"), "accuracy": tr.values[0]})
             print(f"seed {seed} target {t:g}: searched {outcome.evaluated} candidates in "
                   f"{searched[t][2]:.0f} s, best val {best.values[0]:.4f} {best.user_attrs['genome']}",
                   flush=True)
@@ -183,7 +182,7 @@ def main(argv: list[str]) -> int:
 
 def report_markdown(opt: dict, rows: dict, bands: dict, fits: list, total: float, ctx) -> str:
     n_test = len(ctx.data.test) if ctx.data.test is not None else 0
-    base = ctx.space.base_costs().flops
+    base = ctx.space.flops_params(ctx.space.base_genome())[0]
     lines = [
         "# TinyNet: searched (r, d, w) vs inverted compound scaling at equal FLOPs", "",
         f"Space `space=tinynet` on {opt['data']} at {opt['image_size']} px (reference side; r grid "

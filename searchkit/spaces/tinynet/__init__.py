@@ -34,18 +34,20 @@ it equals ``trial.params`` whenever there is no band.
 
 **Costs** are analytic: per ``(d, w)`` the MACs are a sum ``sum_L coef_L * side_L**2``
 over the stride levels of the network, so ``costs`` is a dot product (cached per
-``(d, w)``), exactly equal to ``count_costs(build(g), input_size_of(g))``.
+``(d, w)``), exactly equal to ``count_costs(build(g).net, input_size(g))``.
 
-Options (``config_options``, a plain dict; unknown keys are errors naming the nearest):
+Options (``space.*``, :class:`TinyNetOptions`; unknown keys are errors naming the nearest):
 
 ==================  =====================  ==============================================
 key                 default                meaning
 ==================  =====================  ==============================================
-reference_size      224                    side that ``r = 1`` stands for
+reference_size      the data's side        side that ``r = 1`` stands for (224: the paper)
 r                   [0.25, 1.0, 0.025]     ``[low, high, step]`` of the ``r`` grid
 d                   [0.25, 1.2, 0.05]      ``[low, high, step]`` of the ``d`` grid
 w                   [0.25, 1.0, 0.05]      ``[low, high, step]`` of the ``w`` grid
-flops_band          null                   ``[lo, hi]`` MACs (inclusive); null: no constraint
+flops_band          null                   ``[lo, hi]`` MACs (inclusive); null: from
+                                           ``constraint.flops`` (``[band_low, 1] x`` it)
+band_low            0.85                   lower edge of that band, as a fraction of the bound
 min_side            8                      smallest input side
 dropout             0.2                    classifier dropout of built models
 ==================  =====================  ==============================================
@@ -53,42 +55,52 @@ dropout             0.2                    classifier dropout of built models
 Example:
     >>> space = TinyNetSpace({"reference_size": 224, "flops_band": [90e6, 110e6]}, 1000)
     >>> g = {"model": "tinynet", "r": 0.825, "d": 0.85, "w": 0.55}
-    >>> space.input_side(g), round(space.costs(g).flops / 1e6)
+    >>> space.input_side(g), round(space.flops_params(g)[0] / 1e6)
     (184, 103)
     >>> import optuna
     >>> trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    >>> 90e6 <= space.costs(space.suggest(trial)).flops <= 110e6
+    >>> 90e6 <= space.flops_params(space.suggest(trial))[0] <= 110e6
     True
 """
 
 from __future__ import annotations
 
 import decimal
-import difflib
 import functools
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import optuna
 import torch
 from torch import nn
 
-from searchkit.costs import Costs
-from searchkit.genome import Genome
+from searchkit.core import options as opts
+from searchkit.core.genome import Genome
+from searchkit.core.space import Built, LatencyKernels, Space, SpaceEnv
 from searchkit.models.efficientnet import (STEM_CHANNELS, block_specs, efficientnet_b0_family,
                                            head_channels)
 
 MODEL = "tinynet"
-_DEFAULTS: dict[str, Any] = {
-    "reference_size": 224,
-    "r": (0.25, 1.0, 0.025),
-    "d": (0.25, 1.2, 0.05),
-    "w": (0.25, 1.0, 0.05),
-    "flops_band": None,
-    "min_side": 8,
-    "dropout": 0.2,
-}
 _AXES = ("r", "d", "w")
+
+
+@dataclass(frozen=True)
+class TinyNetOptions:
+    """``space.*`` options of ``space=tinynet`` (see the module docstring)."""
+
+    reference_size: int | None = None
+    r: tuple[float, float, float] = (0.25, 1.0, 0.025)
+    d: tuple[float, float, float] = (0.25, 1.2, 0.05)
+    w: tuple[float, float, float] = (0.25, 1.0, 0.05)
+    flops_band: tuple[float, float] | None = None
+    band_low: float = 0.85
+    min_side: int = 8
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.band_low <= 1:
+            raise ValueError(f"space.band_low must be a fraction in (0, 1], got {self.band_low}")
 _N_LEVELS = 6  # index 0: 1x1 rows (SE, classifier); 1..5: after the 5 stride-2 steps
 
 
@@ -116,18 +128,6 @@ class Grid:
 
     def distribution(self) -> optuna.distributions.FloatDistribution:
         return optuna.distributions.FloatDistribution(self.low, self.high, step=self.step)
-
-
-def _options(config_options: dict | None) -> dict[str, Any]:
-    opts = dict(_DEFAULTS)
-    for key, value in (config_options or {}).items():
-        if key not in _DEFAULTS:
-            near = difflib.get_close_matches(str(key), list(_DEFAULTS), n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise ValueError(f"unknown tinynet option '{key}'{hint}; "
-                             f"valid: {', '.join(_DEFAULTS)}")
-        opts[key] = value
-    return opts
 
 
 def _conv_out(h: int, k: int, s: int) -> int:
@@ -192,51 +192,57 @@ def level_areas(side: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-class TinyNetSpace:
+class TinyNetSpace(LatencyKernels, Space):
     """Resolution/depth/width multipliers of EfficientNet-B0, optionally inside a FLOPs band.
 
     Args:
-        config_options: plain dict of the options in the module docstring (YAML lists or
-            tuples for the ``[low, high, step]`` grids and the band).
+        options: :class:`TinyNetOptions` (or a plain dict of them); ``reference_size``
+            unset stands for 224.
         num_classes: classifier outputs of built models (and of the cost count).
         in_channels: input image channels.
 
     Raises:
-        ValueError: unknown option (naming the nearest), a malformed grid, or a
-            ``flops_band`` that no grid point reaches (the message gives the reachable range).
+        ValueError: a malformed grid, or a ``flops_band`` that no grid point reaches (the
+            message gives the reachable range).
     """
 
     name = "tinynet"
-    trains_from_scratch = True  # no base network: candidates are trained, not pruned
+    Options = TinyNetOptions
+    profile_share: ClassVar[int] = 1
+    contract_overrides: ClassVar[tuple[str, ...]] = ("space.r=[0.5,1.0,0.25]", "space.d=[0.25,0.5,0.25]",
+                                                     "space.w=[0.25,0.5,0.25]")
 
     @classmethod
-    def for_run(cls, cfg, data) -> "TinyNetSpace":
+    def from_config(cls, options: TinyNetOptions | None, env: SpaceEnv) -> "TinyNetSpace":
         """The space of a search run: ``reference_size`` defaults to the data's side, and a
         ``constraint.flops`` bound becomes the band ``[band_low * bound, bound]`` (a bound
         <= 1 is a fraction of the largest genome's FLOPs)."""
-        options = dict(cfg.space.options)
-        run = {k: options.pop(k, v) for k, v in RUN_OPTIONS.items()}
-        options.setdefault("reference_size", data.image_size)
-        bound = cfg.constraint.flops
-        if bound is not None and options.get("flops_band") is None:
+        options = options or TinyNetOptions()
+        if options.reference_size is None:
+            options = _replace(options, reference_size=env.image_size)
+        bound = env.bounds.get("flops")
+        if bound is not None and options.flops_band is None:
             if bound <= 1:
-                bound *= cls(options, data.num_classes, data.in_channels).base_costs().flops
-            options["flops_band"] = [float(run["band_low"]) * bound, bound]
-        return cls(options, data.num_classes, data.in_channels)
+                whole = cls(options, env.num_classes, env.in_channels)
+                bound *= whole.flops_params(whole.base_genome())[0]
+            options = _replace(options, flops_band=(float(options.band_low) * bound, float(bound)))
+        return cls(options, env.num_classes, env.in_channels)
 
-    def build_with_history(self, genome: Genome, *, seed: int = 0) -> tuple[nn.Module, dict]:
-        """The genome's model wrapped to run at its own resolution; no channel history."""
-        return AtResolution(self.build(genome, seed=seed), self.input_side(genome)), {}
+    @classmethod
+    def min_data_side(cls, options: Any) -> int:
+        return 32  # EfficientNet-B0's: the data side is the default reference_size
 
-    def __init__(self, config_options: dict | None, num_classes: int, in_channels: int = 3):
-        self.options = _options(config_options)
+    def __init__(self, options: TinyNetOptions | dict | None, num_classes: int, in_channels: int = 3):
+        if not isinstance(options, TinyNetOptions):
+            options = opts.parse(TinyNetOptions, options, prefix="space.", owner="space=tinynet")
+        self.options = options
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
-        self.reference_size = int(self.options["reference_size"])
-        self.min_side = int(self.options["min_side"])
-        self.dropout = float(self.options["dropout"])
-        self.grids = {a: Grid(a, self.options[a]) for a in _AXES}
-        band = self.options["flops_band"]
+        self.reference_size = int(options.reference_size or 224)
+        self.min_side = int(options.min_side)
+        self.dropout = float(options.dropout)
+        self.grids = {a: Grid(a, getattr(options, a)) for a in _AXES}
+        band = options.flops_band
         self.flops_band = None if band is None else (float(band[0]), float(band[1]))
         gr, gd, gw = (self.grids[a] for a in _AXES)
         # FLOPs of every grid point: (n_r, n_d, n_w) = areas(n_r, L) . coef(n_d, n_w, L)
@@ -269,15 +275,10 @@ class TinyNetSpace:
         """Input side of ``genome``: ``max(min_side, int(r * reference_size))``."""
         return self._side(genome["r"])
 
-    def input_size_of(self, genome: Genome) -> tuple[int, int, int]:
-        """``(in_channels, side, side)`` the genome's model is evaluated (and costed) at."""
+    def input_size(self, genome: Genome) -> tuple[int, int, int]:
+        """``(in_channels, side, side)`` the genome's network is evaluated (and costed) at."""
         s = self.input_side(genome)
         return (self.in_channels, s, s)
-
-    @property
-    def input_size(self) -> tuple[int, int, int]:
-        """Input size of the base (largest) genome; per genome use :meth:`input_size_of`."""
-        return self.input_size_of(self.base_genome())
 
     # -- genome <-> params --------------------------------------------------------------
     def genome(self, r: float, d: float, w: float) -> Genome:
@@ -285,13 +286,9 @@ class TinyNetSpace:
                 "w": round(float(w), 6)}
 
     def distributions(self) -> dict[str, optuna.distributions.FloatDistribution]:
-        """The fixed Optuna distributions ``suggest`` draws from."""
+        """The fixed Optuna distributions of ``r, d, w``; the genome maps them into
+        ``flops_band`` (module doc)."""
         return {a: g.distribution() for a, g in self.grids.items()}
-
-    def suggest(self, trial: optuna.Trial) -> Genome:
-        """Draw ``r, d, w`` from the fixed grids and map them into ``flops_band`` (module doc)."""
-        return self.genome_of({a: trial.suggest_float(a, g.low, g.high, step=g.step)
-                                for a, g in self.grids.items()})
 
     def genome_of(self, params: dict[str, float]) -> Genome:
         """The genome ``suggest`` returns for Optuna params ``{"r", "d", "w"}`` (the driver's
@@ -352,11 +349,11 @@ class TinyNetSpace:
         return arch_coefficients(round(float(d), 6), round(float(w), 6), self.num_classes,
                                  self.in_channels)
 
-    def costs(self, genome: Genome) -> Costs:
-        """MACs and params, equal to ``count_costs(build(genome), input_size_of(genome))``."""
+    def flops_params(self, genome: Genome) -> tuple[int, int]:
+        """MACs and params, equal to ``count_costs(build(genome).net, input_size(genome))``."""
         coef, params = self._coef(genome["d"], genome["w"])
         areas = level_areas(self.input_side(genome))
-        return Costs(int(sum(c * a for c, a in zip(coef, areas))), int(params))
+        return int(sum(c * a for c, a in zip(coef, areas))), int(params)
 
     def base_genome(self) -> Genome:
         """The largest genome of the grids (``r, d, w`` at their highs)."""
@@ -365,40 +362,99 @@ class TinyNetSpace:
     def min_genome(self) -> Genome:
         return self.genome(*(self.grids[a].values[0] for a in _AXES))
 
-    def base_costs(self) -> Costs:
-        return self.costs(self.base_genome())
+    def smallest_genome(self) -> Genome:
+        """The in-band grid point with the fewest FLOPs."""
+        flops = np.where(self.feasible, self.flops_grid, np.iinfo(np.int64).max)
+        return self._genome_at(*np.unravel_index(int(np.argmin(flops)), flops.shape))
 
-    def min_costs(self) -> Costs:
-        """Smallest FLOPs and smallest params (each on its own) over the grid points
-        ``suggest`` can return, i.e. the in-band ones when ``flops_band`` is set."""
-        return Costs(int(self.flops_grid[self.feasible].min()),
-                     int(self.params_grid[self.feasible].min()))
+    def floor_candidates(self) -> list[Genome]:
+        """Every in-band grid point (``suggest`` returns no other): floors are exact."""
+        return [self._genome_at(int(i), int(j), int(k)) for i, j, k in np.argwhere(self.feasible)]
 
     # -- models -------------------------------------------------------------------------
     def _check(self, genome: Genome) -> None:
         if genome.get("model") != MODEL:
             raise ValueError(f"genome is for model {genome.get('model')!r}, space is '{MODEL}'")
 
-    def build(self, genome: Genome, *, seed: int = 0) -> nn.Module:
-        """A freshly initialised model (seeded; the global RNG is left untouched)."""
+    def network(self, genome: Genome, *, seed: int = 0) -> nn.Module:
+        """A freshly initialised network (seeded; the global RNG is left untouched)."""
         self._check(genome)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return efficientnet_b0_family(float(genome["w"]), float(genome["d"]),
                                           self.num_classes, self.dropout, self.in_channels)
 
+    def build(self, genome: Genome, *, seed: int = 0) -> Built:
+        """The network, trained from scratch at its own resolution (inputs of another size are
+        resized); the exported program is the network alone, at ``input_size(genome)``."""
+        net = self.network(genome, seed=seed)
+        return Built(AtResolution(net, self.input_side(genome)), {}, self.input_size(genome), deploy=net)
+
     def describe(self, genome: Genome) -> dict[str, Any]:
         stages = block_specs(float(genome["w"]), float(genome["d"]))
-        c = self.costs(genome)
+        side = self.input_side(genome)
+        depths = [len(s) for s in stages]
+        widths = [s[-1].out_chs for s in stages]
         return {
+            "summary": f"r={genome['r']} d={genome['d']} w={genome['w']}: input {side} px, "
+                       f"stage depths {depths}, widths {widths}",
             "r": genome["r"], "d": genome["d"], "w": genome["w"],
-            "input_side": self.input_side(genome),
-            "stem": STEM_CHANNELS,
-            "stage_depths": [len(s) for s in stages],
-            "stage_widths": [s[-1].out_chs for s in stages],
+            "input_side": side, "stem": STEM_CHANNELS, "stage_depths": depths, "stage_widths": widths,
             "head": head_channels(float(genome["w"])),
-            "flops": c.flops, "params": c.params,
+            "layers": {"names": [f"stage {i + 1}" for i in range(len(stages))], "values": widths,
+                       "label": "output channels"},
         }
+
+    # -- latency --------------------------------------------------------------------------
+    def kernels(self, genome: Genome) -> list:
+        from searchkit.spaces.tinynet.latency import efficientnet_kernels
+        return efficientnet_kernels(float(genome["w"]), float(genome["d"]), self.input_side(genome),
+                                    self.num_classes, self.in_channels)
+
+    def latency_table(self, predictor):
+        """Milliseconds over the whole (r, d, w) grid, predicted on first use."""
+        grid: list = []
+
+        def many(genomes) -> np.ndarray:
+            if not grid:
+                shape = tuple(self.grids[a].n for a in _AXES)
+                points = [self._genome_at(i, j, k) for i in range(shape[0]) for j in range(shape[1])
+                          for k in range(shape[2])]
+                lists = [self.kernels(g) for g in points]
+                predictor.kernel_sum_s(k for ks in lists for k in ks)  # one batch per kernel type
+                grid.append(np.array([predictor.predict_ms(ks) for ks in lists]).reshape(shape))
+            idx = [np.clip(np.rint((np.array([g[a] for g in genomes], dtype=np.float64) - self.grids[a].low)
+                                   / self.grids[a].step).astype(np.int64), 0, self.grids[a].n - 1) for a in _AXES]
+            return grid[0][idx[0], idx[1], idx[2]]
+        return many
+
+    # -- latency profiles -----------------------------------------------------------------
+    # (timm name, w, d, side) of the reference networks a latency validation measures.
+    PROFILE_BASES: ClassVar[tuple] = (("tinynet_e", 0.51, 0.60, 106), ("tinynet_d", 0.54, 0.695, 152),
+                                      ("tinynet_c", 0.54, 0.85, 184), ("efficientnet_b0", 1.0, 1.0, 96))
+
+    @classmethod
+    def profile_bases(cls) -> list:
+        from searchkit.costs.profiling import Sample
+        from searchkit.spaces.tinynet.latency import efficientnet_kernels
+        return [Sample("base", f"{name}@{side}", (3, side, side), efficientnet_kernels(w, d, side, 10),
+                       lambda w=w, d=d: efficientnet_b0_family(w, d, num_classes=10))
+                for name, w, d, side in cls.PROFILE_BASES]
+
+    @classmethod
+    def profile_sample(cls, rng, *, quick: bool = False):
+        """A random network: depth, width and input side drawn from the ranges searches use."""
+        from searchkit.costs.profiling import Sample
+        from searchkit.spaces.tinynet.latency import efficientnet_kernels
+        d, w = round(rng.uniform(0.3, 1.2), 2), round(rng.uniform(0.25, 1.0), 2)
+        side = rng.choice([16, 24, 32, 48, 64, 96, 128])
+        return Sample("tinynet", f"tinynet d={d} w={w} @{side}", (3, side, side), efficientnet_kernels(w, d, side, 10),
+                      lambda: efficientnet_b0_family(w, d, num_classes=10))
+
+    @classmethod
+    def commands(cls):
+        from searchkit.spaces.tinynet.cli import formula_command
+        return {"formula": formula_command}
 
 
 class AtResolution(nn.Module):
@@ -418,10 +474,8 @@ class AtResolution(nn.Module):
         return self.net(x)
 
 
-# searchkit-run options that are not TinyNetSpace options: the band's lower edge, as a
-# fraction of the FLOPs bound (constraint.flops).
-RUN_OPTIONS = {"band_low": 0.85}
 
-
-
+def _replace(options: TinyNetOptions, **changes) -> TinyNetOptions:
+    import dataclasses
+    return dataclasses.replace(options, **changes)
 

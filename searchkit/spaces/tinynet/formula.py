@@ -36,7 +36,7 @@ Example:
     >>> fit = fit_formula(pts)
     >>> space = TinyNetSpace({}, 1000)
     >>> g = solve(fit, 150e6, space)
-    >>> abs(space.costs(g).flops / 150e6 - 1) <= 0.03
+    >>> abs(space.flops_params(g)[0] / 150e6 - 1) <= 0.03
     True
 """
 
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from searchkit.genome import Genome
+from searchkit.core.genome import Genome
 
 FIT_VERSION = 1
 GP_MIN_POINTS = 4
@@ -203,7 +203,7 @@ def predict(fit: dict[str, Any], flops: float) -> tuple[float, float]:
 def _solve_w(space, r: float, d: float, target: float, w_lo: float, w_hi: float) -> Genome:
     """The 1e-4-step ``w`` in ``[w_lo, w_hi]`` whose FLOPs are closest to ``target``."""
     def flops(n: int) -> int:
-        return space.costs(space.genome(r, d, n / 1e4)).flops
+        return space.flops_params(space.genome(r, d, n / 1e4))[0]
 
     lo, hi = int(math.ceil(w_lo * 1e4 - 1e-6)), int(math.floor(w_hi * 1e4 + 1e-6))
     if flops(hi) < target:
@@ -225,7 +225,7 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
     """A genome of ``space`` whose FLOPs are within ``tol`` of ``flops_target``.
 
     ``r`` and ``d`` come from :func:`predict` (clamped into the space's ``r``/``d`` grid
-    ranges, rounded to 4 decimals), ``w`` from bisection on ``space.costs`` within the
+    ranges, rounded to 4 decimals), ``w`` from bisection on ``space.flops_params`` within the
     ``w`` range. If the FLOPs step across the target by more than ``tol`` (or ``w`` runs
     out of range), neighbouring depths (± the ``d`` grid step) and input sides (± one
     pixel) are tried, nearest first, up to ``max_steps`` steps away; failing that, the grid
@@ -239,7 +239,7 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
         >>> from searchkit.spaces.tinynet import TinyNetSpace
         >>> fit = fit_formula([{"r": .8, "d": 1, "w": 1, "flops": 1e8, "accuracy": 70}])
         >>> g = solve(fit, 1e8, TinyNetSpace({}, 1000))
-        >>> (g["r"], g["d"]), abs(TinyNetSpace({}, 1000).costs(g).flops / 1e8 - 1) < 0.03
+        >>> (g["r"], g["d"]), abs(TinyNetSpace({}, 1000).flops_params(g)[0] / 1e8 - 1) < 0.03
         ((0.8, 1.0), True)
     """
     target = float(flops_target)
@@ -253,7 +253,7 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
     def attempt(r: float, d: float) -> bool:
         nonlocal best, best_err
         g = _solve_w(space, r, d, target, gw.low, gw.high)
-        err = abs(space.costs(g).flops / target - 1)
+        err = abs(space.flops_params(g)[0] / target - 1)
         if err < best_err:
             best, best_err = g, err
         return err <= tol
@@ -283,29 +283,29 @@ def solve(fit: dict[str, Any], flops_target: float, space, *, tol: float = 0.03,
             return best
     raise ValueError(f"no genome within {tol:.0%} of {target / 1e6:.4g}M FLOPs near r={r0}, "
                      f"d={d0}; best {best} is {best_err:.1%} off "
-                     f"(space reaches {space.min_costs().flops / 1e6:.4g}M.."
-                     f"{space.base_costs().flops / 1e6:.4g}M)")
+                     f"(space reaches {space.flops_grid[space.feasible].min() / 1e6:.4g}M.."
+                     f"{space.flops_params(space.base_genome())[0] / 1e6:.4g}M)")
 
 
 FIT_KEY = "searchkit:tinyformula"
 
 
-def formula_for_study(study, flops_target: float, ctx) -> tuple[dict, dict]:
+def formula_for_study(study, flops_target: float, space) -> tuple[dict, dict]:
     """Fit the tiny formula to a tinynet study's trained candidates, store the fit (with its
     data) in the study, and solve it for ``flops_target``.
 
     Returns:
         (fit, genome whose FLOPs lie within 3% of the target)
     """
-    from searchkit.study import GENOME, FLOPS, ranked_trials
+    from searchkit.study import GENOME, ranked_trials, trial_cost
 
     points = [{**{k: float(t.user_attrs[GENOME][k]) for k in ("r", "d", "w")},
-               "flops": float(t.user_attrs[FLOPS]), "accuracy": float(t.values[0])}
+               "flops": trial_cost(t, "flops"), "accuracy": float(t.values[0])}
               for t in ranked_trials(study)]
     if len(points) < 2:
         raise ValueError(f"study '{study.study_name}' has {len(points)} trained candidates; "
                          "the formula needs at least 2 (search longer first)")
     fit = fit_formula(points)
-    genome = solve(fit, flops_target, ctx.space)
+    genome = solve(fit, flops_target, space)
     study.set_user_attr(FIT_KEY, {"fit": fit, "last_target": flops_target, "last_genome": genome})
     return fit, genome

@@ -1,0 +1,50 @@
+"""The ``flops`` and ``params`` cost models (MACs of conv + linear layers; all parameters).
+
+Analytic where the space offers it (``Space.flops_params``: no model is built); otherwise
+the genome's network is built and counted (:func:`~searchkit.costs.flops.count_costs`),
+which is exact for any space, only slower.
+
+Example:
+    >>> from searchkit.core.space import SpaceEnv
+    >>> from searchkit.registry import SPACES
+    >>> space = SPACES.get("toy").from_config(None, SpaceEnv(num_classes=10, image_size=8))
+    >>> g = space.base_genome()
+    >>> FlopsCost(space).cost(g) == count_costs(space.build(g).net, space.input_size(g)).flops
+    True
+"""
+
+from __future__ import annotations
+
+from searchkit.core.costs import CostModel
+from searchkit.core.genome import Genome
+from searchkit.costs.flops import count_costs
+
+
+class _Counted(CostModel):
+    index = 0  # (flops, params)
+
+    def cost(self, genome: Genome) -> float:
+        fast = self.space.flops_params(genome)
+        if fast is not None:
+            return float(fast[self.index])
+        built = self.space.build(genome)
+        c = count_costs(built.net, self.space.input_size(genome))
+        return float((c.flops, c.params)[self.index])
+
+
+class FlopsCost(_Counted):
+    """MACs of every Conv2d and Linear for one input (the project's FLOPs convention)."""
+
+    name = "flops"
+    unit = "MACs"
+    title = "FLOPs (MACs)"
+    index = 0
+
+
+class ParamsCost(_Counted):
+    """All parameters of the network."""
+
+    name = "params"
+    unit = "params"
+    title = "parameters"
+    index = 1
