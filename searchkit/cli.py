@@ -67,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
         "train": "train a base network and save its state_dict",
         "latency": "latency profile|fit|validate target=NAME: a latency predictor for this CPU",
     }
-    for space, verbs in _space_commands().items():
-        helps[space] = f"{space} {'|'.join(verbs)} key=value ...: commands of space={space}"
+    from searchkit.registry import SPACES
+    for space in SPACES.names():  # names only: --help imports no space
+        helps.setdefault(space, f"{space} VERB key=value ...: the commands of space={space}")
     for name, text in helps.items():
         sp = sub.add_parser(name, help=text, description=text, epilog=_epilog(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,16 +77,6 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
                         help="only errors and the final result")
     return p
-
-
-def _space_commands() -> dict[str, dict]:
-    from searchkit.registry import SPACES
-    out = {}
-    for name in SPACES.names():
-        verbs = SPACES.get(name).commands()
-        if verbs:
-            out[name] = verbs
-    return out
 
 
 def _fmt_count(n: float | None) -> str:
@@ -335,7 +326,10 @@ COMMANDS = {"search": cmd_search, "latency": cmd_latency, "resume": lambda o, q:
 def cmd_space(space: str, overrides: list[str], quiet: bool) -> int:
     """``searchkit SPACE VERB key=value ...``: a space's own command."""
     from searchkit.config import ConfigError
-    verbs = _space_commands().get(space, {})
+    from searchkit.registry import SPACES
+    verbs = SPACES.get(space).commands()
+    if not verbs:
+        raise ConfigError(f"space={space} has no commands of its own")
     if not overrides or overrides[0] not in verbs:
         raise ConfigError(f"usage: searchkit {space} {'|'.join(verbs)} key=value ...")
     return verbs[overrides[0]](overrides[1:])

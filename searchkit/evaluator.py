@@ -57,6 +57,6 @@ def evaluate(item: WorkItem, report: Callable[[int, float], bool] | None = None,
     metrics = finetune(built.model, data, item.budget, device=item.device, seed=item.seed, report=report,
                        progress=progress, desc=desc or f"trial {item.number}")
     built.model.to("cpu")
-    weights = {k: v.detach().cpu() for k, v in built.model.state_dict().items()}
+    weights = built.model.state_dict()  # detached already; the model is not used again
     metrics = {k: v for k, v in metrics.items() if k != "history"}
     return EvalResult(metrics, weights, built.recipe)

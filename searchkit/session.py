@@ -69,15 +69,18 @@ class _EvaluatedIndex:
 
     def refresh(self) -> None:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if t.number in self._seen:
-                continue
-            self._seen.add(t.number)
-            if not t.user_attrs.get(st.EVALUATED):
-                continue
-            self.count += 1
-            if t.state == TrialState.COMPLETE and t.values:
-                self.by_archid.setdefault(t.user_attrs.get(st.ARCHID), t)
-                self.best = t.values[0] if self.best is None else max(self.best, t.values[0])
+            self.add(t)
+
+    def add(self, t: FrozenTrial) -> None:
+        if t.number in self._seen or not t.state.is_finished():
+            return
+        self._seen.add(t.number)
+        if not t.user_attrs.get(st.EVALUATED) or t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            return
+        self.count += 1
+        if t.state == TrialState.COMPLETE and t.values:
+            self.by_archid.setdefault(t.user_attrs.get(st.ARCHID), t)
+            self.best = t.values[0] if self.best is None else max(self.best, t.values[0])
 
 
 class Session:
@@ -96,18 +99,26 @@ class Session:
     def price(self, genome: Genome) -> Priced:
         return self.pricer.price(genome)
 
-    def evaluated(self, archid: str) -> FrozenTrial | None:
-        """The trained, completed trial of ``archid`` (the first one), if any."""
+    def refresh(self) -> None:
+        """Read the results other drivers of the study told since the last look (one read)."""
         self._index.refresh()
+
+    def evaluated(self, archid: str, *, fresh: bool = True) -> FrozenTrial | None:
+        """The trained, completed trial of ``archid`` (the first one), if any; ``fresh=False``:
+        as of the last :meth:`refresh` (this session's own results are always known)."""
+        if fresh:
+            self.refresh()
         return self._index.by_archid.get(archid)
 
-    def evaluated_count(self) -> int:
+    def evaluated_count(self, *, fresh: bool = True) -> int:
         """Trials whose candidate was trained (complete, or stopped early by a pruner)."""
-        self._index.refresh()
+        if fresh:
+            self.refresh()
         return self._index.count
 
-    def best_value(self) -> float | None:
-        self._index.refresh()
+    def best_value(self, *, fresh: bool = True) -> float | None:
+        if fresh:
+            self.refresh()
         return self._index.best
 
     def values(self, accuracy: float, priced: Priced) -> float | list[float]:
@@ -161,9 +172,10 @@ class Session:
             user[st.WEIGHTS] = weights_artifact
         attrs.write(self.study, trial._trial_id, user=user)
         if metrics.get("pruned"):
-            self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+            frozen = self.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         else:
-            self.study.tell(trial, self.values(acc, priced), skip_if_finished=True)
+            frozen = self.study.tell(trial, self.values(acc, priced), skip_if_finished=True)
+        self._index.add(frozen)
         return acc
 
     def fail(self, trial: optuna.Trial, reason: str, *, requeue: bool) -> int | None:

@@ -284,7 +284,7 @@ def _markdown(opt: dict, cal: dict | None, arms: dict[str, dict], batches: int, 
         lines += ["| against local | end-to-end throughput | steady-state throughput | fine-tune time | "
                   "overhead per trial beyond local's (s) |", "|---|---|---|---|---|"]
         for name, a in arms.items():
-            if name != "local":
+            if name.startswith("ray-"):
                 lines.append(
                     f"| {name} | {_fmt(a['e2e_per_min'] / local['e2e_per_min'])}x | "
                     f"{_fmt(a['steady_per_min'] / local['steady_per_min'])}x | "
@@ -329,7 +329,7 @@ def _markdown(opt: dict, cal: dict | None, arms: dict[str, dict], batches: int, 
                      f"  The steady-state ratio is below {GOAL_SPEEDUP}x, so no number of candidates of this "
                      "cost reaches it end-to-end.")
     for name, a in arms.items():
-        if name != "local":
+        if name.startswith("ray-"):
             over = a["overhead_per_trial_s"]
             goals.append(f"- Ray's overhead per trial <= {GOAL_OVERHEAD_S} s, {name}: {_fmt(over)} s "
                          f"{_verdict(over == over and over <= GOAL_OVERHEAD_S)}"

@@ -195,7 +195,7 @@ class AskTellRunner:
         if not priced.feasible:
             session.tell_infeasible(trial, priced)
             return None
-        previous = session.evaluated(priced.archid)
+        previous = session.evaluated(priced.archid, fresh=False)  # read at this ask's _stop_reason
         if previous is None:
             twin = next((c for c in self.in_flight.values() if c.priced.archid == priced.archid), None)
             if twin is not None:  # the same architecture is training right now
@@ -223,7 +223,7 @@ class AskTellRunner:
         """Tell a trained candidate's result (and store its weights if they are worth it)."""
         trial = cand.trial
         try:
-            best = self.session.best_value()
+            best = self.session.best_value(fresh=False)
             acc = float(result.metrics["val_accuracy"])
             wanted = self.cfg.artifacts == "all" or (self.cfg.artifacts == "best" and (best is None or acc > best))
             artifact = None

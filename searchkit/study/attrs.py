@@ -74,14 +74,43 @@ def write(study: optuna.Study, trial_id: int, *, user: dict | None = None,
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
         with _create_scoped_session(backend.scoped_session, True) as session:
+            _updatable(backend, session, trial_id)
             for model, values in ((models.TrialUserAttributeModel, user), (models.TrialSystemAttributeModel, system)):
-                for key, value in values.items():
-                    backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
+                _upsert(backend, session, model, trial_id, values)
         return
     for key, value in user.items():
         study._storage.set_trial_user_attr(trial_id, key, value)
     for key, value in system.items():
         study._storage.set_trial_system_attr(trial_id, key, value)
+
+
+def _updatable(backend, session, trial_id: int):
+    """The trial's row, checked once per transaction (Optuna checks it per value)."""
+    from optuna.storages._rdb import models
+    trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+    backend.check_trial_is_updatable(trial_id, trial.state)
+    return trial
+
+
+def _upsert(backend, session, model, trial_id: int, values: dict) -> None:
+    """Insert-or-update many attributes of a trial in one statement (SQLite, PostgreSQL);
+    one by one through Optuna elsewhere."""
+    if not values:
+        return
+    import sqlite3
+    name = backend.engine.name
+    if name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):
+        from sqlalchemy.dialects.sqlite import insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        for key, value in values.items():
+            backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
+        return
+    stmt = insert(model).values([{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                 for k, v in values.items()])
+    session.execute(stmt.on_conflict_do_update(index_elements=[model.trial_id, model.key],
+                                               set_={"value_json": stmt.excluded.value_json}))
 
 
 class _ParamBuffer:
@@ -123,13 +152,21 @@ def _flush_params(study: optuna.Study, storage, params: list[tuple]) -> None:
         for p in params:
             storage.set_trial_param(*p)
         return
+    from optuna import distributions
+    from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
     with cache._lock:  # as _CachedStorage.set_trial_param: the study's distributions cache
         study_id, _ = index[params[0][0]]
         known = infos[study_id].param_distribution
         with _create_scoped_session(backend.scoped_session, True) as session:
+            _updatable(backend, session, params[0][0])
             for trial_id, name, value, dist in params:
-                backend._set_trial_param_without_commit(session, trial_id, name, value, dist, known.get(name))
+                if name in known:  # compatible with the study's earlier trials, as Optuna checks
+                    distributions.check_distribution_compatibility(known[name], dist)
+                    session.add(models.TrialParamModel(trial_id=trial_id, param_name=name, param_value=value,
+                                                       distribution_json=distributions.distribution_to_json(dist)))
+                else:  # the study's first value of this param: Optuna's own path looks up the others
+                    backend._set_trial_param_without_commit(session, trial_id, name, value, dist, None)
         for _, name, _, dist in params:
             known.setdefault(name, dist)
 
