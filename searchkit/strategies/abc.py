@@ -327,6 +327,7 @@ class ABCSampler(optuna.samplers.BaseSampler):
         self._cache: dict[tuple, tuple[int, tuple, _Colony]] = {}  # study -> replayed prefix
         self._spaces: dict[tuple, IntersectionSearchSpace] = {}
         self._ctx: dict[int, tuple[dict, dict]] = {}  # trial id -> (space, params) at ask
+        self._place: dict[int, int] = {}  # trial id -> its place in an uninterrupted run
         self._replayed = 0  # trials applied by replays: a cost counter for tests
 
     def colony(self, study: optuna.Study) -> list[dict[str, Any]]:
@@ -355,6 +356,8 @@ class ABCSampler(optuna.samplers.BaseSampler):
         return out
 
     def _rng(self, number: int, *stream: int) -> np.random.Generator:
+        """Draws of the trial at ``number``'s place in an uninterrupted run (see
+        ``attrs.logical_number``: an interrupted and resumed run draws the same)."""
         return np.random.default_rng([self._seed, number, *stream])
 
     def _check(self, study: optuna.Study) -> tuple:
@@ -440,6 +443,8 @@ class ABCSampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
             colony, trials = self._replay(study)
+            place = trial_attrs.logical_number(trials, trial.number)
+            self._place[trial._trial_id] = place
             role = role_of(trial)
             if role is not None:  # asked already (by another sampler instance): recompute
                 space, params = self._propose(study, trial, dict(role), colony)
@@ -449,18 +454,21 @@ class ABCSampler(optuna.samplers.BaseSampler):
                 if src:  # its params are fixed to the old ones, so its dims stay true
                     role, space, params = {**src, "requeued_from": old}, {}, {}
                 else:
-                    role = self._next_role(colony, self._rng(trial.number, 0))
+                    role = self._next_role(colony, self._rng(place, 0))
                     space, params = self._propose(study, trial, role, colony)
                 trial_attrs.set_system_attr(study, trial._trial_id, "abc:role", role)
             self._ctx[trial._trial_id] = (space, params)
             while len(self._ctx) > 4096:  # trials told by another process never come back
                 self._ctx.pop(next(iter(self._ctx)))
+            while len(self._place) > 4096:
+                self._place.pop(next(iter(self._place)))
 
     def _propose(self, study: optuna.Study, trial: FrozenTrial, role: dict,
                  colony: _Colony) -> tuple[dict, dict]:
         """The bee's candidate over the current search space; sets ``role["dims"]``."""
         space = self.infer_relative_search_space(study, trial)
-        rng, src, mate = self._rng(trial.number, 1), role["source"], role.get("partner")
+        place = self._place.get(trial._trial_id, trial.number)
+        rng, src, mate = self._rng(place, 1), role["source"], role.get("partner")
         base = colony.vec[src] if 0 <= src < self._n else None
         if not space or role["phase"] in ("init", "scout") or base is None:
             params = {n: _random(d, rng) for n, d in space.items()}
@@ -469,7 +477,7 @@ class ABCSampler(optuna.samplers.BaseSampler):
             key = self._hint.key if self._hint is not None and space == self._hint.space else None
             params, role["dims"] = _mutant(space, base, partner, self._h, rng, key)
         if self._hint is not None and space == self._hint.space:
-            params = self._hint.repair(params, self._rng(trial.number, 4))
+            params = self._hint.repair(params, self._rng(place, 4))
         return space, params
 
     def set_feasibility(self, hint: Any) -> None:
@@ -489,19 +497,20 @@ class ABCSampler(optuna.samplers.BaseSampler):
                 self.before_trial(study, trial_attrs.get_trial(study, trial._trial_id))
             space, params = self._ctx[trial._trial_id]
         # The space can have grown since the ask (trials in flight finished): draw the rest.
-        rng = self._rng(trial.number, 3)
+        rng = self._rng(self._place.get(trial._trial_id, trial.number), 3)
         return {n: params[n] if space.get(n) == d and n in params else _random(d, rng)
                 for n, d in search_space.items()}
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        rng = self._rng(trial.number, 2, zlib.crc32(param_name.encode()))
+        rng = self._rng(self._place.get(trial._trial_id, trial.number), 2, zlib.crc32(param_name.encode()))
         return _random(param_distribution, rng)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
         with self._lock:
             self._ctx.pop(trial._trial_id, None)
+            self._place.pop(trial._trial_id, None)
         key = trial_attrs.OPTUNA_CONSTRAINTS_KEY
         if state in (TrialState.COMPLETE, TrialState.PRUNED) and key not in trial.system_attrs:
             cons = [float(c) for c in self._constraints_func(trial)]

@@ -178,7 +178,9 @@ class AskTellRunner:
                 cand = self._price(trial)
             except BaseException as exc:
                 self.in_flight.pop(trial.number, None)
-                self.session.fail(trial, f"{type(exc).__name__} while pricing: {exc}", requeue=False)
+                # Ctrl-C while pricing: the trial goes again (an interrupted run continues exactly)
+                self.session.fail(trial, f"{type(exc).__name__} while pricing: {exc}",
+                                  requeue=isinstance(exc, KeyboardInterrupt))
                 raise
             finally:
                 if trial.number not in self.in_flight:

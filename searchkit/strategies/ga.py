@@ -202,6 +202,7 @@ class GASampler(optuna.samplers.BaseSampler):
         self._lock, self._cache, self._hint = threading.RLock(), {}, None  # study -> _State
         self._spaces: dict[tuple, IntersectionSearchSpace] = {}
         self._ctx: dict[int, tuple[dict, dict]] = {}  # trial id -> (space, params) at ask
+        self._place: dict[int, int] = {}  # trial id -> its place in an uninterrupted run
         self._absorbed = 0  # trials replayed: a cost counter for tests
 
     def parent_pool(self, study: optuna.Study, generation: int) -> list[int]:
@@ -248,6 +249,8 @@ class GASampler(optuna.samplers.BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         with self._lock:
             state, trials = self._replay(study)
+            # draws seeded by the trial's place in an uninterrupted run (attrs.logical_number)
+            self._place[trial._trial_id] = trial_attrs.logical_number(trials, trial.number)
             member, space, params = member_of(trial), self._space(study), {}
             if member is None:  # (else asked already, by another sampler instance)
                 old = trial_attrs.get_user_attr(trial, trial_attrs.REQUEUED_FROM_KEY)
@@ -260,6 +263,8 @@ class GASampler(optuna.samplers.BaseSampler):
             self._ctx[trial._trial_id] = (space, params)
             while len(self._ctx) > 4096:  # trials told by another process never come back
                 self._ctx.pop(next(iter(self._ctx)))
+            while len(self._place) > 4096:
+                self._place.pop(next(iter(self._place)))
 
     def _breed(self, trial: FrozenTrial, space: dict, state: _State,
                trials: list[FrozenTrial]) -> tuple[dict, dict]:
@@ -284,14 +289,15 @@ class GASampler(optuna.samplers.BaseSampler):
         if self._diversity and div < _COLLAPSE:
             pm = min(pm * (1 + (_BOOST - 1) * (1 - div / _COLLAPSE)), max(pm, 0.5))
         taboo = {tuple(v.get(n) for n in names) for v in issued + [i.vec for i in pool]}
-        rng = self._rng(trial.number, 1)
+        place = self._place.get(trial._trial_id, trial.number)
+        rng = self._rng(place, 1)
         for attempt in range(2 * _TRIES + 1):
             if not feasible or attempt >= _TRIES:
                 params, parents = {n: _random(d, rng) for n, d in space.items()}, []
             else:
                 params, parents = self._child(space, feasible, pm, rng)
             if self._hint is not None:  # the space's cheap cost check: step genes down
-                params = self._hint.repair(params, self._rng(trial.number, 4, attempt))
+                params = self._hint.repair(params, self._rng(place, 4, attempt))
             vec = {n: space[n].to_internal_repr(v) for n, v in params.items()}
             if not self._diversity or tuple(vec.get(n) for n in names) not in taboo:
                 break
@@ -337,11 +343,12 @@ class GASampler(optuna.samplers.BaseSampler):
             if trial._trial_id not in self._ctx:  # asked before this sampler was attached
                 self.before_trial(study, trial_attrs.get_trial(study, trial._trial_id))
             space, params = self._ctx.pop(trial._trial_id)
-        rng = self._rng(trial.number, 3)  # the space can have grown since the ask
+        rng = self._rng(self._place.get(trial._trial_id, trial.number), 3)
+        # (the space can have grown since the ask)
         return {n: params[n] if space.get(n) == d and n in params else _random(d, rng)
                 for n, d in search_space.items()}
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        rng = self._rng(trial.number, 2, zlib.crc32(param_name.encode()))
+        rng = self._rng(self._place.get(trial._trial_id, trial.number), 2, zlib.crc32(param_name.encode()))
         return _random(param_distribution, rng)

@@ -33,6 +33,7 @@ from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESample
 from optuna.trial import FrozenTrial, TrialState
 
 from searchkit.core.dist import draw
+from searchkit.study import attrs as trial_attrs
 
 
 def trial_seed(seed: int | None, number: int) -> int | None:
@@ -50,6 +51,7 @@ class PerTrialSeeded(BaseSampler):
         self._factory = factory
         self._seed = seed
         self._by_trial: dict[int, BaseSampler] = {}
+        self._place: dict[int, int] = {}  # trial number -> its place in an uninterrupted run
         self._lock = threading.Lock()
         self._default = factory(seed)
         self._hint: Any = None
@@ -61,12 +63,13 @@ class PerTrialSeeded(BaseSampler):
     def _rng(self, number: int, stream: int) -> np.random.Generator:
         if self._seed is None:
             return np.random.default_rng()
-        return np.random.default_rng([int(self._seed), int(number), stream])
+        return np.random.default_rng([int(self._seed), self._place.get(number, number), stream])
 
     def _inner(self, number: int) -> BaseSampler:
         with self._lock:
             if number not in self._by_trial:
-                self._by_trial[number] = self._factory(trial_seed(self._seed, number))
+                seed = trial_seed(self._seed, self._place.get(number, number))
+                self._by_trial[number] = self._factory(seed)
             return self._by_trial[number]
 
     @property
@@ -75,6 +78,9 @@ class PerTrialSeeded(BaseSampler):
         return self._default
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        # seeded by the trial's place in an uninterrupted run (attrs.logical_number)
+        with self._lock:
+            self._place[trial.number] = trial_attrs.logical_number(trial_attrs.all_trials(study), trial.number)
         self._inner(trial.number).before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -105,6 +111,7 @@ class PerTrialSeeded(BaseSampler):
         finally:
             with self._lock:
                 self._by_trial.pop(trial.number, None)
+                self._place.pop(trial.number, None)
 
     def reseed_rng(self) -> None:  # the seed is the identity of the run; nothing to reseed
         pass

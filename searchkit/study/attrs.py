@@ -39,6 +39,9 @@ CONSTRAINTS_KEY = "searchkit:constraints"
 """User attr: constraint values (list of floats); ``<= 0`` means satisfied."""
 REQUEUED_FROM_KEY = "searchkit:requeued_from"
 """User attr of a re-queued trial: the number of the stale trial it replaces."""
+INTERRUPTED_KEY = "searchkit:interrupted"
+"""User attr of a FAIL trial that was stopped from outside (Ctrl-C, a killed driver), not by
+its candidate: it is re-queued, and it does not count in the trials' seed order."""
 OPTUNA_CONSTRAINTS_KEY = "constraints"
 """System attr where Optuna's ``constraints_func`` samplers store constraint values."""
 
@@ -206,6 +209,29 @@ def all_trials(study: optuna.Study, use_cache: bool = True) -> list[FrozenTrial]
     if use_cache and get is not None:
         return get(deepcopy=False, use_cache=True)
     return study.get_trials(deepcopy=False)
+
+
+def logical_number(trials: Sequence[FrozenTrial], number: int) -> int:
+    """Trial ``number``'s place in an uninterrupted run: its number minus the interrupted
+    trials before it. Samplers seed a trial's draws with it, so a run stopped (Ctrl-C, a
+    killed driver) and started again proposes what an uninterrupted run does: the
+    re-queued copy of an interrupted trial takes the place it had, and the trials after
+    it draw what they would have drawn.
+
+    Example:
+        >>> from optuna.trial import create_trial, TrialState
+        >>> ts = [create_trial(state=TrialState.FAIL, user_attrs={INTERRUPTED_KEY: True}),
+        ...       create_trial(value=1.0)]
+        >>> [logical_number(ts, n) for n in (0, 1, 2)]
+        [0, 0, 1]
+    """
+    skipped = 0
+    for t in trials:
+        if t.number >= number:
+            break
+        if t.user_attrs.get(INTERRUPTED_KEY) and t.state.name == "FAIL":
+            skipped += 1
+    return number - skipped
 
 
 def stored_constraints(trial: FrozenTrial) -> list[float]:

@@ -21,7 +21,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from searchkit.study.attrs import CONSTRAINTS_KEY, INFEASIBLE_KEY, OPTUNA_CONSTRAINTS_KEY, REQUEUED_FROM_KEY
+from searchkit.study.attrs import (CONSTRAINTS_KEY, INFEASIBLE_KEY, INTERRUPTED_KEY, OPTUNA_CONSTRAINTS_KEY,
+                                   REQUEUED_FROM_KEY)
 
 CONFIG_KEY = "searchkit:config"
 VERSION_KEY = "searchkit:version"
@@ -38,6 +39,7 @@ CONSTRAINTS = CONSTRAINTS_KEY
 DUPLICATE_OF = "searchkit:duplicate_of"
 EVALUATED = "searchkit:evaluated"
 REQUEUED_FROM = REQUEUED_FROM_KEY
+INTERRUPTED = INTERRUPTED_KEY
 RETRIES = "searchkit:retries"
 FAIL_REASON = "searchkit:fail_reason"
 HEARTBEAT = "searchkit:heartbeat"

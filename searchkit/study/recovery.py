@@ -28,8 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searchkit.study import attrs
 from searchkit.study.attrs import get_system_attr
-from searchkit.study.keys import (DRIVER, EVALUATED, FAIL_REASON, HEARTBEAT, REQUEUED_FROM, RETRIES,
-                                  priced_attrs)
+from searchkit.study.keys import (DRIVER, EVALUATED, FAIL_REASON, HEARTBEAT, INTERRUPTED, REQUEUED_FROM,
+                                  RETRIES, priced_attrs)
 
 HEARTBEAT_INTERVAL_S = 10.0
 GRACE_PERIOD_S = 60.0
@@ -86,10 +86,14 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: s
     """Record ``trial`` FAIL with ``reason`` (and, with ``requeue``, enqueue it once more).
 
     A trial whose driver died between marking its result evaluated and telling it carries
-    the mark; a FAIL never counts as evaluated, so the mark is cleared. Returns the number
-    of the re-queued trial, if any.
+    the mark; a FAIL never counts as evaluated, so the mark is cleared. A re-queued trial was
+    stopped from outside, not by its candidate: it is marked interrupted, so it takes no
+    place in the seed order (``attrs.logical_number``). Returns the number of the re-queued
+    trial, if any.
     """
     user = {FAIL_REASON: reason}
+    if requeue:
+        user[INTERRUPTED] = True
     if trial.user_attrs.get(EVALUATED):
         user[EVALUATED] = False
     attrs.write(study, trial._trial_id, user=user)
