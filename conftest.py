@@ -1,6 +1,7 @@
 """Test setup shared by the test suite and the package's doctests."""
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ os.environ.setdefault("CI", "1")  # no progress bars in test output
 # and in every searchkit process a test starts.
 os.environ["SEARCHKIT_PLUGINS"] = "tests.plugins.toy_space,tests.plugins.toy_cost"
 _ROOT = os.path.dirname(os.path.abspath(__file__))
+# Trained bases go to a per-user cache: the suite's own, not the user's (~/.cache).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="searchkit-test-cache-")
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 

@@ -1,8 +1,10 @@
 """Base networks of spaces that prune one (``NeedsBase``): trained once per recipe and cached,
 or read from ``base.checkpoint``.
 
-The cache key is the base's recipe (model, data settings, epochs, lr, seed); the cached file
-is written atomically, so a killed run never leaves half a checkpoint.
+The cache key is the base's recipe: the model, the data's content (a fingerprint of the
+images and labels, or of the files, and of how they are prepared: new images under the
+same root train a new base) and the training settings. The cached file is written
+atomically, so a killed run never leaves half a checkpoint.
 
 Example:
     >>> # searchkit train space.model=resnet20 base.epochs=1 out=r20.pt   (the command line)
@@ -41,33 +43,53 @@ class Base:
 
 
 def cache_key(cfg, model: str, data: DataSplits) -> str:
-    recipe = {"model": model, "data": cfg.data.name, "root": cfg.data.root,
-              "image_size": cfg.data.image_size, "val_fraction": cfg.data.val_fraction,
-              "max_train": cfg.data.max_train, "options": cfg.data.options,
+    """The base's recipe - model, the data's content (not its path), the training settings."""
+    recipe = {"model": model, "data": cfg.data.name, "content": data.fingerprint(),
               "classes": data.num_classes, "epochs": cfg.base.epochs, "lr": cfg.base.lr,
-              "seed": cfg.seed, "v": 1}
+              "batch_size": cfg.finetune.batch_size, "seed": cfg.seed, "v": 2}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cache_path(cfg, model: str, data: DataSplits) -> Path:
-    return Path(cfg.base.cache_dir) / f"{model}-{cfg.data.name}-{cache_key(cfg, model, data)}.pt"
+    return cfg.base.cache / f"{model}-{cfg.data.name}-{cache_key(cfg, model, data)}.pt"
+
+
+def find(cfg, model: str, known: dict | None) -> Path | None:
+    """The file of a base a study recorded (``known``: its ``path`` and ``sha256``) when it is
+    not where its recipe says: at the recorded path, or anywhere in the cache with that sha256."""
+    if not known or not known.get("sha256"):
+        return None
+    candidates = [Path(known["path"])] if known.get("path") else []
+    if cfg.base.cache.is_dir():
+        candidates += sorted(cfg.base.cache.glob(f"{model}-*.pt"))
+    for path in candidates:
+        if path.is_file() and file_sha256(path) == known["sha256"]:
+            return path
+    return None
 
 
 def prepare(cfg, model: str, base: nn.Module, data: DataSplits, device, *, quiet: bool = False,
-            train: bool = True) -> Base:
-    """Give ``base`` (built, untrained) its weights: ``base.checkpoint``, the cache, or training."""
+            train: bool = True, known: dict | None = None, before_training=None) -> Base:
+    """Give ``base`` (built, untrained) its weights: ``base.checkpoint``, the cache (or, for a
+    stored study, the file its record names by sha256), or training."""
     acc = None
     if cfg.base.checkpoint:
         path = Path(cfg.base.checkpoint)
+        if not path.is_file() and (found := find(cfg, model, known)) is not None:
+            path = found  # the checkpoint moved, or the study is read on another machine
         load_weights(base, load_state_dict_file(path), what=f"checkpoint {path} ({model})")
     else:
         path = cache_path(cfg, model, data)
+        if not path.is_file() and (found := find(cfg, model, known)) is not None:
+            path = found
         if path.is_file():
             load_weights(base, load_state_dict_file(path), what=f"cached base {path}")
         elif not train:
             raise CheckpointError(f"base checkpoint {path} is missing; run the search (or "
                                   "`searchkit train`) again to rebuild it")
         else:
+            if before_training is not None:
+                before_training()
             if not quiet:
                 log.info("training base %s on %s for %s epochs (once; cached at %s)",
                          model, cfg.data.name, cfg.base.epochs, path)

@@ -70,13 +70,25 @@ class DataConfig:
     options: dict = field(default_factory=dict)
 
 
+def user_cache() -> Path:
+    """The per-user cache searchkit keeps trained bases in: ``$XDG_CACHE_HOME/searchkit``
+    (``~/.cache/searchkit``), so every directory and every study shares them."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "searchkit"
+
+
 @dataclass(frozen=True)
 class BaseConfig:
     # A state_dict of the base model; when absent the base is trained once and cached.
     checkpoint: str | None = None
     epochs: int = 15
     lr: float = 0.05
-    cache_dir: str = "studies/bases"
+    # Where trained bases are cached (keyed by model, data content and recipe); unset: the
+    # per-user cache (~/.cache/searchkit/bases).
+    cache_dir: str | None = None
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else user_cache() / "bases"
 
 
 @dataclass(frozen=True)
@@ -146,7 +158,14 @@ class RunConfig:
 
     @property
     def study_name(self) -> str:
-        return self.study or f"{self.space.name}-{self.algo.name}"
+        """``study=``, or one built from what defines a study: the space (and what it searches
+        from, e.g. its base network), the data, the algo and any cost objectives, so other
+        settings never continue a stored study silently (``SPACE-MODEL-DATA-ALGO``)."""
+        if self.study:
+            return self.study
+        tag = SPACES.get(self.space.name).study_tag(self.space.options)
+        parts = [self.space.name, tag, self.data.name, self.algo.name, *self.objectives[1:]]
+        return "-".join(p for p in parts if p)
 
     def to_dict(self) -> dict:
         out = {}
@@ -398,18 +417,44 @@ def load_config(overrides: Iterable[str] = (), base: dict | None = None) -> RunC
         constraint = tree.get("constraint") or {}
         tree["constraint"] = {_ALIASES.get(f"constraint.{k}", f"constraint.{k}").partition(".")[2]: v
                               for k, v in constraint.items()}
-    else:
+    preset_bounds: dict[str, Any] = {}
+    if base is None:
         space = _choice("space", given.get("space.name", _DEFAULT_CHOICE["space"]))
-        layers = [preset_path("spaces", space)]
+        preset = preset_path("spaces", space)
+        if preset is not None:
+            for key, value in _flatten(read_yaml(preset)):
+                key = _normalise(key)
+                _set(tree, key, value)
+                if key.startswith("constraint.") and value is not None:
+                    preset_bounds[key] = value
         study = given.get("study")
-        layers.append(preset_path("studies", str(study)) if study is not None else None)
-        for path in filter(None, layers):
-            for key, value in _flatten(read_yaml(path)):
+        recipe = preset_path("studies", str(study)) if study is not None else None
+        if recipe is not None:
+            for key, value in _flatten(read_yaml(recipe)):
                 _set(tree, _normalise(key), value)
+                preset_bounds.pop(_normalise(key), None)  # the user's own recipe
+        # A preset's bound is its default search, not a rule: it gives way to any bound or
+        # cost objective the user asks for (a Pareto search under it collapses onto it).
+        objectives = given.get("objectives")
+        asked = any(k == "constraint" or k.startswith("constraint.") for k in given) or (
+            isinstance(objectives, (list, tuple)) and len(objectives) > 1)
+        for key in list(preset_bounds):
+            if key in given:
+                preset_bounds.pop(key)
+            elif asked:
+                tree.get("constraint", {}).pop(key.partition(".")[2], None)
+                preset_bounds.pop(key)
     for key, value in parsed:
         _set(tree, key, value)
+    if base is None:  # paths the user gave, absolute: the study works from any directory
+        for section, key in (("base", "checkpoint"), ("base", "cache_dir"), ("data", "root")):
+            value = (tree.get(section) or {}).get(key)
+            if isinstance(value, str) and value:
+                tree[section][key] = str(Path(value).expanduser().resolve())
     cfg = _build(tree, lenient=base is not None)
     _validate(cfg)
+    # which bounds came from the space's preset alone (the runner says they are in force)
+    object.__setattr__(cfg, "preset_bounds", {k.partition(".")[2]: v for k, v in preset_bounds.items()})
     return cfg
 
 

@@ -149,8 +149,8 @@ def export_study(name: str, storage: str, out: str | Path = "exports", top: int 
         from searchkit.config import load_config
         cfg = load_config(overrides, base=cfg.to_dict())
     chosen = select_trials(study, top, trial)
-    setup = RunSetup.build(cfg, quiet=True, train_base=False)
     base_info = study.user_attrs.get(st.BASE_KEY, {})
+    setup = RunSetup.build(cfg, quiet=True, train_base=False, known_base=base_info)
     out_dir = Path(out) / name
     folders = []
     for rank, t in enumerate(chosen, 1):

@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,7 +222,8 @@ class Session:
             "space": self.cfg.space.name, "genome": genome, "input_size": list(space.input_size(genome)),
             "costs": {n: m.base() for n, m in setup.costs.items()},
             "cost_info": {n: m.info() for n, m in setup.costs.items()}, "describe": space.describe(genome),
-            "model": setup.base.model if setup.base else None, "path": setup.base.path if setup.base else "",
+            "model": setup.base.model if setup.base else None,
+            "path": str(Path(setup.base.path).resolve()) if setup.base else "",
             "accuracy": setup.base.accuracy if setup.base else None,
         }
         if setup.base is not None and setup.base.sha256:

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from searchkit.evaluate import resolve_device
 from searchkit.models import build_base, min_input_size
 from searchkit.models.checkpoint import load_state_dict_file, load_weights
 from searchkit.registry import COSTS, SPACES, resolve
+
+log = logging.getLogger("searchkit")
 
 
 def data_spec(cfg: RunConfig, space_cls: type) -> DataSpec:
@@ -87,7 +90,9 @@ class RunSetup:
     base: bases.Base | None = None  # the trained base network of a NeedsBase space
 
     @classmethod
-    def build(cls, cfg: RunConfig, *, quiet: bool = False, train_base: bool = True) -> "RunSetup":
+    def build(cls, cfg: RunConfig, *, quiet: bool = False, train_base: bool = True,
+              known_base: dict | None = None) -> "RunSetup":
+        """``known_base``: a stored study's record of its base (found by its sha256)."""
         device = resolve_device(cfg.device)
         space_cls = SPACES.get(cfg.space.name)
         spec = data_spec(cfg, space_cls)
@@ -101,14 +106,21 @@ class RunSetup:
             except ValueError as exc:
                 raise ConfigError(f"space={cfg.space.name} cannot use space.model={model}: {exc}") from None
         space = make_space(space_cls, cfg.space.name, cfg.space.options, data, base=module,
-                           bounds=cfg.constraint, cache_dir=cfg.base.cache_dir)
+                           bounds=cfg.constraint, cache_dir=str(cfg.base.cache))
         # Costs need only the architecture: an impossible constraint is refused before any
         # checkpoint is read or any base is trained.
         costs = {name: COSTS.get(name).create(space, cfg) for name in cost_names(cfg, space)}
         limits = limits_of(costs, cfg.constraint)
+        said = []
+
+        def say_data() -> None:  # once, after every refusal: a refused run says one line
+            if not quiet and not said:
+                said.append(log.info("data: %s", data.describe()))
         base = None
         if module is not None:
-            base = bases.prepare(cfg, model, module, data, device, quiet=quiet, train=train_base)
+            base = bases.prepare(cfg, model, module, data, device, quiet=quiet, train=train_base,
+                                 known=known_base, before_training=say_data)
+        say_data()
         return cls(cfg, data, spec, space, costs, limits, device, base)
 
     @property
@@ -126,7 +138,7 @@ class RunSetup:
     def work_item(self, number: int, genome: dict, recipe: dict | None = None,
                   budget=None) -> WorkItem:
         """What a worker needs to train ``genome`` (paths absolute: workers run elsewhere)."""
-        cache = str(Path(self.cfg.base.cache_dir).expanduser().resolve())
+        cache = str(self.cfg.base.cache.resolve())
         return WorkItem(number=number, space=self.cfg.space.name, space_target=SPACES.target(self.cfg.space.name),
                         options=opts.to_plain(self.space.options), genome=genome, data=self.data_spec,
                         budget=budget or self.cfg.finetune, seed=self.cfg.seed, base=self.base_ref(),

@@ -63,7 +63,7 @@ def test_checkpoint_of_another_model(tmp_path):
 
 
 def test_search_studies_export_and_load_without_searchkit(tmp_path):
-    out = cli("search", *FAST, "algo=abc", "trials=3", "algo.food_number=2", cwd=tmp_path).stdout
+    out = cli("search", *FAST, "algo=abc", "trials=3", "algo.food_number=2", "study=channels-abc", cwd=tmp_path).stdout
     assert "best: trial" in out and "fewer" in out
     studies = cli("studies", cwd=tmp_path).stdout
     assert "channels-abc: complete" in studies
@@ -157,7 +157,7 @@ def _nothing_lost(db, study_name, done_before, killed_number, budget):
 def test_sigkill_then_same_command_continues(tmp_path):
     """Kill -9 mid-search; the same command finishes the budget, losing nothing."""
     args = ["search", *FAST, "finetune.max_batches=40", "algo=abc", "algo.food_number=3", "trials=5",
-            "constraint.flops=1.0"]
+            "constraint.flops=1.0", "study=channels-abc"]
     db, done_before, running = _search_then_sigkill(args, tmp_path, "channels-abc")
     cli(*args, cwd=tmp_path)
     _, killed, again = _nothing_lost(db, "channels-abc", done_before, running, budget=5)
@@ -176,7 +176,7 @@ def test_sigkill_multi_objective_search_continues(tmp_path, algo):
 
     name = f"channels-{algo}"
     args = ["search", *FAST, "finetune.max_batches=40", f"algo={algo}", "algo.population_size=3",
-            "objectives=[accuracy,flops]", "trials=5", "constraint.flops=1.0"]
+            "objectives=[accuracy,flops]", "trials=5", "constraint.flops=1.0", f"study={name}"]
     db, done_before, running = _search_then_sigkill(args, tmp_path, name)
     cli(*args, cwd=tmp_path)
     study, killed, again = _nothing_lost(db, name, done_before, running, budget=5)

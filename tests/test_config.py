@@ -10,7 +10,7 @@ def test_defaults_preset_and_overrides():
     assert cfg.space.model == "resnet56"  # from spaces/channels.yaml
     assert cfg.constraint == {"flops": 0.5}  # from the preset
     assert cfg.algo.name == "tpe" and cfg.algo.n_startup_trials == 3 and cfg.algo.multivariate
-    assert cfg.trials == 7 and cfg.study_name == "channels-tpe"
+    assert cfg.trials == 7 and cfg.study_name == "channels-resnet56-digits-tpe"
 
 
 def test_values_are_yaml():

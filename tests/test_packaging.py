@@ -43,5 +43,5 @@ def test_the_wheel_runs_the_quick_start_in_an_empty_directory(tmp_path):
     out = _run([str(searchkit), "search", "space=channels", "algo=abc", "trials=2", "base.epochs=1",
                 "finetune.max_batches=4", "algo.food_number=2"], cwd=empty, env=env)
     assert "best: trial" in out
-    out = _run([str(searchkit), "export", "study=channels-abc"], cwd=empty, env=env)
-    assert "exports/channels-abc/01-" in out and list((empty / "exports" / "channels-abc").glob("01-*/model.pt2"))
+    out = _run([str(searchkit), "export", "study=channels-resnet56-digits-abc"], cwd=empty, env=env)
+    assert list((empty / "exports" / "channels-resnet56-digits-abc").rglob("model.pt2")), out

@@ -113,7 +113,7 @@ def test_diverging_candidates_are_retried_then_failed_and_stop_the_search(workdi
     candidate still training then is re-queued, not lost."""
     monkeypatch.setattr("searchkit.strategies.asktell.MAX_CONSECUTIVE_FAILURES", 2)  # 5 in the product: same path, faster
     cfg = load_config([*FAST, "finetune.lr=1e30", "algo=random", "trials=2", "executor=ray",
-                       "ray.max_concurrent=2", "ray.max_failures=1", "progress=false"])
+                       "ray.max_concurrent=2", "ray.max_failures=1", "progress=false", "study=channels-random"])
     with pytest.raises(RepeatedFailures, match="NonFiniteLossError"):
         run_search(cfg, quiet=True)
     study = optuna.load_study(study_name="channels-random", storage="sqlite:///studies/searchkit.db")
@@ -244,7 +244,7 @@ def _cli(args, cwd, **kw):
 def test_sigkill_of_ray_driver_then_same_command_continues(tmp_path, no_leftover_ray):
     # candidates of 40 batches (a second or more each): the kill lands while two train
     args = ["search", *FAST, "finetune.max_batches=40", "algo=tpe", "trials=4", "executor=ray",
-            "ray.max_concurrent=2"]
+            "ray.max_concurrent=2", "study=channels-tpe"]
     db = tmp_path / "studies" / "searchkit.db"
 
     def states():

@@ -66,12 +66,12 @@ def test_duplicates_are_not_trained_twice(workdir):
 
 
 def test_changed_settings_refused_and_study_untouched(workdir):
-    run_search(cfg_of("algo=random", "trials=2"), quiet=True)
-    before = len(optuna.load_study(study_name="channels-random", storage="sqlite:///studies/searchkit.db").trials)
+    name = run_search(cfg_of("algo=random", "trials=2"), quiet=True).study.study_name
+    before = len(optuna.load_study(study_name=name, storage="sqlite:///studies/searchkit.db").trials)
     with pytest.raises(st.StudyError, match="different settings"):
         run_search(cfg_of("algo=random", "trials=2", "space.rule=random"), FAST + ["algo=random", "space.rule=random"],
                    quiet=True)
-    after = optuna.load_study(study_name="channels-random", storage="sqlite:///studies/searchkit.db")
+    after = optuna.load_study(study_name=name, storage="sqlite:///studies/searchkit.db")
     assert len(after.trials) == before
 
 

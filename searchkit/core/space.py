@@ -151,6 +151,11 @@ class Space(abc.ABC):
         """The smallest image side the space's networks take (the data is resized up to it)."""
         return 1
 
+    @classmethod
+    def study_tag(cls, options: Any) -> str:
+        """What the default study name says of the options (``""``: nothing)."""
+        return ""
+
     def suggest(self, trial: optuna.Trial) -> Genome:
         """Draw the genome of one trial (``trial.suggest_*`` over :meth:`distributions`)."""
         return self.genome_of(suggest(trial, self.distributions()))
@@ -210,6 +215,10 @@ class NeedsBase(abc.ABC):
     @classmethod
     def check_base(cls, base: nn.Module, options: Any) -> None:
         """Raise ``ValueError`` (one line) if the space cannot use this base: before any training."""
+
+    @classmethod
+    def study_tag(cls, options: Any) -> str:
+        return cls.base_model(options)
 
 
 

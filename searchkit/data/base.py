@@ -16,13 +16,15 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -64,12 +66,71 @@ class DataSplits:
     classes: tuple[str, ...] | None = None
 
     def describe(self) -> str:
-        """One line for logs, e.g. ``digits: 1150 train / 288 val / 359 test ...``."""
+        """One line for logs, e.g. ``digits: 1150 train / 288 val / 359 test, 10 classes,
+        3x16x16, augment: none``."""
         sizes = f"{len(self.train)} train / {len(self.val)} val"  # type: ignore[arg-type]
         if self.test is not None:
             sizes += f" / {len(self.test)} test"  # type: ignore[arg-type]
         shape = f"{self.in_channels}x{self.image_size}x{self.image_size}"
-        return f"{self.name}: {sizes}, {self.num_classes} classes, {shape}"
+        return f"{self.name}: {sizes}, {self.num_classes} classes, {shape}, augment: {augmentation(self.train)}"
+
+    def fingerprint(self) -> str:
+        """A hash of what the splits hold - images and labels, or for data read from files
+        their names, sizes and modification times - and how they are prepared: new images
+        under the same root give another fingerprint."""
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            h.update(content_fingerprint(split).encode())
+        h.update(repr((self.num_classes, self.in_channels, self.image_size, self.classes)).encode())
+        return h.hexdigest()[:16]
+
+
+def augmentation(dataset: Dataset) -> str:
+    """What a training split does to its images as they are read, in words."""
+    inner = getattr(dataset, "dataset", dataset)  # a Subset's
+    if isinstance(inner, ImageTensorDataset):
+        return f"random crop (pad {inner.pad}) + flip" if inner.augment else "none"
+    transform = getattr(inner, "transform", None)
+    if transform is not None:
+        steps = [type(t).__name__ for t in getattr(transform, "transforms", [transform])]
+        random = [n for n in steps if n.startswith("Random")]
+        return " + ".join(random) if random else "none"
+    return "none"
+
+
+def content_fingerprint(dataset: Dataset | None) -> str:
+    """A hash of a split's content (see :meth:`DataSplits.fingerprint`)."""
+    h = hashlib.sha256()
+    if dataset is None:
+        return "none"
+    if isinstance(dataset, Subset):
+        h.update(content_fingerprint(dataset.dataset).encode())
+        h.update(np.asarray(dataset.indices, dtype=np.int64).tobytes())
+        return h.hexdigest()
+    if isinstance(dataset, ImageTensorDataset):
+        for t in (dataset.images, dataset.labels):
+            h.update(t.contiguous().numpy().tobytes())
+        h.update(repr((dataset.mean.tolist(), dataset.std.tolist(), dataset.scale, dataset.image_size,
+                       dataset.augment, dataset.pad)).encode())
+        return h.hexdigest()
+    if isinstance(dataset, TensorDataset):
+        for t in dataset.tensors:
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()
+    samples = getattr(dataset, "samples", None)  # torchvision's folder datasets
+    if isinstance(samples, list):
+        for path, target in samples:
+            st = os.stat(path)
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}|{target}\n".encode())
+        h.update(repr(getattr(dataset, "transform", None)).encode())
+        return h.hexdigest()
+    # anything else: its size and a sample from each end
+    n = len(dataset)  # type: ignore[arg-type]
+    h.update(str(n).encode())
+    for i in sorted({0, n // 2, n - 1} if n else set()):
+        x, y = dataset[i][:2]
+        h.update(torch.as_tensor(x).numpy().tobytes() + str(y).encode())
+    return h.hexdigest()
 
 
 class ImageTensorDataset(Dataset):

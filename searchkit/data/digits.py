@@ -14,7 +14,7 @@ Example:
     >>> from searchkit.data.digits import load_digits
     >>> data = load_digits(image_size=16)
     >>> data.describe()
-    'digits: 1150 train / 288 val / 359 test, 10 classes, 3x16x16'
+    'digits: 1150 train / 288 val / 359 test, 10 classes, 3x16x16, augment: none'
     >>> image, label = data.train[0]
     >>> tuple(image.shape)
     (3, 16, 16)

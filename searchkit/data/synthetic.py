@@ -10,7 +10,7 @@ Example:
     >>> from searchkit.data.synthetic import load_synthetic
     >>> data = load_synthetic(image_size=8, num_classes=4, size=64)
     >>> data.describe()
-    'synthetic: 64 train / 16 val / 16 test, 4 classes, 3x8x8'
+    'synthetic: 64 train / 16 val / 16 test, 4 classes, 3x8x8, augment: none'
 """
 
 from __future__ import annotations

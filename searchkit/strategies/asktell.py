@@ -75,13 +75,22 @@ class AskTellRunner:
         self.cfg, existed = st.resolve_config(cfg, overrides)
         # Everything that can refuse the run (data root, base, cost models, an impossible
         # constraint, strategy options) is checked before the study is created or touched.
-        self.setup = RunSetup.build(self.cfg, quiet=quiet)
+        self.setup = RunSetup.build(self.cfg, quiet=quiet, known_base=st.stored_base(self.cfg) if existed else None)
         sampler = make_sampler(self.cfg)
         attach(sampler, self._hint())
         self.study = st.open_study(self.cfg, sampler=sampler, pruner=make_pruner(self.cfg))
         self.created = not existed
         self.session = Session(self.setup, self.study, source=self.name)
         self.session.record_base()
+        for name in getattr(cfg, "preset_bounds", {}):
+            if not existed and not quiet and name in self.cfg.constraint:
+                log.info("constraint.%s=%g from the space=%s preset is in force (a fraction of the base when "
+                         "<= 1); drop it with constraint.%s=null or give another bound", name,
+                         self.cfg.constraint[name], self.cfg.space.name, name)
+        if existed and not quiet:
+            log.info("continuing study '%s' (%d trained so far, %d trials; its stored settings: %s)",
+                     self.study.study_name, self.session.evaluated_count(), len(self.study.trials),
+                     _identity(self.cfg))
         self._failures: list[str] = []
         self._store = None
         # the DriverPort an executor drives
@@ -267,6 +276,13 @@ class AskTellRunner:
         else:
             self._bar.update(1)
             self._bar.set_postfix(best=f"{best:.4f}", last=f"{acc:.4f}")
+
+
+def _identity(cfg: RunConfig) -> str:
+    """The settings that define a study, in a few words."""
+    bounds = ", ".join(f"{k} <= {v:g}" for k, v in cfg.constraint.items()) or "no bound"
+    return (f"space={cfg.space.name} data={cfg.data.name} algo={cfg.algo.name} "
+            f"objectives=[{','.join(cfg.objectives)}], {bounds}")
 
 
 def _relative_costs(setup: RunSetup, priced) -> str:

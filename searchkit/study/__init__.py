@@ -5,7 +5,7 @@ and artifact references all live in its storage, so continuing a search is openi
 study again. ``from searchkit import study as st`` gives the whole API.
 """
 
-from searchkit.study.configs import check_name, open_study, resolve_config, stored_config
+from searchkit.study.configs import check_name, open_study, resolve_config, stored_base, stored_config
 from searchkit.study.keys import *  # noqa: F401,F403 - the attribute keys
 from searchkit.study.recovery import DriverTag, Heartbeat, fail_trial, recover_stale_trials, requeue_trial
 from searchkit.study.results import (counts_by_state, evaluated_trials, label, objectives_of, pareto_trials,

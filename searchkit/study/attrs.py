@@ -219,10 +219,13 @@ def logical_number(trials: Sequence[FrozenTrial], number: int) -> int:
     it draw what they would have drawn.
 
     Example:
-        >>> from optuna.trial import create_trial, TrialState
-        >>> ts = [create_trial(state=TrialState.FAIL, user_attrs={INTERRUPTED_KEY: True}),
-        ...       create_trial(value=1.0)]
-        >>> [logical_number(ts, n) for n in (0, 1, 2)]
+        >>> import optuna
+        >>> study = optuna.create_study()
+        >>> stopped = study.ask()
+        >>> stopped.set_user_attr(INTERRUPTED_KEY, True)
+        >>> _ = study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+        >>> _ = study.tell(study.ask(), 1.0)
+        >>> [logical_number(study.trials, n) for n in (0, 1, 2)]
         [0, 0, 1]
     """
     skipped = 0

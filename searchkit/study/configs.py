@@ -29,6 +29,17 @@ def stored_config(study: optuna.Study) -> RunConfig:
     return load_config([], base=json.loads(raw))
 
 
+def stored_base(cfg: RunConfig) -> dict | None:
+    """The ``searchkit:base`` record of the study of ``cfg`` (path, sha256, costs), if any."""
+    from searchkit.study.keys import BASE_KEY
+    if not exists(cfg.storage):
+        return None
+    storage = open_storage(cfg.storage)
+    if cfg.study_name not in study_names(storage):
+        return None
+    return optuna.load_study(study_name=cfg.study_name, storage=storage).user_attrs.get(BASE_KEY)
+
+
 def resolve_config(cfg: RunConfig, overrides: list[str] | None = None) -> tuple[RunConfig, bool]:
     """The configuration a run will use, without creating anything.
 
