@@ -14,8 +14,9 @@ os.environ.setdefault("CI", "1")  # no progress bars in test output
 # and in every searchkit process a test starts.
 os.environ["SEARCHKIT_PLUGINS"] = "tests.plugins.toy_space,tests.plugins.toy_cost"
 _ROOT = os.path.dirname(os.path.abspath(__file__))
-# Trained bases go to a per-user cache: the suite's own, not the user's (~/.cache).
+# Trained bases (and a server study's weights) go per user: the suite's own, not the user's.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="searchkit-test-cache-")
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="searchkit-test-data-")  # a server study's weights
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 

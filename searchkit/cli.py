@@ -2,7 +2,7 @@
 
     searchkit search space=SPACE algo=ALGO [key=value ...]     create or continue a study
     searchkit resume study=NAME [trials=N]                      continue a study as stored
-    searchkit export study=NAME [out=DIR] [top=K|all] [trial=N] [finetune.epochs=N]
+    searchkit export study=NAME [out=DIR] [top=K|pareto|all] [trial=N] [finetune.epochs=N]
     searchkit report study=NAME [out=DIR]                       HTML report + CSV/Parquet of a study
     searchkit studies [storage=URL]                             each study: trials by state, best
     searchkit list                                              spaces, algos, models, datasets
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 import logging
 import sys
 from pathlib import Path
@@ -28,32 +29,78 @@ EXIT_INTERRUPTED = 130
 log = logging.getLogger("searchkit")
 
 EPILOG = """\
-overrides (key=value, values parsed as YAML):
-  space=NAME          search space ({spaces}); reads spaces/NAME.yaml
-  algo=NAME           strategy ({algos}); algo.OPTION=V passes options (algo.food_number=10)
-  space.model=NAME    base network ({models})
-  data=NAME           dataset ({datas}); data.root=DIR, data.image_size=N
-  study=NAME          study name (default SPACE-ALGO); the same name continues the study
-  storage=URL         sqlite:///studies/searchkit.db (default), postgresql://..., FILE.log
-  trials=N            trained candidates the study should hold
-  constraint.COST=X   bound a cost ({costs}): X <= 1 a fraction of the base, else absolute (60M)
-  finetune.epochs=E   fine-tuning budget per candidate (or finetune.max_batches=B)
-  base.checkpoint=P   base weights (state_dict); default: train once and cache
-  pruner=NAME         none, median, hyperband, halving
-  seed=N device=auto|cpu|cuda timeout=SECONDS progress=true|false
+Every command takes key=value overrides (values parsed as YAML: [a,b] is a list, null
+unsets); `searchkit COMMAND --help` lists the keys it takes. Bad input ends with one
+`searchkit: error:` line and exit status 2.
 """
 
+# Each command's own keys (beyond the run settings that search, resume and train take).
+MAX_FRONT_LINES = 8  # trials of a Pareto front printed at the end of a search
 
-def _epilog() -> str:
+COMMAND_KEYS = {
+    "export": [("study=NAME", "the study to export (required)"), ("storage=URL", "its storage"),
+               ("out=DIR", "where each export run gets a folder of its own (default exports)"),
+               ("top=K|pareto|all", "the K most accurate (default 1), the Pareto front, or every trained one"),
+               ("trial=N", "one trial instead"), ("finetune.epochs=E", "train the winners E more epochs first")],
+    "report": [("study=NAME", "the study (required)"), ("storage=URL", "its storage"),
+               ("out=DIR", "reports/<study>/index.html, trials.csv and .parquet go under it (default reports)")],
+    "studies": [("storage=URL", "the storage to list (default sqlite:///studies/searchkit.db)")],
+    "resume": [("study=NAME", "the study to continue with its stored settings (required)"),
+               ("storage=URL", "its storage"), ("trials=N", "raise its budget; also timeout=, device=, ...")],
+    "train": [("out=PATH", "where to save the base's state_dict (default: the per-user cache)")],
+    "latency": [("profile|fit|validate", "the step: measure this CPU, fit the predictor, check it"),
+                ("target=NAME", "the profiled CPU's name (required)"), ("dir=DIR", "latency/ by default"),
+                ("threads=N", "profile: torch threads (1)"), ("batch=1", "profile: batch size"),
+                ("sweep=default|quick", "profile: quick is a smoke test (a few dozen kernels and 4 models, "
+                 "about 20 s); default is the full profile (about 6 minutes here)"),
+                ("rounds=N", "profile: passes over the sweep (4; quick: 1); validate: measuring rounds (12)"),
+                ("seed=N", "profile / validate: the random networks drawn"),
+                ("models=N", "validate: held-out random networks (60)"),
+                ("bases=true|false", "validate: also every space's reference networks"),
+                ("reports=DIR", "validate: where the report goes (reports/latency)")],
+}
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows) + 2
+    out = []
+    for key, text in rows:
+        lines = textwrap.wrap(text, 92 - width) or [""]
+        out.append(f"  {key.ljust(width)}{lines[0]}")
+        out += [" " * (width + 2) + line for line in lines[1:]]
+    return "\n".join(out)
+
+
+def _settings_help() -> str:
+    """Every run setting, from the config's schema (each key's default and comment), and the
+    registries' choices."""
+    from searchkit.config import schema
     from searchkit.registry import ALL
-    return EPILOG.format(spaces=", ".join(ALL["space"].names()), algos=", ".join(ALL["algo"].names()),
-                         models=", ".join(ALL["model"].names()), datas=", ".join(ALL["data"].names()),
-                         costs=", ".join(ALL["cost"].names()))
+    choices = "choices (searchkit list):\n" + _rows([(_PLURALS.get(k, k), ", ".join(r.names())) for k, r in ALL.items()])
+    return choices + "\n\nrun settings (key=value; default in brackets; null unsets):\n" + _rows(
+        [(key, f"[{default}] {text}") for key, default, text in schema()])
 
 
-def _parser() -> argparse.ArgumentParser:
+def _epilog(command: str | None) -> str:
+    if command in ("search", "train"):
+        return (_rows(COMMAND_KEYS.get(command, [])) + "\n\n" if command in COMMAND_KEYS else "") + _settings_help()
+    if command in COMMAND_KEYS:
+        return "keys:\n" + _rows(COMMAND_KEYS[command]) + (
+            "\n\nand any run setting the study does not fix (see `searchkit search --help`)"
+            if command == "resume" else "")
+    from searchkit.registry import SPACES
+    if command in SPACES:
+        verbs = SPACES.get(command).commands()
+        return "commands:\n" + _rows([(f"{command} {v}", (f.__doc__ or "").strip().splitlines()[0])
+                                       for v, f in verbs.items()]) if verbs else ""
+    return EPILOG
+
+
+def _parser(help_for: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the epilog of ``help_for`` (a command asked for --help) is filled in (it
+    imports the components whose keys it lists: nothing else pays for it)."""
     p = argparse.ArgumentParser(prog="searchkit", description="Find smaller, faster CNNs.",
-                                epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=_epilog(None), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"searchkit {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the final result")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -63,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         "export": "export the best architectures of a study as checkpoints",
         "report": "write an HTML report (plus CSV/Parquet) of a study",
         "studies": "list studies: trials by state and best result",
-        "list": "list spaces, strategies, models and datasets",
+        "list": "list spaces, costs, strategies, runners, executors, models and datasets",
         "train": "train a base network and save its state_dict",
         "latency": "latency profile|fit|validate target=NAME: a latency predictor for this CPU",
     }
@@ -71,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     for space in SPACES.names():  # names only: --help imports no space
         helps.setdefault(space, f"{space} VERB key=value ...: the commands of space={space}")
     for name, text in helps.items():
-        sp = sub.add_parser(name, help=text, description=text, epilog=_epilog(),
+        sp = sub.add_parser(name, help=text, description=text,
+                            epilog=_epilog(name) if name == help_for else None,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("overrides", nargs="*", metavar="key=value")
         sp.add_argument("-q", "--quiet", dest="sub_quiet", action="store_true",
@@ -159,6 +207,18 @@ def _print_outcome(outcome) -> None:
               f"searched as predicted <= {setup.limits['latency']:.3f} ms")
     summary = setup.space.describe(ua[st.GENOME]).get("summary")
     print(f"  {summary}" if summary else f"  genome: {ua[st.GENOME]}")
+    objectives = setup.cfg.objectives
+    if len(objectives) > 1:  # a Pareto search: its answer is the front, not one trial
+        front = st.pareto_trials(study)
+        print(f"Pareto front (accuracy vs {', '.join(objectives[1:])}): {len(front)} trials on the front, "
+              "most accurate first:")
+        for t in front[:MAX_FRONT_LINES]:
+            costs = {n: st.trial_cost(t, n) for n in objectives[1:]}
+            print(f"  trial {t.number}: accuracy {t.values[0]:.4f}, {_costs_line(costs, base)}")
+        if len(front) > MAX_FRONT_LINES:
+            print(f"  ... and {len(front) - MAX_FRONT_LINES} more (searchkit report study={study.study_name})")
+        print(f"export:  searchkit export study={study.study_name} top=pareto")
+        return
     print(f"export:  searchkit export study={study.study_name}")
 
 
@@ -175,6 +235,8 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
     extra = _pop(overrides, "finetune.epochs", 0) or 0
     folders = export_study(str(name), str(storage), out=str(out), top=top, trial=trial,
                            extra_epochs=float(extra), overrides=overrides)
+    if folders:
+        print(f"export run {folders[0].parent} (manifest.json lists it):")
     for folder in folders:
         meta = json.loads((folder / "arch.json").read_text())
         test = meta["test_accuracy"]
@@ -226,14 +288,26 @@ def cmd_studies(overrides: list[str], quiet: bool) -> int:
             b = ranked[0]
             base = st.base_costs(study.user_attrs.get(st.BASE_KEY) or {})
             line += f"; best trial {b.number}: accuracy {b.values[0]:.4f}, " + _costs_line(st.trial_costs(b), base)
+            objectives = st.objectives_of(study)
+            if len(objectives) > 1:
+                front = st.pareto_trials(study)
+                accs = [t.values[0] for t in front]
+                line += (f"; front of {len(front)} (accuracy {min(accs):.4f}..{max(accs):.4f}, "
+                         + ", ".join(f"{n} {_fmt_count(min(st.trial_cost(t, n) for t in front))}.."
+                                     f"{_fmt_count(max(st.trial_cost(t, n) for t in front))}" for n in objectives[1:])
+                         + ")")
         print(line)
     return 0
+
+
+_PLURALS = {"space": "spaces", "cost": "costs", "algo": "algos", "runner": "runners", "executor": "executors",
+            "model": "models", "data": "datasets"}
 
 
 def cmd_list(overrides: list[str], quiet: bool) -> int:
     from searchkit.registry import ALL
     for kind, reg in ALL.items():
-        print(f"{kind + 's':10} {', '.join(reg.names())}")
+        print(f"{_PLURALS.get(kind, kind + 's'):10} {', '.join(reg.names())}")
     return 0
 
 
@@ -293,11 +367,17 @@ def cmd_latency(overrides: list[str], quiet: bool) -> int:
             path = profiling.profile(target, threads=threads, batch=batch, sweep=sweep, seed=seed, rounds=rounds,
                                      root=root, log=say)
             print(f"wrote {path}; next: searchkit latency fit target={target}")
+            if sweep == "quick":
+                print("note: sweep=quick is a smoke test (a few dozen kernels, 4 calibration models): its "
+                      "predictor shows the machinery working, it does not bound a real search; drop "
+                      "sweep=quick for the full profile")
         elif action == "fit":
             if rest:
                 raise ConfigError(f"latency fit takes target= and dir=; got {rest[0]}")
             path = profiling.fit(target, root=root)
-            print(f"wrote {path}; check it with: searchkit latency validate target={target}")
+            meta = profiling.load_predictor(target, root).meta
+            print(f"wrote {path}: {profiling.heldout_line(meta)}")
+            print(f"check it on held-out models: searchkit latency validate target={target}")
         else:
             models = _pop(rest, "models", 60)
             seed = _pop(rest, "seed", 1)
@@ -348,7 +428,9 @@ def _setup_logging(quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``searchkit`` console script; returns the exit status."""
     import warnings
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    asks_help = any(a in ("-h", "--help") for a in argv)
+    args = _parser(help_for=next((a for a in argv if not a.startswith("-")), None) if asks_help else None).parse_args(argv)
     if args.command is None:
         _parser().print_help()
         return EXIT_USAGE

@@ -60,13 +60,18 @@ class Section:
 
 @dataclass(frozen=True)
 class DataConfig:
+    # The dataset (a registered loader).
     name: str = "digits"
+    # Its local folder (nothing is downloaded); digits and synthetic need none.
     root: str | None = None
     # Input side; unset: the dataset's own default (digits 16, others 32), raised to the
     # smallest size the model can take (VGG-16: 32).
     image_size: int | None = None
+    # Share of the training pool held out to score candidates (when there is no val/ split).
     val_fraction: float = 0.2
+    # At most this many training images (stratified); unset: all.
     max_train: int | None = None
+    # The loader's own options (data.OPTION=V is the same key), e.g. data.augment=false.
     options: dict = field(default_factory=dict)
 
 
@@ -80,7 +85,9 @@ def user_cache() -> Path:
 class BaseConfig:
     # A state_dict of the base model; when absent the base is trained once and cached.
     checkpoint: str | None = None
+    # Epochs of the base's own training (when it is trained).
     epochs: int = 15
+    # Peak learning rate of that training.
     lr: float = 0.05
     # Where trained bases are cached (keyed by model, data content and recipe); unset: the
     # per-user cache (~/.cache/searchkit/bases).
@@ -95,6 +102,7 @@ class BaseConfig:
 class LatencyConfig:
     # A profiled CPU: latency/<target>/predictor.json (`searchkit latency profile` + `fit`).
     target: str | None = None
+    # Where profiles and predictors live (latency/<target>/).
     dir: str = "latency"
     # Safety margin of constraint.latency: a genome is feasible when its predicted
     # latency * (1 + margin) is within the bound. None: the predictor's own held-out error
@@ -108,6 +116,7 @@ class RayConfig:
     # `executor=ray` only. None: a local Ray instance started for the run and shut down
     # after it; else an existing cluster ("auto", "ray://host:10001", ...).
     address: str | None = None
+    # CPUs each trial reserves (and its torch threads).
     cpus_per_trial: float = 1.0
     # Fractional values share one GPU between trials (0.5: two trials per GPU).
     gpus_per_trial: float = 0.0
@@ -128,7 +137,9 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    # Study name; unset: SPACE-MODEL-DATA-ALGO (plus the cost objectives). The same name continues it.
     study: str | None = None
+    # Any Optuna storage: sqlite:///FILE.db, postgresql://..., a journal FILE.log.
     storage: str = DEFAULT_STORAGE
     space: Section = field(default_factory=lambda: Section(DEFAULT_SPACE))
     algo: Section = field(default_factory=lambda: Section("abc"))
@@ -140,6 +151,7 @@ class RunConfig:
     constraint: dict = field(default_factory=dict)
     ray: RayConfig = field(default_factory=RayConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    # [accuracy] or accuracy then costs to minimise: [accuracy,flops] (a Pareto search).
     objectives: tuple[str, ...] = ("accuracy",)
     # Let strategies repair proposals that break a constraint (cheap cost check, no model);
     # false: record such proposals as infeasible instead.
@@ -148,24 +160,41 @@ class RunConfig:
     trials: int = 20
     # Bound on candidates asked in total (infeasible and duplicate ones included), per trial budget.
     max_attempts_factor: int = 20
+    # Stop asking after this many seconds; unset: no limit.
     timeout: float | None = None
+    # Seeds the strategy, the data split and every fine-tuning (a seeded run repeats exactly).
     seed: int = 0
+    # auto (CUDA when present), cpu, cuda, cuda:N.
     device: str = "auto"
+    # Where candidates train: local (this process) or ray (Ray Tune workers; ray.*).
     executor: str = "local"
+    # Stop hopeless candidates early: none, median, hyperband, halving.
     pruner: str = "none"
+    # Progress bars: true, false; unset: on a terminal, never under CI.
     progress: bool | None = None
+    # Trained weights kept in the study's artifact store: best (each new best), all, none.
     artifacts: str = "best"
 
     @property
     def study_name(self) -> str:
         """``study=``, or one built from what defines a study: the space (and what it searches
-        from, e.g. its base network), the data, the algo and any cost objectives, so other
-        settings never continue a stored study silently (``SPACE-MODEL-DATA-ALGO``)."""
+        from, e.g. its base network), the data, the algo, any cost objectives and any bound
+        other than the preset's, so other settings never continue a stored study silently
+        (``SPACE-MODEL-DATA-ALGO``, e.g. ``...-abc-latency4`` under a latency bound)."""
         if self.study:
             return self.study
         tag = SPACES.get(self.space.name).study_tag(self.space.options)
-        parts = [self.space.name, tag, self.data.name, self.algo.name, *self.objectives[1:]]
+        parts = [self.space.name, tag, self.data.name, self.algo.name, *self.objectives[1:], *self._bound_tags()]
         return "-".join(p for p in parts if p)
+
+    def _bound_tags(self) -> list[str]:
+        """Bounds other than the space preset's, as name parts (``latency4``, ``flops0.3``);
+        ``unbounded`` when a preset's bound was dropped and nothing replaces it."""
+        preset = _preset_bounds(self.space.name)
+        tags = [f"{k}{_short(v)}" for k, v in sorted(self.constraint.items()) if preset.get(k) != v]
+        if preset and not self.constraint and len(self.objectives) == 1:
+            tags.append("unbounded")
+        return tags
 
     def to_dict(self) -> dict:
         out = {}
@@ -236,6 +265,40 @@ def valid_keys() -> list[str]:
     for section, cls in _SECTIONS.items():
         keys += [f"{section}.{f.name}" for f in fields(cls)]
     return keys + ["space", "algo", "data", "space.name", "algo.name"]
+
+
+def schema() -> list[tuple[str, str, str]]:
+    """Every key a run takes, as ``(key, default, what it is)``: the fixed ones, each space's
+    and each algo's options, and ``constraint.COST`` (what ``searchkit search --help`` lists)."""
+    rows: list[tuple[str, str, str]] = []
+    docs = opts.field_docs(RunConfig)
+    defaults = RunConfig()
+    for name in _top_keys():
+        if name in _SECTIONS or name in _CHOSEN or name == "constraint":
+            continue
+        rows.append((name, _shown(getattr(defaults, name)), docs.get(name, "")))
+    rows.append(("constraint.COST", "the preset's", "upper bound on a registered cost (" + ", ".join(COSTS.names())
+                 + "): <= 1 a fraction of the base's, else absolute (60M); null drops a preset's bound; "
+                 "latency in ms (constraint.latency_ms is the same key)"))
+    for section, cls in _SECTIONS.items():
+        sdocs, sdefaults = opts.field_docs(cls), cls()
+        for name in opts.fields(cls):
+            rows.append((f"{section}.{name}", _shown(getattr(sdefaults, name)), sdocs.get(name, "")))
+    for section, registry in _CHOSEN.items():
+        rows.append((section, _DEFAULT_CHOICE[section], f"{section}=NAME ({section}.name=NAME): "
+                     f"{', '.join(registry.names())}; {section}.OPTION=V sets one of its options (below)"))
+        for choice in registry.names():
+            cls = getattr(registry.get(choice), "Options", opts.NoOptions)
+            cdocs, cdefaults = opts.field_docs(cls), cls()
+            for name in opts.fields(cls):
+                rows.append((f"{section}.{name}", _shown(getattr(cdefaults, name)),
+                             f"[{section}={choice}] {cdocs.get(name, '')}".strip()))
+    return rows
+
+
+def _shown(value: Any) -> str:
+    value = opts.to_plain(value)
+    return "null" if value is None else json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
 
 
 def _normalise(key: str) -> str:
@@ -391,6 +454,26 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"data.val_fraction must lie in (0, 1), got {cfg.data.val_fraction}")
     if cfg.base.epochs < 0:
         raise ConfigError("finetune.epochs and base.epochs must not be negative")
+
+
+def _short(value: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= div:
+            return f"{value / div:g}{unit}"
+    return f"{value:g}"
+
+
+def _preset_bounds(space: str) -> dict[str, float]:
+    """The bounds a space's preset sets (what a default study name leaves unsaid)."""
+    if space not in _PRESET_BOUNDS:
+        path = preset_path("spaces", space)
+        tree = (read_yaml(path).get("constraint") or {}) if path is not None else {}
+        _PRESET_BOUNDS[space] = {k: float(parse_quantity(f"constraint.{k}", v)) for k, v in tree.items()
+                                 if v is not None}
+    return _PRESET_BOUNDS[space]
+
+
+_PRESET_BOUNDS: dict[str, dict[str, float]] = {}
 
 
 def preset_path(kind: str, name: str) -> Path | None:

@@ -1,9 +1,12 @@
 """Export searched architectures as real checkpoints.
 
-For each chosen trial ``searchkit export`` writes a folder with
+Each ``searchkit export`` run writes a folder of its own, ``exports/<study>/<run>/`` (runs
+never mix), with a ``manifest.json`` (what was exported, from which trials, when) and per
+architecture a folder holding
 
-* ``arch.json`` - genome, archid, space, costs against the base, metrics, input size, the
-  replay recipe, the space's description, and versions;
+* ``arch.json`` - genome, archid, space, costs against the base, metrics, input size and
+  the preprocessing the network expects (scaling, mean/std, resizing), the replay recipe,
+  the space's description, and versions;
 * ``weights.pt`` - the network's ``state_dict`` (load with ``weights_only=True``);
 * ``model.pt2`` - a ``torch.export`` program that runs with torch alone (no searchkit):
   ``torch.export.load("model.pt2").module()(x)``, any batch size;
@@ -11,7 +14,9 @@ For each chosen trial ``searchkit export`` writes a folder with
 
 Weights come from the trial's stored artifact when the search kept one; otherwise the
 candidate is rebuilt and fine-tuned again with the search's seed and budget
-(deterministic on CPU). ``finetune.epochs=N`` trains the winner N more epochs first.
+(deterministic on CPU), and the export says so. ``finetune.epochs=N`` trains the winner N
+more epochs first. A cost that records more than its priced value (latency: measured) is
+measured on the written program, the network a user ships.
 
 Example:
     >>> # searchkit export study=NAME out=exports top=1
@@ -23,6 +28,7 @@ import json
 import logging
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
@@ -34,6 +40,7 @@ from searchkit import study as st
 from searchkit.config import RunConfig
 from searchkit.core.errors import ConfigError, UserError
 from searchkit.core.genome import archid
+from searchkit.core.space import Built
 from searchkit.evaluate import evaluate_accuracy, finetune
 from searchkit.models.checkpoint import load_state_dict_file, load_weights
 from searchkit.setup import RunSetup
@@ -73,9 +80,54 @@ def _weights_from_artifact(study: optuna.Study, trial: FrozenTrial, store_dir: P
         try:
             optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=aid)
         except Exception:
-            log.warning("weights of trial %d are not in %s; re-training them", trial.number, store_dir)
             return None
         return load_state_dict_file(path)
+
+
+def write_architecture(setup: RunSetup, genome: dict, built: Built, folder: Path, meta: dict,
+                       costs: dict | None = None) -> dict:
+    """Write a trained network's weights, program, space files and ``arch.json`` into
+    ``folder``; ``meta`` adds to the record (trial, accuracies, ...). Returns the record."""
+    cfg, space = setup.cfg, setup.space
+    folder.mkdir(parents=True, exist_ok=True)
+    net, size = built.net.to("cpu").eval(), tuple(built.input_size)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, folder / "weights.pt")
+    example = torch.zeros(2, *size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, folder / "model.pt2")
+    files = {"weights": "weights.pt", "program": "model.pt2", **space.export(built, folder)}
+    costs = dict(costs or {})
+    costs = {name: costs.get(name, float(model.cost(genome))) for name, model in setup.costs.items()}
+    base = {name: model.base() for name, model in setup.costs.items()}
+    preprocessing = {**(setup.data.preprocessing or {}), "input_size": list(size)}
+    if size[-1] != setup.data.image_size:
+        preprocessing["resize"] = f"bilinear to {size[-1]}x{size[-1]} (the network's own side)"
+    record = {
+        "genome": genome, "archid": archid(genome), "space": cfg.space.name,
+        "model": setup.base.model if setup.base else None, "input_size": list(size), "input_side": size[-1],
+        "num_classes": setup.data.num_classes, "classes": list(setup.data.classes or []),
+        "preprocessing": preprocessing, "costs": costs, "base_costs": base,
+        "reduction": {n: 1 - costs[n] / base[n] for n in costs if base.get(n)},
+        "base_val_accuracy": setup.base.accuracy if setup.base else None,
+        "describe": space.describe(genome), "recipe": built.recipe,
+        "flops_convention": "MACs of conv + linear layers", "files": files,
+        "versions": {"searchkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "load": "torch.export.load('model.pt2').module()(x)  # x: float tensor N x C x H x W, preprocessed",
+        **meta,
+    }
+    loaded: list = []
+
+    def shipped() -> torch.nn.Module:  # the written program, loaded once if a cost asks for it
+        if not loaded:
+            loaded.append(torch.export.load(str(folder / "model.pt2")).module())
+        return loaded[0]
+    for name, model in setup.costs.items():
+        extra = model.export_record(genome, shipped, size, setup.limits.get(name), cfg.constraint.get(name))
+        if extra is not None:
+            record[name] = extra
+    (folder / "arch.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    return record
 
 
 def export_trial(study: optuna.Study, trial: FrozenTrial, setup: RunSetup, out_dir: Path, *,
@@ -96,6 +148,10 @@ def export_trial(study: optuna.Study, trial: FrozenTrial, setup: RunSetup, out_d
         load_weights(model, state, what=f"weights of trial {trial.number}")
         source = "artifact"
     else:
+        why = "were not kept (artifacts=best keeps each new best's only)" if not trial.user_attrs.get(st.WEIGHTS) \
+            else f"are not in {st.artifact_dir(cfg.storage)}"
+        log.warning("trial %d: its trained weights %s: re-training it with the search's seed and budget",
+                    trial.number, why)
         finetune(model, setup.data, cfg.finetune, device=setup.device, seed=cfg.seed, progress=cfg.progress,
                  desc=f"re-train trial {trial.number}")
         source = "retrained (search seed and budget)"
@@ -107,42 +163,29 @@ def export_trial(study: optuna.Study, trial: FrozenTrial, setup: RunSetup, out_d
     val_acc, _ = evaluate_accuracy(model, setup.data.val, device="cpu")
     test_acc = evaluate_accuracy(model, setup.data.test, device="cpu")[0] if setup.data.test is not None else None
     folder = out_dir / f"{rank:02d}-trial{trial.number}-{trial.user_attrs[st.ARCHID]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    net, size = built.net.eval(), tuple(built.input_size)
-    torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, folder / "weights.pt")
-    example = torch.zeros(2, *size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, folder / "model.pt2")
-    files = {"weights": "weights.pt", "program": "model.pt2", **space.export(built, folder)}
-    stored_costs = st.trial_costs(trial)
-    costs = {name: stored_costs.get(name, float(model_.cost(genome))) for name, model_ in setup.costs.items()}
-    base = {name: model_.base() for name, model_ in setup.costs.items()}
-    meta = {
+    write_architecture(setup, genome, built, folder, {
         "study": study.study_name, "trial": trial.number, "rank": rank, "archid": trial.user_attrs[st.ARCHID],
-        "genome": genome, "space": cfg.space.name, "model": setup.base.model if setup.base else None,
-        "input_size": list(size), "input_side": size[-1], "num_classes": setup.data.num_classes,
-        "costs": costs, "base_costs": base,
-        "reduction": {n: 1 - costs[n] / base[n] for n in costs if base.get(n)},
         "search_val_accuracy": trial.values[0], "val_accuracy": val_acc, "test_accuracy": test_acc,
-        "base_val_accuracy": setup.base.accuracy if setup.base else None, "weights": source,
-        "describe": space.describe(genome), "recipe": built.recipe,
-        "flops_convention": "MACs of conv + linear layers", "files": files,
-        "versions": {"searchkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "load": "torch.export.load('model.pt2').module()(x)  # x: float tensor N x C x H x W",
-    }
-    for name, model_ in setup.costs.items():
-        record = model_.export_record(built, genome, setup.limits.get(name), cfg.constraint.get(name))
-        if record is not None:
-            meta[name] = record
-    (folder / "arch.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        "weights": source}, costs=st.trial_costs(trial))
     return folder
+
+
+def new_run_dir(root: Path) -> Path:
+    """``root/<UTC time>`` (and ``-2``, ``-3``... within one second): one folder per run."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path, n = root / stamp, 1
+    while path.exists():
+        n += 1
+        path = root / f"{stamp}-{n}"
+    path.mkdir(parents=True)
+    return path
 
 
 def export_study(name: str, storage: str, out: str | Path = "exports", top: int | str = 1,
                  trial: int | None = None, extra_epochs: float = 0.0,
                  overrides: list[str] | None = None) -> list[Path]:
-    """Export the best ``top`` trials (or one ``trial``) of a study. Returns the written folders."""
+    """Export the best ``top`` trials (or one ``trial``) of a study into a new run folder
+    ``out/<study>/<run>/``. Returns the architectures' folders."""
     study = st.load_existing(name, storage)
     cfg: RunConfig = st.stored_config(study)
     if overrides:
@@ -151,9 +194,14 @@ def export_study(name: str, storage: str, out: str | Path = "exports", top: int 
     chosen = select_trials(study, top, trial)
     base_info = study.user_attrs.get(st.BASE_KEY, {})
     setup = RunSetup.build(cfg, quiet=True, train_base=False, known_base=base_info)
-    out_dir = Path(out) / name
-    folders = []
-    for rank, t in enumerate(chosen, 1):
-        folders.append(export_trial(study, t, setup, out_dir, rank=rank, extra_epochs=extra_epochs))
-    (out_dir / "base.json").write_text(json.dumps(base_info, indent=2, sort_keys=True))
+    run = new_run_dir(Path(out) / name)
+    folders = [export_trial(study, t, setup, run, rank=rank, extra_epochs=extra_epochs)
+               for rank, t in enumerate(chosen, 1)]
+    (run / "base.json").write_text(json.dumps(base_info, indent=2, sort_keys=True))
+    manifest = {"study": name, "storage": st.redact(storage), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                                                                      time.gmtime()),
+                "selection": {"top": top, "trial": trial, "extra_epochs": extra_epochs},
+                "architectures": [{"rank": r, "trial": t.number, "archid": t.user_attrs[st.ARCHID],
+                                   "folder": f.name} for r, (t, f) in enumerate(zip(chosen, folders), 1)]}
+    (run / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folders

@@ -17,11 +17,14 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterable
 from typing import Any
 
 from tqdm.auto import tqdm
+
+MIN_COLUMNS = 40
 
 
 def progress_enabled(explicit: bool | None = None) -> bool:
@@ -33,8 +36,8 @@ def progress_enabled(explicit: bool | None = None) -> bool:
 
     Returns:
         ``explicit`` when given; otherwise ``False`` when the ``CI`` environment
-        variable is set (to anything but ``""``, ``0`` or ``false``) or stderr is not a
-        terminal, else ``True``.
+        variable is set (to anything but ``""``, ``0`` or ``false``), stderr is not a
+        terminal, or the terminal is narrower than ``MIN_COLUMNS``, else ``True``.
     """
     if explicit is not None:
         return bool(explicit)
@@ -42,9 +45,13 @@ def progress_enabled(explicit: bool | None = None) -> bool:
         return False
     stream = sys.stderr
     try:
-        return bool(stream is not None and stream.isatty())
+        if not (stream is not None and stream.isatty()):
+            return False
     except (AttributeError, ValueError):  # closed or replaced stream
         return False
+    # A terminal too narrow for a bar (some CI consoles report 0 columns) gets the per-trial
+    # lines instead: a bar there draws nothing at all.
+    return shutil.get_terminal_size(fallback=(80, 24)).columns >= MIN_COLUMNS
 
 
 def bar(

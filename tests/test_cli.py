@@ -71,7 +71,7 @@ def test_search_studies_export_and_load_without_searchkit(tmp_path):
     html = (tmp_path / "reports" / "channels-abc" / "index.html").read_text()
     assert "Which to pick" in html and (tmp_path / "reports" / "channels-abc" / "trials.csv").exists()
     cli("export", "study=channels-abc", "out=exp", "top=2", cwd=tmp_path)
-    folders = sorted((tmp_path / "exp" / "channels-abc").glob("0*"))
+    folders = sorted((tmp_path / "exp" / "channels-abc").glob("*/0*"))
     assert len(folders) == 2
     meta = json.loads((folders[0] / "arch.json").read_text())
     assert meta["costs"]["params"] < meta["base_costs"]["params"] and meta["costs"]["flops"] < meta["base_costs"]["flops"]
@@ -191,7 +191,7 @@ def test_sigkill_multi_objective_search_continues(tmp_path, algo):
 
     cli("export", f"study={name}", "out=exp", "top=pareto", cwd=tmp_path)
     front = pareto_trials(study)
-    folders = sorted((tmp_path / "exp" / name).glob("0*"))
+    folders = sorted((tmp_path / "exp" / name).glob("*/0*"))
     assert front and len(folders) == len(front)
     exported = [json.loads((f / "arch.json").read_text()) for f in folders]
     assert {m["trial"] for m in exported} == {t.number for t in front}

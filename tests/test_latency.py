@@ -159,6 +159,7 @@ def test_search_under_a_latency_bound_trains_only_candidates_under_it(quick_targ
     assert record["bound_ms"] == pytest.approx(bound) and record["threads"] == 1
     assert record["searched_bound_ms"] == pytest.approx(bound)  # a quick profile has no held-out margin
     assert record["bound_met"] == (record["measured_ms"] <= bound)
+    assert record["measured"] == "the written program (model.pt2)"  # what ships, not the eager module
     # the same bound with repair and a safety margin: the strategy repairs its proposals
     # until the prediction is under bound / (1 + margin)
     margin = max(0.0, min(0.2, bound / lat.floor() - 1) / 2)

@@ -70,6 +70,23 @@ def test_other_settings_never_continue_a_stored_study_silently(tmp_path):
     # the first one again: continued, and said so
     again = cli("search", *FAST, "algo=random", "trials=3", cwd=tmp_path)
     assert "continuing study" in again.stderr and "2 trained" in again.stderr
+    # another bound is another study too (the README runs the quick start, then a latency bound)
+    cli("search", *FAST, "algo=random", "trials=1", "constraint.params=0.6", cwd=tmp_path)
+    assert "channels-resnet20-synthetic-random-params0.6" in optuna.get_all_study_names(
+        f"sqlite:///{tmp_path / 'studies' / 'searchkit.db'}")
+
+
+def test_the_default_study_name_says_every_bound_but_the_presets():
+    names = {tuple(o): load_config(o).study_name for o in (
+        [], ["constraint.flops=0.5"], ["constraint.flops=0.3"], ["constraint.params=60M"], ["constraint.flops=null"],
+        ["objectives=[accuracy,flops]"], ["latency.target=x", "constraint.latency=4"])}
+    assert list(names.values()) == [
+        "channels-resnet56-digits-abc", "channels-resnet56-digits-abc", "channels-resnet56-digits-abc-flops0.3",
+        "channels-resnet56-digits-abc-params60M", "channels-resnet56-digits-abc-unbounded",
+        "channels-resnet56-digits-abc-flops", "channels-resnet56-digits-abc-latency4"]
+    # the name of a stored configuration is the name it was stored under
+    cfg = load_config(["constraint.params=60M"])
+    assert load_config([], base=cfg.to_dict()).study_name == cfg.study_name
 
 
 # 3. collapsed fronts ---------------------------------------------------------------------
@@ -107,3 +124,107 @@ def test_refused_commands_leave_nothing_behind(tmp_path):
     for args in (["report", "study=nope"], ["export", "study=nope"], ["resume", "study=nope"]):
         assert cli(*args, cwd=tmp_path, check=False).returncode == 2
     assert not list(tmp_path.iterdir())
+
+
+def test_a_pareto_study_is_summed_up_by_its_front_on_its_own_objectives(tmp_path):
+    args = [*FAST, "algo=nsga2", "algo.population_size=4", "objectives=[accuracy,params]", "trials=4",
+            "space.keep=[0.3,0.6,1.0]"]
+    out = cli("search", *args, cwd=tmp_path).stdout
+    assert "Pareto front (accuracy vs params)" in out and "trials on the front" in out
+    studies = cli("studies", cwd=tmp_path).stdout
+    assert "front of" in studies
+    cli("report", "study=channels-resnet20-synthetic-nsga2-params", cwd=tmp_path)
+    page = (tmp_path / "reports" / "channels-resnet20-synthetic-nsga2-params" / "index.html").read_text()
+    assert "accuracy vs parameters" in page and "accuracy vs FLOPs" not in page
+
+
+# 6. the README and --help --------------------------------------------------------------
+
+def test_every_subcommand_lists_every_key_it_takes(tmp_path):
+    from searchkit.config import valid_keys
+    text = cli("search", "--help", cwd=tmp_path).stdout
+    for key in valid_keys():
+        assert key in text, key
+    for key in ("space.keep", "space.rule", "algo.food_number", "algo.n_startup_trials", "constraint.COST",
+                "objectives", "executor", "repair", "latency.margin", "null"):
+        assert key in text, key
+    for cmd, keys in (("latency", ("sweep=default|quick", "threads=", "rounds=", "models=")),
+                      ("export", ("top=", "trial=", "out=")), ("train", ("out=",)),
+                      ("tinynet", ("formula", "study=", "flops="))):
+        text = cli(cmd, "--help", cwd=tmp_path).stdout
+        assert all(k in text for k in keys), (cmd, text)
+    listed = cli("list", cwd=tmp_path).stdout
+    kinds = [line.split()[0] for line in listed.splitlines()]
+    assert "datas" not in kinds and "datasets" in kinds
+
+
+# 7. a weak predictor, said ---------------------------------------------------------------
+
+def test_a_quick_profile_is_said_to_be_a_smoke_test_and_fit_reports_its_error(tmp_path):
+    prof = cli("latency", "profile", "target=q", "sweep=quick", "dir=lat", cwd=tmp_path)
+    assert "smoke test" in prof.stdout + prof.stderr
+    fit = cli("latency", "fit", "target=q", "dir=lat", cwd=tmp_path)
+    assert "held-out" in fit.stdout and "smoke test" in fit.stdout + fit.stderr
+    meta = json.loads((tmp_path / "lat" / "q" / "predictor.json").read_text())["meta"]
+    assert meta["heldout"]["models"] == 0 and meta["quality"] == "smoke test"
+    err = cli("search", *FAST, "algo=random", "trials=1", "latency.target=q", "latency.dir=lat",
+              "constraint.latency=1000", cwd=tmp_path).stderr
+    assert "latency.margin=0" in err and "no held-out error" in err
+
+
+# 8. exports that mislead -------------------------------------------------------------------
+
+def test_each_export_is_its_own_run_with_preprocessing_and_its_bound_checked_on_the_program(tmp_path):
+    name = "exp-study"
+    cli("search", *FAST, "algo=random", "trials=3", f"study={name}", cwd=tmp_path)
+    first = cli("export", f"study={name}", "top=2", cwd=tmp_path)
+    second = cli("export", f"study={name}", "top=2", cwd=tmp_path)
+    runs = sorted(p for p in (tmp_path / "exports" / name).iterdir() if p.is_dir())
+    assert len(runs) == 2, runs  # one folder per export run, never mixed
+    for run in runs:
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert [a["rank"] for a in manifest["architectures"]] == [1, 2]
+        meta = json.loads((run / manifest["architectures"][0]["folder"] / "arch.json").read_text())
+        pre = meta["preprocessing"]
+        assert pre["input_size"] == meta["input_size"] and len(pre["mean"]) == 3 and pre["resize"]
+    assert first.stdout != second.stdout
+    # a trial whose weights were not kept is retrained, and said so
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'studies' / 'searchkit.db'}")
+    plain = next(t for t in study.trials if "weights_artifact" not in t.user_attrs
+                 and t.user_attrs.get("searchkit:evaluated"))
+    out = cli("export", f"study={name}", f"trial={plain.number}", cwd=tmp_path)
+    assert "re-training" in out.stderr
+
+
+# 9. dead ends --------------------------------------------------------------------------------
+
+def test_progress_shows_in_a_zero_width_terminal(monkeypatch):
+    """A terminal of 0 columns gets the per-trial lines, not a bar that draws nothing."""
+    import os
+    import shutil
+    from searchkit import progress
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((0, 24)))
+    assert progress.progress_enabled(None) is False
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((120, 24)))
+    assert progress.progress_enabled(None) is True
+
+
+def test_the_tiny_formula_trains_and_exports_its_network_and_says_when_its_fit_is_weak(tmp_path):
+    tiny = ["space=tinynet", "data=synthetic", "data.image_size=16", "data.options={size: 128}",
+            "finetune.max_batches=2", "space.r=[0.5,1.0,0.125]", "space.d=[0.25,0.5,0.05]",
+            "space.w=[0.25,0.5,0.05]", "algo=random", "trials=3", "constraint.flops=null", "study=tiny"]
+    cli("search", *tiny, cwd=tmp_path)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'studies' / 'searchkit.db'}")
+    flops = sorted(t.user_attrs["cost:flops"] for t in study.trials)[1]
+    proc = cli("tinynet", "train", "study=tiny", f"flops={flops}", cwd=tmp_path)
+    assert "band-best candidates" in proc.stderr and "near chance" in proc.stderr
+    arch, = (tmp_path / "exports" / "tiny").rglob("arch.json")
+    meta = json.loads(arch.read_text())
+    assert abs(meta["costs"]["flops"] / flops - 1) <= 0.03 and meta["source"] == "tiny formula"
+    code = ("import sys; sys.modules['searchkit'] = None\nimport torch\n"
+            f"m = torch.export.load({str(arch.parent / 'model.pt2')!r}).module()\n"
+            f"print(tuple(m(torch.zeros(2, *{tuple(meta['input_size'])})).shape))")
+    run = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip() == "(2, 10)", run.stderr

@@ -120,3 +120,18 @@ def test_two_drivers_share_one_study(workdir, pg_url, study_name, algo):
     trained = {t.number for t in evaluated
                if t.state.name == "COMPLETE" and t.user_attrs.get("searchkit:duplicate_of") is None}
     assert {n for n, _ in told} == trained
+
+
+def test_a_server_study_exports_its_kept_weights_from_another_directory(tmp_path, pg_url, study_name):
+    """Kept weights go to a per-user folder named by the server, not the working directory."""
+    env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    args = [*FAST, "algo=random", "trials=2", f"storage={pg_url}", f"study={study_name}"]
+    subprocess.run([sys.executable, "-m", "searchkit", "search", *args], cwd=here, env=env, check=True,
+                   capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "searchkit", "export", f"study={study_name}", f"storage={pg_url}"],
+                         cwd=there, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "re-training" not in out.stderr and list((there / "exports").rglob("model.pt2"))
+    assert not (here / "studies").exists()

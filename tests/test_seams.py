@@ -36,7 +36,7 @@ def test_a_test_only_space_and_cost_run_end_to_end(tmp_path):
     out = cli("search", *TOY, "algo=abc", "algo.food_number=2", "trials=4", "constraint.activations=0.6",
               cwd=tmp_path).stdout
     assert "best: trial" in out and "activations" in out
-    study = optuna.load_study(study_name="toy-synthetic-abc",
+    study = optuna.load_study(study_name="toy-synthetic-abc-activations0.6",
                               storage=f"sqlite:///{tmp_path / 'studies' / 'searchkit.db'}")
     base = study.user_attrs[st.BASE_KEY]["costs"]
     assert set(base) == {"flops", "params", "activations"}
@@ -45,11 +45,11 @@ def test_a_test_only_space_and_cost_run_end_to_end(tmp_path):
     for t in trained:  # repaired under the bound: the categorical kernel gene is never stepped
         assert t.user_attrs["cost:activations"] <= 0.6 * base["activations"]
         assert t.user_attrs["describe"]["summary"] and t.user_attrs["searchkit:source"] == "asktell"
-    cli("report", "study=toy-synthetic-abc", cwd=tmp_path)
-    html = (tmp_path / "reports" / "toy-synthetic-abc" / "index.html").read_text()
+    cli("report", "study=toy-synthetic-abc-activations0.6", cwd=tmp_path)
+    html = (tmp_path / "reports" / "toy-synthetic-abc-activations0.6" / "index.html").read_text()
     assert "activations" in html and "Which to pick" in html
-    cli("export", "study=toy-synthetic-abc", "out=exp", cwd=tmp_path)
-    folder, = (tmp_path / "exp" / "toy-synthetic-abc").glob("01-*")
+    cli("export", "study=toy-synthetic-abc-activations0.6", "out=exp", cwd=tmp_path)
+    folder, = (tmp_path / "exp" / "toy-synthetic-abc-activations0.6").glob("*/01-*")
     meta = json.loads((folder / "arch.json").read_text())
     assert meta["space"] == "toy" and meta["costs"]["activations"] <= 0.6 * base["activations"]
     code = ("import sys; sys.modules['searchkit'] = None\nimport torch\n"

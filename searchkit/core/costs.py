@@ -97,9 +97,11 @@ class CostModel(abc.ABC):
         """How reports read this cost: its unit, whether bounds may be fractions, a title."""
         return {"unit": self.unit, "relative": self.relative, "title": self.title or self.name}
 
-    def export_record(self, built: Any, genome: Genome, limit: float | None, bound: float | None) -> dict | None:
+    def export_record(self, genome: Genome, program: Any, input_size: tuple, limit: float | None,
+                      bound: float | None) -> dict | None:
         """What ``arch.json`` records of this cost for an exported network beyond its priced
-        value (latency: the network measured on the exporting CPU), or ``None``."""
+        value, or ``None``. ``program()`` loads the written program (the network a user
+        ships): latency is measured on it, not on the eager model."""
         return None
 
     def identity(self) -> dict[str, Any]:

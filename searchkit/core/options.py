@@ -40,6 +40,30 @@ def fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's comment in the dataclass's source (the lines just above it, or the one
+    beside it): what ``--help`` says of a key."""
+    import inspect
+    import re
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    names = set(fields(cls))
+    out, above = {}, []
+    for line in lines[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.lstrip("# ").strip())
+            continue
+        m = re.match(r"(\w+)\s*:", text)
+        if m and m.group(1) in names:
+            beside = text.split("#", 1)[1].strip() if "#" in text else ""
+            out[m.group(1)] = " ".join([*above, beside]).strip()
+        above = []
+    return out
+
+
 def parse(cls: type, values: Mapping[str, Any] | None, *, prefix: str = "", owner: str = "") -> Any:
     """An instance of the options dataclass ``cls`` from ``values`` (missing keys: defaults).
 

@@ -84,7 +84,10 @@ def measure_models_ms(models: Sequence[tuple[torch.nn.Module, Sequence[int]]], *
     """
     xs = []
     for model, size in models:
-        model.eval()
+        try:
+            model.eval()
+        except NotImplementedError:  # a torch.export program: exported in inference mode already
+            pass
         xs.append(torch.randn(batch, *size))
     per_round = np.empty((rounds, len(xs)))
     with torch.inference_mode():

@@ -98,8 +98,8 @@ class LatencyCost(CostModel):
         meta = self.predictor.meta
         return {"latency_target": meta.get("target"), "latency_identity": meta.get("sha256")}
 
-    def export_record(self, built, genome, limit, bound) -> dict:
-        """Predicted latency on the target and, for comparison, the exported network measured
+    def export_record(self, genome, program, input_size, limit, bound) -> dict:
+        """Predicted latency on the target and, for comparison, the written program measured
         here (batch 1, the target's thread count): the bound holds where both agree.
         ``bound_met`` says whether the measurement meets the bound (only when measured on
         the target's CPU model)."""
@@ -112,17 +112,25 @@ class LatencyCost(CostModel):
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            measured = measure_model_ms(built.net.eval(), built.input_size)
+            measured = measure_model_ms(program(), input_size)
         finally:
             torch.set_num_threads(old)
         here = cpu_model()
         on_target = here == meta.get("cpu")
         return {"target": meta.get("target"), "target_cpu": meta.get("cpu"), "threads": threads,
                 "predicted_ms": self.cost(genome), "measured_ms": measured, "measured_on": here,
-                "measured_on_target_cpu": on_target, "bound_ms": bound, "searched_bound_ms": limit,
+                "measured_on_target_cpu": on_target, "measured": "the written program (model.pt2)",
+                "bound_ms": bound, "searched_bound_ms": limit,
                 "bound_met": (measured <= bound) if bound is not None and on_target else None}
 
     def limit(self, bound: float) -> float:
+        given = getattr(getattr(self.settings, "latency", None), "margin", None)
+        if given is None and (self.predictor.meta.get("heldout") or {}).get("rmspe") is None:
+            import logging
+            logging.getLogger("searchkit").warning(
+                "latency.margin=0: the predictor of target '%s' has no held-out error (a smoke test, "
+                "e.g. `latency profile sweep=quick`): the measured latency may exceed the bound",
+                self.predictor.meta.get("target"))
         return float(bound) / (1 + self.margin())
 
     def impossible(self, bound: float, limit: float) -> str:

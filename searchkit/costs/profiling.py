@@ -302,17 +302,32 @@ def fit(target: str, root: str | Path = "latency") -> Path:
                  "kernels_profiled": {k: len(v["rows"]) for k, v in doc["kernels"].items()},
                  "calibration": [round(c, 9) for c in pred.calibration],
                  "groups": {k: [round(v, 9) for v in ab] for k, ab in pred.groups.items()}}
+    pred.meta["heldout"] = {"models": len(errors), "folds": HELDOUT_FOLDS,
+                            "needed": 2 * HELDOUT_FOLDS, "calibration_models": len(doc["calibration_models"])}
     if errors:
         e = np.asarray(errors)
-        pred.meta["heldout"] = {
-            "models": len(errors), "folds": HELDOUT_FOLDS,
-            "rmspe": round(float(np.sqrt(np.mean(e ** 2))), 4),
-            "within_10": round(float(np.mean(np.abs(e) <= 0.10)), 4),
+        pred.meta["heldout"].update(
+            rmspe=round(float(np.sqrt(np.mean(e ** 2))), 4),
+            within_10=round(float(np.mean(np.abs(e) <= 0.10)), 4),
             # measured / predicted - 1 = -e / (1 + e): measured <= predicted * (1 + margin)
             # holds for 90 % of the held-out models
-            "margin_p90": round(max(0.0, float(np.quantile(-e / (1 + e), 0.9))), 4),
-        }
+            margin_p90=round(max(0.0, float(np.quantile(-e / (1 + e), 0.9))), 4))
+    # A quick sweep, or too few calibration models to measure the predictor's own error: fine
+    # to see the machinery run, not to bound a real search.
+    pred.meta["quality"] = "smoke test" if doc.get("sweep") == "quick" or not errors else "full"
     return pred.save(target_dir(target, root) / "predictor.json")
+
+
+def heldout_line(meta: dict) -> str:
+    """The predictor's held-out error in one line (what ``fit`` prints)."""
+    h = meta.get("heldout") or {}
+    if h.get("rmspe") is None:
+        return (f"no held-out error: {h.get('calibration_models', 0)} calibration models, {h.get('needed', 8)} "
+                "needed to predict each fold from the others - a smoke test: latency.margin defaults to 0, "
+                "so measured latency may exceed a bound")
+    return (f"held-out error of {h['models']} calibration models ({h['folds']} folds): RMSPE {h['rmspe']:.1%}, "
+            f"within 10% {h['within_10']:.0%}; default latency.margin (90% of under-predictions) {h['margin_p90']:.3f}"
+            + ("; a quick sweep: a smoke test" if meta.get("quality") == "smoke test" else ""))
 
 
 def load_predictor(target: str, root: str | Path = "latency") -> Predictor:

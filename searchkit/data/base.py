@@ -54,6 +54,8 @@ class DataSplits:
         in_channels: Channels of every image.
         image_size: Height and width of every image.
         classes: Class names in label order, when known.
+        preprocessing: How a raw image becomes a model input (source, ``scale``, ``mean``,
+            ``std``, resizing): what a deployed network expects, recorded at export.
     """
 
     name: str
@@ -64,6 +66,7 @@ class DataSplits:
     in_channels: int
     image_size: int
     classes: tuple[str, ...] | None = None
+    preprocessing: dict | None = None
 
     def describe(self) -> str:
         """One line for logs, e.g. ``digits: 1150 train / 288 val / 359 test, 10 classes,

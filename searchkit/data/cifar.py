@@ -139,4 +139,7 @@ def load_cifar10(
         in_channels=3,
         image_size=int(image_size),
         classes=tuple(train_raw.classes),
+        preprocessing={"source": "RGB uint8 32x32", "scale": 1 / 255,
+                       "resize": "none" if int(image_size) == 32 else f"bilinear to {image_size}x{image_size}",
+                       "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)},
     )

@@ -100,4 +100,8 @@ def load_digits(
         in_channels=in_channels,
         image_size=image_size,
         classes=tuple(str(d) for d in range(10)),
+        preprocessing={"source": "scikit-learn's 8x8 gray digits, pixel values 0..16", "scale": 1 / 16,
+                       "resize": f"bilinear from 8x8 to {image_size}x{image_size}",
+                       "planes": "the gray plane repeated" if in_channels == 3 else "gray",
+                       "mean": [float(mean)] * in_channels, "std": [float(std)] * in_channels},
     )

@@ -135,4 +135,7 @@ def load_imagefolder(
         in_channels=3,
         image_size=image_size,
         classes=tuple(classes),
+        preprocessing={"source": "image files decoded as RGB", "scale": 1 / 255,
+                       "resize": f"torchvision Resize to {image_size}x{image_size}",
+                       "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
     )

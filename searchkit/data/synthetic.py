@@ -92,4 +92,6 @@ def load_synthetic(
         in_channels=int(in_channels),
         image_size=int(image_size),
         classes=tuple(f"class{i}" for i in range(num_classes)),
+        preprocessing={"source": "generated float images (no raw pixels)", "scale": 1.0, "resize": "none",
+                       "mean": [0.0] * int(in_channels), "std": [1.0] * int(in_channels)},
     )

@@ -279,8 +279,11 @@ def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Gener
 class ABCOptions:
     """``algo.*`` options of ``algo=abc`` (see :class:`ABCSampler`)."""
 
+    # Food sources (ABCPruner's 10); also the bees per phase.
     food_number: int = 10
+    # Trail at which a source is abandoned to a scout.
     food_limit: int = 5
+    # Genes one bee mutates.
     honeychange_num: int = 2
 
 

@@ -147,11 +147,17 @@ class _State:
 class GAOptions:
     """``algo.*`` options of ``algo=ga`` (see :class:`GASampler`)."""
 
+    # Individuals per generation (and in the parent pool).
     population_size: int = 20
+    # Pool members drawn per tournament; the best ranked wins.
     tournament_size: int = 3
+    # Probability of uniform crossover (else the child copies its first parent).
     crossover_prob: float = 0.9
+    # Per-gene mutation probability; unset: 1 / genes.
     mutation_prob: float | None = None
+    # Best of pool and generation kept in the next pool without re-evaluation.
     elitism: int = 2
+    # Avoid duplicate vectors in a generation; raise mutation when the pool collapses.
     diversity: bool = True
 
 

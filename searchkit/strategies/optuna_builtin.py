@@ -121,12 +121,19 @@ class PerTrialSeeded(BaseSampler):
 class TPEOptions:
     """``algo.*`` options of ``algo=tpe``; unset ones take Optuna's defaults."""
 
+    # Random trials before TPE models the study.
     n_startup_trials: int = 10
+    # Model the genes jointly.
     multivariate: bool = True
+    # Treat trials in flight as bad (several at once do not collide).
     constant_liar: bool = True
+    # Candidates TPE scores per proposal.
     n_ei_candidates: int | None = None
+    # Decompose the space into groups that appear together.
     group: bool | None = None
+    # Widen the Parzen estimators' bandwidth at the domain's ends.
     consider_endpoints: bool | None = None
+    # Weight of the prior.
     prior_weight: float | None = None
 
 
@@ -134,9 +141,13 @@ class TPEOptions:
 class NSGA2Options:
     """``algo.*`` options of ``algo=nsga2``; unset ones take Optuna's defaults."""
 
+    # Individuals per generation.
     population_size: int = 20
+    # Per-gene mutation probability; unset: Optuna's (1 / genes).
     mutation_prob: float | None = None
+    # Probability of crossover; unset: Optuna's 0.9.
     crossover_prob: float | None = None
+    # Uniform crossover's swapping probability; unset: Optuna's 0.5.
     swapping_prob: float | None = None
 
 

@@ -9,7 +9,10 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -99,9 +102,15 @@ def load_existing(name: str, storage_url: str) -> optuna.Study:
 
 
 def artifact_dir(storage_url: str) -> Path:
-    """Where trained candidates' weights go: beside a SQLite/journal file, else ./studies/artifacts."""
+    """Where trained candidates' weights go: beside a SQLite/journal file; for a database
+    server, a per-user folder named by the server and database (never the working
+    directory: every directory a study is continued or exported from finds them)."""
     if storage_url.startswith("sqlite:///") and ":memory:" not in storage_url:
         return Path(storage_url.removeprefix("sqlite:///")).parent / "artifacts"
     if storage_url.endswith((".log", ".jsonl")):
         return Path(storage_url.removeprefix("journal://")).parent / "artifacts"
-    return Path("studies") / "artifacts"
+    url = urlsplit(storage_url)
+    host = f"{url.hostname or 'local'}{f'-{url.port}' if url.port else ''}"
+    where = f"{url.scheme.split('+')[0]}-{host}-{url.path.strip('/') or 'default'}"
+    root = Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser()
+    return root / "searchkit" / "artifacts" / re.sub(r"[^\w.-]", "_", where)

@@ -89,13 +89,21 @@ _AXES = ("r", "d", "w")
 class TinyNetOptions:
     """``space.*`` options of ``space=tinynet`` (see the module docstring)."""
 
+    # The input side r = 1 stands for; unset: the data's (224: the paper's space).
     reference_size: int | None = None
+    # [low, high, step] of the resolution multiplier.
     r: tuple[float, float, float] = (0.25, 1.0, 0.025)
+    # [low, high, step] of the depth multiplier.
     d: tuple[float, float, float] = (0.25, 1.2, 0.05)
+    # [low, high, step] of the width multiplier.
     w: tuple[float, float, float] = (0.25, 1.0, 0.05)
+    # [lo, hi] MACs every candidate lands in; unset: [band_low, 1] x constraint.flops.
     flops_band: tuple[float, float] | None = None
+    # Lower edge of that band, as a fraction of the bound.
     band_low: float = 0.85
+    # Smallest input side.
     min_side: int = 8
+    # Classifier dropout of built networks.
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
@@ -453,8 +461,8 @@ class TinyNetSpace(LatencyKernels, Space):
 
     @classmethod
     def commands(cls):
-        from searchkit.spaces.tinynet.cli import formula_command
-        return {"formula": formula_command}
+        from searchkit.spaces.tinynet.cli import formula_command, train_command
+        return {"formula": formula_command, "train": train_command}
 
 
 class AtResolution(nn.Module):

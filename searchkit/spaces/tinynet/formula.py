@@ -309,3 +309,21 @@ def formula_for_study(study, flops_target: float, space) -> tuple[dict, dict]:
     genome = solve(fit, flops_target, space)
     study.set_user_attr(FIT_KEY, {"fit": fit, "last_target": flops_target, "last_genome": genome})
     return fit, genome
+
+
+def fit_warnings(fit: dict, num_classes: int) -> list[str]:
+    """What makes a fit untrustworthy, in words: too few band-best points, or candidates that
+    scored at chance (the formula then follows noise)."""
+    out = []
+    data = fit.get("data") or []
+    if len(data) < GP_MIN_POINTS:
+        out.append(f"the formula rests on {len(data)} band-best candidates (a power law alone; the Gaussian-"
+                   f"process correction needs {GP_MIN_POINTS}): search more FLOPs bands or more candidates")
+    accs = sorted(float(p["accuracy"]) for p in data)
+    chance = 1 / max(num_classes, 1)
+    # "near chance": less than a quarter of the way from chance to a perfect score
+    if accs and accs[len(accs) // 2] <= chance + 0.25 * (1 - chance):
+        out.append(f"the candidates score near chance (median val accuracy {accs[len(accs) // 2]:.3f} with "
+                   f"{num_classes} classes): the formula follows noise; train candidates longer "
+                   "(finetune.epochs) before fitting it")
+    return out
