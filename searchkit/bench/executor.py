@@ -20,7 +20,7 @@ Protocol (one run, side by side, through the real search path ``run_search``):
    measured itself (the ``seconds`` user attr). Steady state starts once each worker has
    finished its first trial (the W-th completion): throughput there is
    ``(N - W) / (t_N - t_W)``, and the overhead per trial is the wall time per trial per
-   worker (``W / throughput``) minus the median fine-tuning time; it covers everything
+   worker (``W / throughput``) minus the mean fine-tuning time; it covers everything
    that is not fine-tuning (ask, pricing, building the candidate, shipping it and its
    result, tell), so the local arm's figure is the baseline Ray adds to.
 
@@ -142,10 +142,12 @@ def _summarise(rows: list[dict], workers: int, wall: float) -> dict:
     if len(steady) >= 1 and rows[-1]["complete"] > rows[workers - 1]["complete"]:
         span = rows[-1]["complete"] - rows[workers - 1]["complete"]
         rate = len(steady) / span
-        train = median([r["train_s"] for r in steady])
+        # the mean, not the median: wall time is the sum of the trials' own times, and a
+        # skewed fine-tuning time would otherwise show up as (even negative) overhead
+        train = sum(r["train_s"] for r in steady) / len(steady)
         out.update(steady_trials=len(steady), steady_per_min=60.0 * rate,
-                   wall_per_trial_per_worker_s=workers / rate, steady_train_s_median=train,
-                   overhead_per_trial_s=workers / rate - train)
+                   wall_per_trial_per_worker_s=workers / rate, steady_train_s_median=median(
+                       [r["train_s"] for r in steady]), overhead_per_trial_s=workers / rate - train)
     else:
         out.update(steady_trials=0, steady_per_min=float("nan"), wall_per_trial_per_worker_s=float("nan"),
                    steady_train_s_median=float("nan"), overhead_per_trial_s=float("nan"))
@@ -180,7 +182,9 @@ def _baseline_arm(tree: Path, opt: dict, batches: int, work: Path, n: int) -> di
     run_in(tree, ["-m", "searchkit.bench", "executor", "arms=[local]", f"trials={opt['trials']}",
                   f"batches={batches}", f"seed={opt['seed']}", f"data={opt['data']}",
                   f"base_epochs={opt['base_epochs']}", f"out={out}"])
-    return json.loads((out / "executor.json").read_text())["arms"]["local"]
+    arm = json.loads((out / "executor.json").read_text())["arms"]["local"]
+    # its trials' times, summed up as this version's are (the baseline's own estimator may differ)
+    return {**arm, **_summarise(arm["rows"], 1, arm["wall_s"])}
 
 
 def _run_arm(arm: str, common: list[str], work: Path, tag: str = "") -> dict:
@@ -256,7 +260,7 @@ def _markdown(opt: dict, cal: dict | None, arms: dict[str, dict], batches: int, 
         f"{os.cpu_count()} cores, shared by the driver, Ray's own processes and the workers.", "",
         "End-to-end: all of the arm's wall time (Ray: from `ray.init` to `ray.shutdown`, with the workers' "
         "start-up). Steady state: from the moment each worker has finished its first trial to the last "
-        "completion. Overhead per trial: steady-state wall time per trial per worker minus the median "
+        "completion. Overhead per trial: steady-state wall time per trial per worker minus the mean "
         "fine-tuning time the trainer measured itself, i.e. everything but fine-tuning (ask, pricing, "
         "building the candidate, shipping it and its result, tell, the study's writes).", "",
         "| arm | workers | evaluated | wall (s) | end-to-end cand/min | steady cand/min "
