@@ -151,6 +151,30 @@ def evaluate_accuracy(
     return correct.item() / count, loss_sum.item() / count
 
 
+def _stale_norms(model: nn.Module, mode: str) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorms to recalibrate before validating (see ``TrainBudget.bn_recalibrate``)."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if mode == "off" or (mode == "auto" and all(m.momentum is not None and m.momentum >= 0.1 for m in norms)):
+        return []
+    return norms
+
+
+def recalibrate_norms(model: nn.Module, norms: list, dataset: Dataset, batch_size: int,
+                      device: torch.device) -> None:
+    """Running statistics of ``norms`` = exact averages over one pass of ``dataset``."""
+    saved = [(m, m.momentum) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for x, _ in _batches(dataset, batch_size):
+            model(x.to(device, non_blocking=True))
+    for m, momentum in saved:
+        m.momentum = momentum
+
+
 def _optimizer(model: nn.Module, budget: TrainBudget) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if budget.optimizer == "sgd":
@@ -226,6 +250,13 @@ def finetune(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(budget.schedule, total))
     criterion = nn.CrossEntropyLoss(label_smoothing=budget.label_smoothing)
 
+    stale = _stale_norms(model, budget.bn_recalibrate)
+
+    def validate() -> tuple[float, float]:
+        if stale:
+            recalibrate_norms(model, stale, data.train, eval_batch, dev)
+        return evaluate_accuracy(model, data.val, batch_size=eval_batch, device=dev)
+
     history: list[list[float]] = []
     recent: deque[float] = deque(maxlen=per_epoch)
     val_acc = val_loss = math.nan
@@ -252,8 +283,7 @@ def finetune(
                 recent.append(value)
                 pbar.update(1)
                 if step % interval == 0 or step == total:
-                    val_acc, val_loss = evaluate_accuracy(model, data.val, batch_size=eval_batch,
-                                                          device=dev)
+                    val_acc, val_loss = validate()
                     model.train()
                     history.append([step, val_acc])
                     pbar.set_postfix(loss=f"{value:.3f}", val_acc=f"{val_acc:.3f}", refresh=False)
@@ -264,7 +294,7 @@ def finetune(
                     break
 
     if step == 0:
-        val_acc, val_loss = evaluate_accuracy(model, data.val, batch_size=eval_batch, device=dev)
+        val_acc, val_loss = validate()
         history.append([0, val_acc])
     model.eval()
     return {

@@ -113,7 +113,29 @@ EXECUTORS = Registry("executor", {
     "ray": "searchkit.execution.ray_tune:run_with_ray",
 })
 
-MODELS = Registry("model", {
+class ModelRegistry(Registry):
+    """The registered base networks, and three open forms any name may take:
+    ``torchvision:NAME`` (a torchvision classifier), ``timm:NAME`` (when timm is installed)
+    and ``package.module:factory`` (a callable taking ``num_classes``)."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and ":" in name)
+
+    def check(self, name: str) -> str:
+        if isinstance(name, str) and ":" in name and name not in self._entries:
+            from searchkit.models.external import check_external
+            check_external(name)
+            return name
+        return super().check(name)
+
+    def get(self, name: str) -> Any:
+        if ":" in name and name not in self._entries:
+            from searchkit.models.external import factory
+            return factory(self.check(name))
+        return super().get(name)
+
+
+MODELS = ModelRegistry("model", {
     "vgg16": "searchkit.models.vgg:vgg16_cifar",
     "resnet20": "searchkit.models.resnet_cifar:resnet20",
     "resnet56": "searchkit.models.resnet_cifar:resnet56",

@@ -24,6 +24,7 @@ from searchkit.core.errors import did_you_mean
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant", "step")
+BN_RECALIBRATE = ("auto", "on", "off")
 # The "step" schedule divides the learning rate by 10 at these shares of the budget.
 STEP_MILESTONES = (0.5, 0.75)
 
@@ -76,6 +77,10 @@ class TrainBudget:
     label_smoothing: float = 0.0
     # Validate (and report to the pruner) every this many steps; unset: once per epoch.
     eval_every: int | None = None
+    # Recompute BatchNorm statistics on the training split before validating: "auto" when a
+    # BN's momentum is under 0.1 (torchvision's MobileNetV3 and EfficientNet use 0.01, so a
+    # short fine-tune leaves them the unpruned base's), "on" or "off".
+    bn_recalibrate: str = "auto"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epochs) and self.epochs >= 0):
@@ -96,6 +101,7 @@ class TrainBudget:
             raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
+        _choice("bn_recalibrate", self.bn_recalibrate, BN_RECALIBRATE)
 
     def with_epochs(self, epochs: float) -> "TrainBudget":
         """The same recipe for ``epochs`` epochs (any ``max_batches`` dropped)."""

@@ -58,4 +58,7 @@ def min_input_size(name: str) -> int:
         >>> min_input_size("vgg16")
         32
     """
+    if ":" in name and name not in _MIN_INPUT_SIZES:
+        from searchkit.models.external import min_side
+        return min_side(MODELS.check(name))
     return _MIN_INPUT_SIZES.get(MODELS.check(name), 32)

@@ -53,6 +53,10 @@ class ChannelOptions:
     keep: tuple[float, ...] = _DEFAULT_KEEP
     # Which channels a pruned layer inherits: "l1" (largest L1 norm) or "random".
     rule: str = "l1"
+    # Which channel groups are genes: "auto" (ABCPruner's block-inner widths for the listed
+    # models, every traced group for any other network), "inner" (traced groups no residual
+    # addition joins) or "all" (every traced group, residual streams too).
+    units: str = "auto"
 
     def __post_init__(self) -> None:
         MODELS.check(self.model)
@@ -61,6 +65,8 @@ class ChannelOptions:
             raise ValueError(f"space.keep must be increasing fractions in (0, 1], got {list(keep)}")
         if self.rule not in ("l1", "random"):
             raise ValueError(f"space.rule={self.rule} is not valid (choices: l1, random)")
+        if self.units not in ("auto", "inner", "all"):
+            raise ValueError(f"space.units={self.units} is not valid (choices: auto, inner, all)")
 
 
 class ChannelSpace(NeedsBase, LatencyKernels, Space):
@@ -76,7 +82,7 @@ class ChannelSpace(NeedsBase, LatencyKernels, Space):
         self.options = options
         self.base = base
         self._input_size = tuple(int(s) for s in input_size)
-        self.units = channel_units(base)
+        self.units = discover_units(base, options.units, self._input_size, listed=":" not in options.model)
         self.choices = tuple(float(k) for k in options.keep)
         self.cache_dir = cache_dir
 
@@ -90,10 +96,6 @@ class ChannelSpace(NeedsBase, LatencyKernels, Space):
     @classmethod
     def base_model(cls, options: ChannelOptions | None) -> str:
         return (options or ChannelOptions()).model
-
-    @classmethod
-    def check_base(cls, base: nn.Module, options: Any) -> None:
-        channel_units(base)  # raises ValueError naming the model's class
 
     # -- genome <-> params ------------------------------------------------------------
     @staticmethod
@@ -212,6 +214,28 @@ class ChannelSpace(NeedsBase, LatencyKernels, Space):
                       lambda: pruned_shape_model(base, units, keep))
 
 
+def discover_units(base: nn.Module, mode: str, input_size, *, listed: bool = True) -> list:
+    """The genes of ``base``: hand-listed units (``auto`` on a ``listed`` model) or traced ones.
+
+    Example:
+        >>> from searchkit.models import build_base
+        >>> len(discover_units(build_base("resnet56"), "auto", (3, 32, 32)))
+        27
+        >>> net = build_base("torchvision:resnet18")
+        >>> [len(discover_units(net, mode, (3, 32, 32))) for mode in ("inner", "all")]
+        [8, 12]
+    """
+    from searchkit.spaces.channels.graph import graph_units
+    if mode == "auto":
+        try:
+            if listed:
+                return channel_units(base)
+        except ValueError:
+            pass
+        mode = "all"
+    return graph_units(base, input_size, mode=mode)
+
+
 @functools.lru_cache(maxsize=None)
 def _profile_map(model: str, side: int):
     from searchkit.models import build_base
@@ -221,4 +245,4 @@ def _profile_map(model: str, side: int):
     return base, units, ChannelKernelMap.build(base, units, (3, side, side))
 
 
-__all__ = ["ChannelSpace", "ChannelOptions", "RULES"]
+__all__ = ["ChannelSpace", "ChannelOptions", "RULES", "discover_units"]

@@ -64,6 +64,10 @@ class ChannelUnit:
         norms: paths of the BatchNorms on this unit.
         consumers: paths of the Conv2d/Linear whose input channels are this unit.
         depthwise: paths of depthwise convs (groups == channels) inside the unit.
+        slices: ``(role, path, offset, repeat)`` for members whose dimension holds this
+            unit's channel ``c`` at ``offset + c * repeat ... + repeat - 1`` rather than at
+            ``c`` (after a concatenation or a flatten); role is producer, consumer, norm or
+            depthwise. Other members' whole dimension is the unit.
     """
 
     name: str
@@ -72,6 +76,15 @@ class ChannelUnit:
     norms: tuple[str, ...] = ()
     consumers: tuple[str, ...] = ()
     depthwise: tuple[str, ...] = ()
+    slices: tuple[tuple[str, str, int, int], ...] = ()
+
+    def members(self):
+        """``(role, path, offset, repeat)`` of every module the unit cuts."""
+        special = {(r, p): (o, k) for r, p, o, k in self.slices}
+        for role, paths in (("producer", self.producers), ("norm", self.norms),
+                            ("consumer", self.consumers), ("depthwise", self.depthwise)):
+            for p in paths:
+                yield (role, p, *special.get((role, p), (0, 1)))
 
     def to_json(self) -> dict:
         """A plain dict (lists for tuples) that :meth:`from_json` reads back.
@@ -81,9 +94,12 @@ class ChannelUnit:
             >>> ChannelUnit.from_json(u.to_json()) == u
             True
         """
-        return {"name": self.name, "channels": self.channels,
-                "producers": list(self.producers), "norms": list(self.norms),
-                "consumers": list(self.consumers), "depthwise": list(self.depthwise)}
+        d = {"name": self.name, "channels": self.channels,
+             "producers": list(self.producers), "norms": list(self.norms),
+             "consumers": list(self.consumers), "depthwise": list(self.depthwise)}
+        if self.slices:
+            d["slices"] = [list(s) for s in self.slices]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "ChannelUnit":
@@ -91,7 +107,8 @@ class ChannelUnit:
         return cls(name=str(d["name"]), channels=int(d["channels"]),
                    producers=tuple(d["producers"]), norms=tuple(d.get("norms", ())),
                    consumers=tuple(d.get("consumers", ())),
-                   depthwise=tuple(d.get("depthwise", ())))
+                   depthwise=tuple(d.get("depthwise", ())),
+                   slices=tuple((str(r), str(p), int(o), int(k)) for r, p, o, k in d.get("slices", ())))
 
 
 def _join(prefix: str, name: str) -> str:
@@ -199,9 +216,12 @@ def keep_counts(units: Sequence[ChannelUnit], keep: Sequence[float]) -> list[int
 
 def _l1_scores(model: nn.Module, unit: ChannelUnit) -> np.ndarray:
     score = torch.zeros(unit.channels, dtype=torch.float64)
-    for path in unit.producers:
+    for role, path, off, rep in unit.members():
+        if role != "producer":
+            continue
         w = model.get_submodule(path).weight.detach()
-        score += w.abs().flatten(1).sum(1).double().cpu()
+        rows = w.abs().flatten(1).sum(1).double().cpu()[off: off + unit.channels * rep]
+        score += rows.reshape(unit.channels, rep).sum(1)
     return score.numpy()
 
 
@@ -354,43 +374,57 @@ def apply_history(model: nn.Module, units: Sequence[ChannelUnit],
     _check_units_fit(model, units)
     _check_history(units, history)
     new = copy.deepcopy(model)
-    out_sel: dict[str, list[int]] = {}
-    in_sel: dict[str, list[int]] = {}
-    dw_sel: dict[str, list[int]] = {}
-    norm_sel: dict[str, list[int]] = {}
+    # (path, dim) -> [(lo, hi, kept positions)]; dim "out", "in" or "dw" (depthwise: both)
+    cuts: dict[tuple[str, str], list[tuple[int, int, list[int]]]] = {}
     for u in units:
         idx = history.get(u.name)
         if idx is None or len(idx) == u.channels:
             continue
-        idx = [int(i) for i in idx]
-        for target, paths in ((out_sel, u.producers), (in_sel, u.consumers),
-                              (dw_sel, u.depthwise), (norm_sel, u.norms)):
-            for p in paths:
-                if p in target:
-                    raise ValueError(f"module '{p}' is claimed twice by units")
-                target[p] = idx
-    for path in dict.fromkeys([*out_sel, *in_sel, *dw_sel]):
+        for role, path, off, rep in u.members():
+            dim = {"consumer": "in", "depthwise": "dw"}.get(role, "out")
+            kept = [off + int(c) * rep + r for c in idx for r in range(rep)]
+            cuts.setdefault((path, dim), []).append((off, off + u.channels * rep, kept))
+    sel: dict[tuple[str, str], list[int]] = {}
+    for (path, dim), parts in cuts.items():
+        parts.sort()
+        for (_, hi, _), (lo, _, _) in zip(parts, parts[1:]):
+            if lo < hi:
+                raise ValueError(f"module '{path}' is claimed twice by units")
+        width = _width(model.get_submodule(path), "in" if dim == "in" else "out")
+        keep = [i for i in range(width) if not any(lo <= i < hi for lo, hi, _ in parts)]
+        sel[(path, dim)] = sorted(keep + [i for *_, kept in parts for i in kept])
+    for path in dict.fromkeys(p for p, _ in sel):
         mod = new.get_submodule(path)
         if isinstance(mod, nn.Conv2d):
-            _replace(new, path, _slice_conv(mod, in_sel.get(path), out_sel.get(path),
-                                            dw_sel.get(path)))
+            _replace(new, path, _slice_conv(mod, sel.get((path, "in")), sel.get((path, "out")),
+                                            sel.get((path, "dw"))))
         elif isinstance(mod, nn.Linear):
-            _replace(new, path, _slice_linear(mod, in_sel.get(path), out_sel.get(path)))
+            _replace(new, path, _slice_linear(mod, sel.get((path, "in")), sel.get((path, "out"))))
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            _replace(new, path, _slice_norm(mod, sel[(path, "out")]))
         else:
             raise TypeError(f"cannot prune {type(mod).__name__} at '{path}'")
-    for path, idx in norm_sel.items():
-        _replace(new, path, _slice_norm(new.get_submodule(path), idx))
     return new
+
+
+def _width(mod: nn.Module, dim: str) -> int:
+    if isinstance(mod, nn.Conv2d):
+        return mod.in_channels if dim == "in" else mod.out_channels
+    if isinstance(mod, nn.Linear):
+        return mod.in_features if dim == "in" else mod.out_features
+    return mod.num_features
 
 
 def _check_units_fit(model: nn.Module, units: Sequence[ChannelUnit]) -> None:
     for u in units:
-        for p in u.consumers:
-            m = model.get_submodule(p)
-            width = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
-            if width != u.channels:
+        explicit = {(r, p) for r, p, _, _ in u.slices}
+        for role, p, off, rep in u.members():
+            width = _width(model.get_submodule(p), "in" if role == "consumer" else "out")
+            if off + u.channels * rep > width or ((role, p) not in explicit and width != u.channels):
                 raise ValueError(f"consumer '{p}' of unit '{u.name}' takes {width} inputs, "
-                                 f"not the unit's {u.channels} channels")
+                                 f"not the unit's {u.channels} channels" if role == "consumer" else
+                                 f"member '{p}' of unit '{u.name}' has {width} channels, "
+                                 f"fewer than the unit's {u.channels}")
 
 
 def prune_channels_with_history(model: nn.Module, units: Sequence[ChannelUnit],
