@@ -154,6 +154,7 @@ MODELS = ModelRegistry("model", {
 DATASETS = Registry("data", {
     "digits": "searchkit.data.digits:load_digits",
     "cifar10": "searchkit.data.cifar:load_cifar10",
+    "fashion": "searchkit.data.fashion:load_fashion",
     "imagefolder": "searchkit.data.imagefolder:load_imagefolder",
     "synthetic": "searchkit.data.synthetic:load_synthetic",
 })

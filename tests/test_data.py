@@ -233,3 +233,20 @@ def test_imagefolder_missing_root_messages(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(DataRootError, match="no images found"):
         load_dataset("imagefolder", root=str(tmp_path))
+
+
+def test_fashion_mnist_from_the_debian_package():
+    # .ci/run installs dataset-fashion-mnist; a missing package fails here, it is not skipped
+    from searchkit.data import load_dataset
+    data = load_dataset("fashion", max_train=2000, seed=0, image_size=16)
+    assert (len(data.train), len(data.val), len(data.test)) == (2000, 6000, 10000)
+    x, y = data.train[list(range(64))]
+    assert x.shape == (64, 3, 16, 16) and set(y.tolist()) <= set(range(10))
+    assert abs(float(x.mean())) < 0.3  # normalised with the training statistics
+    assert load_dataset("fashion", max_train=2000, seed=1).fingerprint() != data.fingerprint()
+
+
+def test_fashion_mnist_missing_root_is_one_line(tmp_path):
+    from searchkit.data import DataRootError, load_dataset
+    with pytest.raises(DataRootError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion", root=str(tmp_path))

@@ -7,6 +7,7 @@ Every loader takes the same keyword arguments (``root``, ``image_size``, ``seed`
 ============  =================================================================
 digits        scikit-learn's 8x8 digits, shipped offline (the default)
 cifar10       CIFAR-10 python version under ``root``
+fashion       Fashion-MNIST idx files (Debian package ``dataset-fashion-mnist``)
 imagefolder   ``root/train/<class>/...`` (+ optional ``val/``, ``test/``)
 synthetic     generated class-conditional images, for tests
 ============  =================================================================
