@@ -11,4 +11,5 @@ BENCHMARKS = {
     "pareto": "searchkit.bench.pareto",
     "tinynet": "searchkit.spaces.tinynet.bench",
     "latency": "searchkit.bench.latency",
+    "proxy": "searchkit.spaces.channels.proxy_bench",
 }
