@@ -120,3 +120,16 @@ def test_search_on_torchvision_mobilenet_v3_small_end_to_end(workdir):
     model = next(workdir.glob("exports/*/*/01-*/model.pt2"))
     prog = torch.export.load(str(model))
     assert prog.module()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_rule_magnitude_keeps_the_channels_torch_pruning_ranks_highest():
+    from searchkit.spaces.channels.baselines import unit_scores
+    base = build_base("resnet20")
+    space = ChannelSpace(ChannelOptions(model="resnet20", rule="magnitude"), base, (3, 32, 32))
+    l1 = ChannelSpace(ChannelOptions(model="resnet20"), base, (3, 32, 32))
+    genome = space.uniform(0.25)
+    got, ref = space.recipe(genome), l1.recipe(genome)
+    scores = unit_scores(space, "magnitude")
+    for u, s in zip(space.units, scores):
+        assert min(s[got[u.name]]) >= max(s[[i for i in range(u.channels) if i not in got[u.name]]])
+    assert got != ref  # the group criterion (conv, BN and the consumer's slices) is not the filter L1

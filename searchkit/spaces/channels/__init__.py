@@ -51,7 +51,8 @@ class ChannelOptions:
     model: str = "resnet56"
     # Preserved fractions a prunable unit may take (ABCPruner: 10%..100% in steps of 10%).
     keep: tuple[float, ...] = _DEFAULT_KEEP
-    # Which channels a pruned layer inherits: "l1" (largest L1 norm) or "random".
+    # Which channels a pruned layer inherits: "l1" (largest L1 norm of the producers' filters),
+    # "magnitude" (Torch-Pruning's group magnitude over every layer the unit cuts) or "random".
     rule: str = "l1"
     # Which channel groups are genes: "auto" (ABCPruner's block-inner widths for the listed
     # models, every traced group for any other network), "inner" (traced groups no residual
@@ -63,8 +64,8 @@ class ChannelOptions:
         keep = self.keep
         if not keep or any(not 0 < k <= 1 for k in keep) or list(keep) != sorted(set(keep)):
             raise ValueError(f"space.keep must be increasing fractions in (0, 1], got {list(keep)}")
-        if self.rule not in ("l1", "random"):
-            raise ValueError(f"space.rule={self.rule} is not valid (choices: l1, random)")
+        if self.rule not in ("l1", "magnitude", "random"):
+            raise ValueError(f"space.rule={self.rule} is not valid (choices: l1, magnitude, random)")
         if self.units not in ("auto", "inner", "all"):
             raise ValueError(f"space.units={self.units} is not valid (choices: auto, inner, all)")
 
@@ -153,7 +154,16 @@ class ChannelSpace(NeedsBase, LatencyKernels, Space):
     def recipe(self, genome: Genome, *, seed: int = 0) -> dict:
         """``{unit: kept channel indices}``: which base channels the build inherits."""
         self._check(genome)
+        if self.options.rule == "magnitude":
+            counts = keep_counts(self.units, genome["keep"])
+            return {u.name: sorted(int(i) for i in np.argsort(-s, kind="stable")[:k])
+                    for u, s, k in zip(self.units, self._group_scores, counts)}
         return select_channels(self.base, self.units, genome["keep"], rule=self.options.rule, seed=seed)
+
+    @functools.cached_property
+    def _group_scores(self) -> list:
+        from searchkit.spaces.channels.baselines import unit_scores
+        return unit_scores(self, "magnitude")
 
     def build(self, genome: Genome, *, seed: int = 0) -> Built:
         history = self.recipe(genome, seed=seed)

@@ -29,16 +29,17 @@ from pathlib import Path
 
 from searchkit.bench.common import median, options, write_report
 
-DEFAULTS = {"models": ["resnet56", "mobilenet_v2"], "budgets": [0.15, 0.25, 0.35], "seeds": 5, "trials": 40,
+DEFAULTS = {"models": ["resnet56", "mobilenet_v2"], "budgets": [0.15, 0.25, 0.35], "seeds": 5, "trials": 24,
             "algos": ["abc", "ga", "tpe", "random"], "pruners": ["uniform", "magnitude", "taylor"],
-            "data": "digits", "finetune_epochs": 1.0, "final_epochs": 4.0, "base_epochs": 15, "jobs": 2,
-            "quick": False, "out": "reports/bench"}
+            "data": "digits", "finetune_epochs": 1.0, "final_epochs": 3.0, "base_epochs": 15, "jobs": 2,
+            "rule": "l1", "quick": False, "out": "reports/bench"}
 QUICK = {"models": ["resnet20"], "budgets": [0.25], "seeds": 2, "trials": 3, "algos": ["abc", "random"],
          "final_epochs": 0.25, "base_epochs": 1, "finetune_epochs": 0.25, "jobs": 1}
 
 
 def _common(opt: dict, model: str, work: Path) -> list[str]:
-    return [f"space.model={model}", f"data={opt['data']}", f"finetune.epochs={opt['finetune_epochs']}",
+    return [f"space.model={model}", f"space.rule={opt['rule']}", f"data={opt['data']}",
+            f"finetune.epochs={opt['finetune_epochs']}",
             f"trials={opt['trials']}", "progress=false", f"base.epochs={opt['base_epochs']}",
             f"base.cache_dir={work / 'bases'}"]
 
@@ -224,7 +225,10 @@ def main(argv: list[str]) -> int:
              + (f" ({n_test} images: one image is {1 / n_test * 100:.2f} pp)" if n_test else "") + ". "
              f"{opt['seeds']} seeds per budget, paired: Δ is the per-seed difference in test accuracy, "
              f"'wins' the seeds where the arm is strictly better. Wall {wall / 60:.0f} min, {opt['jobs']} "
-             f"cell(s) at a time, one core each.", "", *table,
+             f"cell(s) at a time, one core each.", "",
+             "Cut to fit about 90 minutes on 2 cores: the candidates per search (ABCPruner runs thousands), "
+             "the final fine-tuning (ABCPruner: 150+ epochs on CIFAR-10) and the task (the digits; "
+             "`data=fashion` is harder and takes the same command).", "", *table,
              "## Goals (15% and 25% budgets: best searched arm ≥ +1 pp vs uniform, ≥ +0.5 pp vs magnitude, "
              "winning ≥ 4 of 5 paired seeds)", "", *(goals or ["- no 15%/25% cell in this run"]), "",
              "## Sample efficiency (goal: abc or tpe reaches random's final best in ≤ 60% of its evaluations)",
