@@ -81,6 +81,8 @@ def run_cell(opt: dict, model: str, budget: float, seed: int, checkpoint: str, w
     tag = f"{model}-{budget:g}-{seed}"
     common = _common(opt, model, work_dir) + [f"base.checkpoint={checkpoint}", f"constraint.flops={budget}",
                                               f"seed={seed}", f"storage=sqlite:///{work_dir / f'{tag}.db'}"]
+    for stale in work_dir.glob(f"{tag}.db*"):  # work=DIR reuses bases, never an earlier run's studies
+        stale.unlink()
     rows = []
     setup = None
     try:
