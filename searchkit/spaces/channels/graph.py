@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Sequence
 
@@ -42,18 +43,24 @@ def _optype():
     return OPTYPE
 
 
+@contextlib.contextmanager
+def _evaluating(model: nn.Module):
+    """``model`` in eval mode; every module's own mode restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model.eval()
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def _trace(model: nn.Module, input_size: Sequence[int]):
     import torch_pruning as tp
     ref = next(iter(model.parameters()), None)
     x = torch.zeros((1, *input_size), device=ref.device if ref is not None else None,
                     dtype=ref.dtype if ref is not None else None)
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
+    with _evaluating(model):
         return tp.DependencyGraph().build_dependency(model, example_inputs=x, verbose=False)
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _members(group, names: dict, channels: int):
@@ -216,13 +223,8 @@ def graph_units(model: nn.Module, input_size: Sequence[int], *, mode: str = "all
 
 
 def _run(model: nn.Module, input_size) -> torch.Size:
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            return model.eval()(torch.zeros((1, *input_size))).shape
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with _evaluating(model), torch.no_grad():
+        return model(torch.zeros((1, *input_size))).shape
 
 
 def _working(model: nn.Module, units: list[ChannelUnit], input_size) -> list[ChannelUnit]:
@@ -238,18 +240,14 @@ def _working(model: nn.Module, units: list[ChannelUnit], input_size) -> list[Cha
 def _cuts(model: nn.Module, units: list[ChannelUnit], input_size) -> bool:
     """Cutting one channel of each unit builds a model that runs with the same output shape."""
     x = torch.zeros((1, *input_size))
-    modes = [(m, m.training) for m in model.modules()]
     try:
-        with torch.no_grad():
-            want = model.eval()(x).shape
+        with _evaluating(model), torch.no_grad():
+            want = model(x).shape
             small = apply_history(model, units, {u.name: list(range(1, u.channels)) for u in units})
             return small.eval()(x).shape == want
     except Exception as exc:  # noqa: BLE001 - a group the surgery gets wrong is left unpruned
         log.debug("units %s of %s fail: %s", [u.name for u in units][:3], type(model).__name__, exc)
         return False
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 __all__ = ["graph_units", "MODES"]
