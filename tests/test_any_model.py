@@ -133,3 +133,9 @@ def test_rule_magnitude_keeps_the_channels_torch_pruning_ranks_highest():
     for u, s in zip(space.units, scores):
         assert min(s[got[u.name]]) >= max(s[[i for i in range(u.channels) if i not in got[u.name]]])
     assert got != ref  # the group criterion (conv, BN and the consumer's slices) is not the filter L1
+
+
+def test_bn_recalibrate_takes_yaml_on_off():
+    from searchkit.config import load_config
+    assert load_config(["finetune.bn_recalibrate=off"]).finetune.bn_recalibrate == "off"
+    assert load_config(["finetune.bn_recalibrate=on"]).finetune.bn_recalibrate == "on"

@@ -101,6 +101,10 @@ class TrainBudget:
             raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
+        # YAML reads a bare on/off as a boolean (which typed options then make "True"/"False")
+        yaml_bool = {True: "on", False: "off", "True": "on", "False": "off"}
+        if not isinstance(self.bn_recalibrate, str) or self.bn_recalibrate in yaml_bool:
+            object.__setattr__(self, "bn_recalibrate", yaml_bool.get(self.bn_recalibrate, self.bn_recalibrate))
         _choice("bn_recalibrate", self.bn_recalibrate, BN_RECALIBRATE)
 
     def with_epochs(self, epochs: float) -> "TrainBudget":
