@@ -88,11 +88,14 @@ def resolve(target: str) -> Any:
 SPACES = Registry("space", {
     "channels": "searchkit.spaces.channels:ChannelSpace",
     "tinynet": "searchkit.spaces.tinynet:TinyNetSpace",
+    "onexn": "searchkit.spaces.onexn:OneXNSpace",
 })
 
 COSTS = Registry("cost", {
     "flops": "searchkit.costs.models:FlopsCost",
     "params": "searchkit.costs.models:ParamsCost",
+    "nonzero_macs": "searchkit.costs.models:NonzeroMacsCost",
+    "nonzero_params": "searchkit.costs.models:NonzeroParamsCost",
     "latency": "searchkit.costs.latency_cost:LatencyCost",
 })
 

@@ -12,4 +12,5 @@ BENCHMARKS = {
     "tinynet": "searchkit.spaces.tinynet.bench",
     "latency": "searchkit.bench.latency",
     "proxy": "searchkit.spaces.channels.proxy_bench",
+    "onexn": "searchkit.spaces.onexn.bench",
 }

@@ -250,6 +250,14 @@ class LatencyKernels(abc.ABC):
         return None
 
 
+class SparseWeights(abc.ABC):
+    """A space whose networks keep the dense shape but zero some weights (1×N blocks)."""
+
+    @abc.abstractmethod
+    def nonzero_costs(self, genome: Genome) -> tuple[int, int]:
+        """(MACs, params) that touch a non-zero weight, without building (cf. ``flops_params``)."""
+
+
 class OffersSupernet(abc.ABC):
     """A space that offers one network holding every candidate (differentiable runners)."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from searchkit.core.costs import CostModel
 from searchkit.core.genome import Genome
+from searchkit.core.space import SparseWeights
 from searchkit.costs.flops import count_costs
 
 
@@ -47,4 +48,31 @@ class ParamsCost(_Counted):
     name = "params"
     unit = "params"
     title = "parameters"
+    index = 1
+
+
+class _NonZero(CostModel):
+    index = 0
+
+    def cost(self, genome: Genome) -> float:
+        if isinstance(self.space, SparseWeights):
+            return float(self.space.nonzero_costs(genome)[self.index])
+        return float(_Counted.cost(self, genome))  # a dense network: every weight counts
+
+
+class NonzeroMacsCost(_NonZero):
+    """MACs of conv + linear layers that multiply a non-zero weight (``flops`` for a dense net)."""
+
+    name = "nonzero_macs"
+    unit = "MACs"
+    title = "non-zero MACs"
+    index = 0
+
+
+class NonzeroParamsCost(_NonZero):
+    """Parameters that are not fixed at zero (``params`` for a dense net)."""
+
+    name = "nonzero_params"
+    unit = "params"
+    title = "non-zero parameters"
     index = 1

@@ -393,6 +393,45 @@ def apply_history(model: nn.Module, units: Sequence[ChannelUnit],
         width = _width(model.get_submodule(path), "in" if dim == "in" else "out")
         keep = [i for i in range(width) if not any(lo <= i < hi for lo, hi, _ in parts)]
         sel[(path, dim)] = sorted(keep + [i for *_, kept in parts for i in kept])
+    return _reindex(new, sel)
+
+
+def permute_units(model: nn.Module, units: Sequence[ChannelUnit], orders: dict[str, Sequence[int]]) -> nn.Module:
+    """A new model whose unit ``u`` lists its channels in the order ``orders[u]`` (a
+    permutation): producers, norms, depthwise layers and consumers are all reordered, so the
+    network computes the same function (used to gather strong filters into the same blocks).
+
+    Example:
+        >>> import torch
+        >>> from searchkit.models import build_base
+        >>> base = build_base("resnet20").eval(); units = channel_units(base)
+        >>> moved = permute_units(base, units, {"layer1.0": list(range(15, -1, -1))})
+        >>> x = torch.randn(1, 3, 32, 32)
+        >>> bool(torch.allclose(moved(x), base(x), atol=1e-5)), moved.layer1[0].conv1.weight[0].equal(
+        ...     base.layer1[0].conv1.weight[15])
+        (True, True)
+    """
+    _check_units_fit(model, units)
+    new = copy.deepcopy(model)
+    sel: dict[tuple[str, str], list[int]] = {}
+    for u in units:
+        order = orders.get(u.name)
+        if order is None:
+            continue
+        if sorted(int(c) for c in order) != list(range(u.channels)):
+            raise ValueError(f"unit '{u.name}': an order must be a permutation of its {u.channels} channels")
+        for role, path, off, rep in u.members():
+            dim = {"consumer": "in", "depthwise": "dw"}.get(role, "out")
+            idx = sel.setdefault((path, dim), list(range(_width(model.get_submodule(path),
+                                                                  "in" if dim == "in" else "out"))))
+            for c_new, c_old in enumerate(order):
+                for r in range(rep):
+                    idx[off + c_new * rep + r] = off + int(c_old) * rep + r
+    return _reindex(new, sel)
+
+
+def _reindex(new: nn.Module, sel: dict[tuple[str, str], list[int]]) -> nn.Module:
+    """Replace every module named in ``sel`` by its slice along the given dims (in place)."""
     for path in dict.fromkeys(p for p, _ in sel):
         mod = new.get_submodule(path)
         if isinstance(mod, nn.Conv2d):
@@ -498,7 +537,7 @@ def units_from_json(data: Sequence[dict[str, Any]]) -> list[ChannelUnit]:
     return [ChannelUnit.from_json(d) for d in data]
 
 
-__all__ = ["ChannelUnit", "channel_units", "keep_counts", "keep_counts_array",
+__all__ = ["ChannelUnit", "channel_units", "permute_units", "keep_counts", "keep_counts_array",
            "select_channels", "prune_channels", "prune_channels_with_history",
            "apply_history", "pruned_shape_model", "units_to_json", "units_from_json",
            "RULES"]

@@ -1,0 +1,215 @@
+"""1×N runtime benchmark: the compiled block-sparse op against dense oneDNN and torch CSR, and
+whole exported networks, side by side in one run.
+
+a. Kernel: for MobileNetV2 pointwise shapes, a linear 1280→1000 and ResNet 3×3 shapes, at
+   sparsity p and block size N: dense time / sparse time (>1: faster), every output checked
+   against the dense result, with the share of the 1/(1−p) bound reached.
+b. Network: torchvision's MobileNetV2 (ImageNet shapes) with its pointwise layers and head
+   1×N-pruned (N=16 where it divides, p=0.5 and 0.75), the dense export (``model.pt2``,
+   ``torch.export``) against the sparse program's export, at 224×224 and at 32×32.
+
+Timing: medians of interleaved rounds (dense, sparse, CSR in turn), one process.
+
+Example:
+    python -m searchkit.bench onexn               # the full tables (~15 min on 2 cores)
+    python -m searchkit.bench onexn quick=true    # a smoke run
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from searchkit.bench.common import options, write_report
+
+POINTWISE = [(24, 144, 56), (144, 24, 56), (96, 576, 14), (576, 160, 7), (320, 1280, 7)]
+CONV3 = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7)]
+LINEAR = [(1280, 1000)]
+DEFAULTS = {"sparsity": [0.5, 0.75, 0.9], "blocks": [4, 16, 32], "threads": [1, 2], "batches": [1, 8],
+            "sides": [224, 32], "rounds": 7, "quick": False, "out": "reports/bench"}
+QUICK = {"sparsity": [0.75], "blocks": [16], "threads": [1], "batches": [1], "sides": [32], "rounds": 3}
+
+
+def _cpu() -> str:
+    from searchkit.costs.profiling import cpu_model
+    flags = set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx2", "fma") if f in flags]
+    return f"{cpu_model()} ({' '.join(isa) or 'no x86 vector flags found'})"
+
+
+def _time(fns: dict, rounds: int, budget: float = 0.05) -> dict[str, float]:
+    """Median seconds per call of each fn, rounds interleaved; each round ~``budget`` s."""
+    reps = {}
+    for k, f in fns.items():
+        f()
+        start = time.perf_counter()
+        f()
+        reps[k] = max(1, int(budget / max(time.perf_counter() - start, 1e-7)))
+    out = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps[k]):
+                f()
+            out[k].append((time.perf_counter() - start) / reps[k])
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def _masked(cout: int, cin: int, k: int, n: int, p: float, gen):
+    import torch
+
+    from searchkit.spaces.onexn.sparse import block_mask
+    w = torch.randn(cout, cin, k, k, generator=gen) if k else torch.randn(cout, cin, generator=gen)
+    return w * block_mask(w, n, p)
+
+
+def kernel_rows(opt: dict) -> list[dict]:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from searchkit.spaces.onexn.sparse import BlockSparseConv2d
+    from searchkit.spaces.onexn import block_choices
+    gen = torch.Generator().manual_seed(0)
+    shapes = [("1x1", *s) for s in POINTWISE] + [("3x3", *s) for s in CONV3] + [("linear", a, b, 1) for a, b in LINEAR]
+    if opt["quick"]:
+        shapes = [shapes[2], shapes[len(POINTWISE) + 2], shapes[-1]]
+    rows = []
+    for kind, cin, cout, side in shapes:
+        k = {"1x1": 1, "3x3": 3, "linear": 0}[kind]
+        for n_want in opt["blocks"]:
+            n = max(c for c in block_choices(cout, (1, 2, 4, 8, 16, 32, n_want)) if c <= n_want)
+            for p in opt["sparsity"]:
+                w = _masked(cout, cin, k, n, p, gen)
+                like = nn.Linear(cin, cout) if k == 0 else nn.Conv2d(cin, cout, k, padding=k // 2)
+                op = BlockSparseConv2d.from_dense(w, None, like, n)
+                w2 = w.reshape(cout, -1)
+                csr = w2.to_sparse_csr()
+                for batch in opt["batches"]:
+                    x = torch.randn(batch, cin, generator=gen) if k == 0 else torch.randn(batch, cin, side, side,
+                                                                                          generator=gen)
+                    if k == 0:
+                        dense = lambda x=x, w=w: F.linear(x, w)  # noqa: E731
+                        sparse_csr = lambda x=x, c=csr: (c @ x.t()).t()  # noqa: E731
+                    else:
+                        dense = lambda x=x, w=w, k=k: F.conv2d(x, w, padding=k // 2)  # noqa: E731
+                        sparse_csr = (lambda x=x, c=csr, cin=cin: torch.stack([c @ xi.reshape(cin, -1) for xi in x])
+                                      ) if k == 1 else None
+                    ref, got = dense(), op(x)
+                    err = float((got - ref).abs().max() / ref.abs().max())
+                    for threads in opt["threads"]:
+                        torch.set_num_threads(threads)
+                        fns = {"dense": dense, "onexn": lambda x=x, op=op: op(x)}
+                        if sparse_csr is not None:
+                            fns["csr"] = sparse_csr
+                        with torch.no_grad():
+                            t = _time(fns, opt["rounds"])
+                        rows.append({"kind": kind, "cin": cin, "cout": cout, "side": side, "N": n, "p": p,
+                                     "batch": batch, "threads": threads, "dense_us": t["dense"] * 1e6,
+                                     "onexn_us": t["onexn"] * 1e6, "csr_us": t.get("csr", float("nan")) * 1e6,
+                                     "speedup": t["dense"] / t["onexn"], "csr_speedup": t["dense"] / t["csr"]
+                                     if "csr" in t else float("nan"), "bound": 1 / (1 - p), "max_rel_err": err})
+                        print(f"{kind} {cin}->{cout} @{side} N={n} p={p} b={batch} t={threads}: "
+                              f"{rows[-1]['speedup']:.2f}x (csr {rows[-1]['csr_speedup']:.2f}x) err {err:.1e}",
+                              flush=True)
+    return rows
+
+
+def network_rows(opt: dict) -> list[dict]:
+    import torch
+
+    from searchkit.models import build_base
+    from searchkit.spaces.onexn import OneXNOptions, OneXNSpace
+    from searchkit.spaces.onexn.sparse import to_sparse_program
+    rows = []
+    base = build_base("torchvision:mobilenet_v2", 1000).eval()
+    for side in opt["sides"]:
+        space = OneXNSpace(OneXNOptions(model="torchvision:mobilenet_v2"), base, (3, side, side))
+        for p in (0.5, 0.75) if not opt["quick"] else (0.75,):
+            genome = space.uniform(16, p)
+            built = space.build(genome)
+            net = built.net.eval()
+            x = torch.randn(1, 3, side, side)
+            with torch.no_grad():
+                prog = to_sparse_program(net, built.recipe["block_sizes"])
+                dense_pt2 = torch.export.export(net, (x,)).module()
+                sparse_pt2 = torch.export.export(prog, (x,)).module()
+                ref = net(x)
+                err = float((sparse_pt2(x) - ref).abs().max() / ref.abs().max())
+            for threads in opt["threads"]:
+                torch.set_num_threads(threads)
+                with torch.no_grad():
+                    t = _time({"eager": lambda: net(x), "dense_pt2": lambda: dense_pt2(x),
+                               "sparse_pt2": lambda: sparse_pt2(x)}, opt["rounds"], budget=0.3)
+                nz = space.nonzero_costs(genome)[0] / space.flops_params(genome)[0]
+                rows.append({"side": side, "p": p, "threads": threads, "nonzero_macs": nz,
+                             "eager_ms": t["eager"] * 1e3, "dense_pt2_ms": t["dense_pt2"] * 1e3,
+                             "sparse_pt2_ms": t["sparse_pt2"] * 1e3,
+                             "speedup": t["dense_pt2"] / t["sparse_pt2"], "max_rel_err": err})
+                print(f"mobilenet_v2 @{side} p={p} t={threads}: dense pt2 {t['dense_pt2'] * 1e3:.2f} ms, "
+                      f"sparse {t['sparse_pt2'] * 1e3:.2f} ms ({rows[-1]['speedup']:.2f}x)", flush=True)
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    opt = options(argv, DEFAULTS)
+    if opt["quick"]:
+        opt = {**opt, **{k: v for k, v in QUICK.items() if not any(a.startswith(f"{k}=") for a in argv)}}
+    import torch
+
+    from searchkit.spaces.onexn import kernel
+    if not kernel.load():
+        print("searchkit.bench: error: the 1xN kernel could not be built here (see the warning)")
+        return 2
+    cpu = _cpu()
+    print(f"CPU: {cpu}; kernel ISA: {kernel.isa()}", flush=True)
+    krows = kernel_rows(opt)
+    nrows = network_rows(opt)
+    torch.set_num_threads(max(opt["threads"]))
+    lines = ["# 1×N block-sparse runtime", "",
+             f"CPU: {cpu}. Kernel dispatched to **{kernel.isa()}**. Ratios are dense time / sparse time "
+             "(>1: the sparse op is faster), medians of interleaved rounds in one process; bound = 1/(1−p); "
+             "err = max |sparse − dense| / max |dense|.", ""]
+    if opt["quick"]:
+        lines += ["**Quick form (a smoke run): one sparsity, one block size, three shapes.**", ""]
+    lines += ["## a. Kernel (batch, threads) vs dense oneDNN and torch CSR", "",
+              "| layer | Cin→Cout @side | N | p | batch | threads | dense µs | 1×N µs | speedup | share of bound "
+              "| CSR speedup | err |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in krows:
+        lines.append(f"| {r['kind']} | {r['cin']}→{r['cout']} @{r['side']} | {r['N']} | {r['p']:g} | {r['batch']} | "
+                     f"{r['threads']} | {r['dense_us']:.0f} | {r['onexn_us']:.0f} | {r['speedup']:.2f}× | "
+                     f"{r['speedup'] / r['bound']:.2f} | {r['csr_speedup']:.2f}× | {r['max_rel_err']:.0e} |")
+    lines += ["", "## Goals (1 thread, batch 1, N = 16/32)", ""]
+    for kind, lo, hi in (("1x1", 1.3, 3.0), ("3x3", 1.5, 3.0), ("linear", 1.3, 3.0)):
+        for p, goal in ((0.5, lo), (0.75, hi)):
+            sel = [r for r in krows if r["kind"] == kind and r["p"] == p and r["batch"] == 1 and r["threads"] == 1
+                   and r["N"] >= 16]
+            if sel:
+                worst = min(r["speedup"] for r in sel)
+                lines.append(f"- {kind} at p={p}: worst {worst:.2f}× over {len(sel)} shapes (goal ≥ {goal}×): "
+                             f"{'met' if worst >= goal else 'missed'}")
+    two = [(a, b) for a in krows if a["threads"] == 1 for b in krows if b["threads"] == 2 and
+           all(a[k] == b[k] for k in ("kind", "cin", "cout", "side", "N", "p", "batch"))]
+    if two:
+        ratios = sorted(b["speedup"] / a["speedup"] for a, b in two)
+        lines.append(f"- 2 threads / 1 thread speedup ratio: median {statistics.median(ratios):.2f}, worst "
+                     f"{ratios[0]:.2f} (goal ≥ 0.8)")
+    lines += ["", "## b. Whole network: torchvision MobileNetV2, pointwise layers and head 1×N (N=16 where it "
+              "divides), batch 1", "",
+              "| input | p | non-zero MACs | threads | eager dense ms | dense `model.pt2` ms | sparse program ms | "
+              "speedup vs dense export | err |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in nrows:
+        lines.append(f"| {r['side']}×{r['side']} | {r['p']:g} | {r['nonzero_macs']:.1%} | {r['threads']} | "
+                     f"{r['eager_ms']:.2f} | {r['dense_pt2_ms']:.2f} | {r['sparse_pt2_ms']:.2f} | "
+                     f"{r['speedup']:.2f}× | {r['max_rel_err']:.0e} |")
+    path = write_report("onexn", "\n".join(lines) + "\n", {"options": opt, "cpu": cpu, "isa": kernel.isa(),
+                                                           "kernel": krows, "network": nrows}, opt["out"])
+    print(f"wrote {path}")
+    return 0
