@@ -89,6 +89,7 @@ SPACES = Registry("space", {
     "channels": "searchkit.spaces.channels:ChannelSpace",
     "tinynet": "searchkit.spaces.tinynet:TinyNetSpace",
     "onexn": "searchkit.spaces.onexn:OneXNSpace",
+    "bnas": "searchkit.spaces.bnas:BNASSpace",
 })
 
 COSTS = Registry("cost", {
@@ -96,6 +97,9 @@ COSTS = Registry("cost", {
     "params": "searchkit.costs.models:ParamsCost",
     "nonzero_macs": "searchkit.costs.models:NonzeroMacsCost",
     "nonzero_params": "searchkit.costs.models:NonzeroParamsCost",
+    "ops": "searchkit.spaces.bnas.costs:OpsCost",
+    "word_ops": "searchkit.spaces.bnas.costs:WordOpsCost",
+    "size_bytes": "searchkit.spaces.bnas.costs:SizeCost",
     "latency": "searchkit.costs.latency_cost:LatencyCost",
 })
 
@@ -105,10 +109,12 @@ STRATEGIES = Registry("algo", {
     "random": "searchkit.strategies.optuna_builtin:make_random",
     "ga": "searchkit.strategies.ga:GASampler",
     "nsga2": "searchkit.strategies.optuna_builtin:make_nsga2",
+    "darts": "searchkit.strategies.darts:DartsRunner",
 })
 
 RUNNERS = Registry("runner", {
     "asktell": "searchkit.strategies.asktell:AskTellRunner",
+    "darts": "searchkit.strategies.darts:DartsRunner",
 })
 
 EXECUTORS = Registry("executor", {

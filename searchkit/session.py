@@ -190,10 +190,11 @@ class Session:
             return optuna.artifacts.upload_artifact(artifact_store=store, file_path=path, study_or_trial=trial)
 
     def record_genome(self, genome: Genome, train: Callable[[Any], EvalResult], *,
-                      user_attrs: dict | None = None) -> FrozenTrial:
+                      user_attrs: dict | None = None, store=None) -> FrozenTrial:
         """Record a genome a runner derived itself as a trial of the study: enqueued with
         ``params_of(genome)``, priced, told infeasible, a duplicate, or trained with
-        ``train(work_item)`` and told its result. Returns the finished trial."""
+        ``train(work_item)`` and told its result (its weights kept in ``store``, an artifact
+        store, when given). Returns the finished trial."""
         self.study.enqueue_trial(self.space.params_of(genome), user_attrs=user_attrs or {}, skip_if_exists=False)
         trial = self.study.ask()
         with attrs.batched_params(trial):  # the enqueued params, written in one transaction
@@ -206,7 +207,8 @@ class Session:
             recipe = self.record_priced(trial, priced, train=True)[st.RECIPE]
             try:
                 result = train(self.setup.work_item(trial.number, priced.genome, recipe))
-                self.tell_result(trial, priced, result)
+                kept = self.save_weights(trial, result.weights, store) if store is not None and result.weights else None
+                self.tell_result(trial, priced, result, weights_artifact=kept)
             except Exception as exc:
                 self.fail(trial, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                           requeue=False)

@@ -258,12 +258,22 @@ class SparseWeights(abc.ABC):
         """(MACs, params) that touch a non-zero weight, without building (cf. ``flops_params``)."""
 
 
+class BinaryWeights(abc.ABC):
+    """A space whose networks have binarized layers (costs in OPs, words and bytes)."""
+
+    @abc.abstractmethod
+    def binary_costs(self, genome: Genome) -> dict[str, float]:
+        """``ops`` (FLOPs + BOPs/64), ``word_ops`` and ``size_bytes`` of a genome's network."""
+
+
 class OffersSupernet(abc.ABC):
     """A space that offers one network holding every candidate (differentiable runners)."""
 
     @abc.abstractmethod
-    def supernet(self) -> nn.Module:
-        """The supernet, with learnable architecture parameters."""
+    def supernet(self, **options: Any) -> nn.Module:
+        """The supernet, with learnable architecture parameters (``arch_parameters()``) apart
+        from its weights (``weight_parameters()``); ``options`` are the runner's (``k``: partial
+        channels)."""
 
     @abc.abstractmethod
     def derive(self, supernet: nn.Module) -> Genome:

@@ -12,7 +12,9 @@ bees (source i, random partner k != i), ``food_number`` onlookers (ABCPruner's r
 ``rfit``, fixed at the cycle's first onlooker) and at most one scout (the source with the
 largest trail, if >= ``food_limit``; it replaces the source outright). A mutant sets
 ``honeychange_num`` distinct dimensions of all D (ABCPruner never draws the last) to
-``x_ij + phi * (x_ij - x_kj)``, ``phi ~ U(-1, 1)``, rounded to the grid and clipped, and is
+``x_ij + phi * (x_ij - x_kj)``, ``phi ~ U(-1, 1)``, rounded to the grid and clipped (a
+categorical gene has no order: it takes the partner's category half the time when that
+differs, else another category), and is
 redrawn (up to 10 times) while it equals its source - as an architecture where the
 driver's feasibility hint says which params map to one (a space that maps raw draws into a
 FLOPs band maps many raw
@@ -84,7 +86,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -263,6 +265,9 @@ def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Gener
         params = {n: _snap(d, base[n]) if n in base else _random(d, rng)
                   for n, d in space.items()}
         for n in (n for n in dims if n in base):
+            if isinstance(space[n], CategoricalDistribution):
+                params[n] = _category(space[n], base[n], partner.get(n, base[n]), rng)
+                continue
             scale = math.log if getattr(space[n], "log", False) else float
             y, yk = scale(base[n]), scale(partner.get(n, base[n]))
             y += rng.uniform(-1, 1) * (y - yk)
@@ -273,6 +278,16 @@ def _mutant(space: dict, base: dict, partner: dict, h: int, rng: np.random.Gener
         elif any(params[n] != _snap(space[n], base[n]) for n in dims if n in base):
             break
     return params, dims
+
+
+def _category(dist: CategoricalDistribution, own: float, partner: float, rng: np.random.Generator) -> Any:
+    """A categorical gene's move: categories have no order, so not ``x + phi * (x - x_k)`` on
+    their indices: the partner's category (half the time, when it differs) or another one."""
+    cur, other = int(round(own)), int(round(partner))
+    if other != cur and rng.random() < 0.5:
+        return dist.choices[other]
+    rest = [c for c in range(len(dist.choices)) if c != cur]
+    return dist.choices[int(rest[rng.integers(len(rest))])] if rest else dist.choices[cur]
 
 
 @dataclass(frozen=True)

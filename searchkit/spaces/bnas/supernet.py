@@ -1,0 +1,138 @@
+"""The PC-DARTS supernet of ``space=bnas``: every op on every edge, mixed by softmax(α).
+
+- Partial channels (PC-DARTS): each mixed edge runs its ops on 1/K of the channels and
+  passes the rest through (max-pooled at reduction), then shuffles channels so the next
+  step samples others; activation memory falls roughly by K.
+- Edge normalization: a node sums its incoming edges weighted by softmax(β) over them, so
+  the edge choice is stable when K drops channel information.
+- ``derive``: per node the two incoming edges with the largest softmax(α)[op]·softmax(β),
+  each with its best op other than ``none`` (DARTS' rule).
+
+Example:
+    >>> import torch
+    >>> from searchkit.spaces.bnas import BNASOptions, BNASSpace
+    >>> space = BNASSpace(BNASOptions(C=8, cells=3), num_classes=10)
+    >>> net = Supernet(space, k=4)
+    >>> tuple(net(torch.randn(2, 3, 8, 8)).shape), len(list(net.arch_parameters()))
+    ((2, 10), 4)
+    >>> space.check(net.derive()) is None
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from searchkit.spaces.bnas.ops import FactorizedReduce, make_op, relu_conv_bn
+
+NODES = 4
+EDGES = sum(range(2, NODES + 2))  # 14: node i reads the 2 cell inputs and the i earlier nodes
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class MixedOp(nn.Module):
+    def __init__(self, preset: str, ops: list[str], c: int, stride: int, k: int):
+        super().__init__()
+        self.k = k if c % k == 0 and c // k >= 1 else 1
+        self.stride = stride
+        self.ops = nn.ModuleList(make_op(preset, name, c // self.k, stride) for name in ops)
+        self.bypass = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
+
+    def forward(self, x, weights):
+        part = x.shape[1] // self.k
+        mixed = sum(w * op(x[:, :part]) for w, op in zip(weights, self.ops))
+        if self.k == 1:
+            return mixed
+        return channel_shuffle(torch.cat([mixed, self.bypass(x[:, part:])], dim=1), self.k)
+
+
+class SearchCell(nn.Module):
+    def __init__(self, preset, ops, c_pp, c_p, c, reduction, reduction_prev, k):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0 = FactorizedReduce(c_pp, c) if reduction_prev else relu_conv_bn(c_pp, c, 1, 1, 0)
+        self.pre1 = relu_conv_bn(c_p, c, 1, 1, 0)
+        self.edges = nn.ModuleList(MixedOp(preset, ops, c, 2 if reduction and j < 2 else 1, k)
+                                   for i in range(NODES) for j in range(i + 2))
+
+    def forward(self, s0, s1, alpha, beta):
+        states = [self.pre0(s0), self.pre1(s1)]
+        start = 0
+        for i in range(NODES):
+            n = i + 2
+            b = F.softmax(beta[start:start + n], dim=-1)
+            states.append(sum(b[j] * self.edges[start + j](states[j], alpha[start + j]) for j in range(n)))
+            start += n
+        return torch.cat(states[2:], dim=1)
+
+
+class Supernet(nn.Module):
+    """The supernet of a bnas space's macro settings, its op preset plus ``none``."""
+
+    def __init__(self, space, k: int = 4):
+        super().__init__()
+        m = space.macro
+        self.preset = space.options.preset
+        self.op_names = ["none"] + list(space.ops)
+        c_stem = m["stem_multiplier"] * m["C"]
+        self.stem = nn.Sequential(nn.Conv2d(space.in_channels, c_stem, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(c_stem))
+        c_pp, c_p, c = c_stem, c_stem, m["C"]
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(m["cells"]):
+            reduction = i in set(m["reductions"])
+            if reduction:
+                c *= 2
+            self.cells.append(SearchCell(self.preset, self.op_names, c_pp, c_p, c, reduction, reduction_prev, k))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, 4 * c
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, space.num_classes)
+        n = len(self.op_names)
+        self.alpha = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(EDGES, n)) for t in ("normal", "reduce")})
+        self.beta = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(EDGES)) for t in ("normal", "reduce")})
+        self._macro = dict(m)
+
+    def arch_parameters(self):
+        return [*self.alpha.values(), *self.beta.values()]
+
+    def weight_parameters(self):
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def forward(self, x):
+        s0 = s1 = self.stem(x)
+        weights = {t: F.softmax(a, dim=-1) for t, a in self.alpha.items()}
+        for cell in self.cells:
+            t = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights[t], self.beta[t])
+        return self.classifier(torch.flatten(self.pool(s1), 1))
+
+    @torch.no_grad()
+    def derive(self) -> dict:
+        """The genome the architecture parameters stand for now (see the module docstring)."""
+        genome = {"model": "bnas", "preset": self.preset, **self._macro}
+        for t in ("normal", "reduce"):
+            w = F.softmax(self.alpha[t], dim=-1)[:, 1:]  # without "none"
+            nodes, start = [], 0
+            for i in range(NODES):
+                n = i + 2
+                b = F.softmax(self.beta[t][start:start + n], dim=-1)
+                best = w[start:start + n].max(dim=-1)
+                strength = best.values * b
+                top = sorted(torch.argsort(strength, descending=True, stable=True)[:2].tolist())
+                nodes.append([[self.op_names[1 + int(best.indices[j])], int(j)] for j in top])
+                start += n
+            genome[t] = nodes
+        from searchkit.spaces.bnas import BNASSpace
+        return BNASSpace.canonical(genome)
+
+
+__all__ = ["EDGES", "MixedOp", "SearchCell", "Supernet", "channel_shuffle"]

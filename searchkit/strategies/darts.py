@@ -1,0 +1,218 @@
+"""``algo=darts``: a differentiable runner over any space that offers a supernet
+(:class:`~searchkit.core.space.OffersSupernet`).
+
+It trains the space's supernet first-order DARTS style: each step, after ``warmup``
+epochs, one Adam step of the architecture parameters on a validation batch, then one SGD
+step of the weights on a training batch (cosine learning rate, gradient clipping at 5).
+Every ``derive_every`` epochs and at the end it derives a genome (``space.derive``) and
+records it through the session as an ordinary trial of the study (``source=darts``, user
+attr ``darts:epoch``): priced, checked against the constraints, trained with the same
+budget as black-box candidates, told. So report, export and ``top=pareto`` treat it like
+any other trial.
+
+Resume: after each epoch the supernet, its architecture parameters, both optimizers, the
+scheduler, the epoch and the RNG state are saved (``torch.save`` of state dicts, loaded
+with ``weights_only=True``) as an Optuna artifact named in the study's user attrs. The same
+command after a crash continues from the last saved epoch; a derived trial that was
+already told is not recorded again.
+
+Example:
+    >>> # searchkit search space=bnas algo=darts algo.epochs=4
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import torch
+from torch import nn
+
+from searchkit import evaluator
+from searchkit import study as st
+from searchkit.config import RunConfig
+from searchkit.core.errors import ConfigError
+from searchkit.core.space import OffersSupernet
+from searchkit.evaluate import _batches, resolve_device
+from searchkit.session import SearchOutcome, Session
+from searchkit.setup import RunSetup
+
+log = logging.getLogger("searchkit")
+
+CHECKPOINT = "darts:checkpoint"  # study user attr: {"artifact": id, "epoch": n}
+EPOCH = "darts:epoch"            # trial user attr: the supernet epoch a genome was derived at
+
+
+@dataclass(frozen=True)
+class DartsOptions:
+    """``algo.*`` options of ``algo=darts``."""
+
+    # Supernet training epochs, and those before the architecture parameters start to move.
+    epochs: int = 6
+    warmup: int = 2
+    # Derive and record a genome every this many epochs (and at the end).
+    derive_every: int = 2
+    # PC-DARTS partial channels: each edge's ops see 1/k of the channels.
+    k: int = 4
+    # Weights: SGD lr (cosine to 0), momentum, weight decay; architecture: Adam lr and wd.
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_lr: float = 6e-4
+    arch_weight_decay: float = 1e-3
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not 0 <= self.warmup < self.epochs:
+            raise ValueError("algo.epochs must be >= 1 and algo.warmup in [0, epochs)")
+        if self.derive_every < 1 or self.k < 1 or self.batch_size < 2:
+            raise ValueError("algo.derive_every, algo.k must be >= 1 and algo.batch_size >= 2")
+
+
+class DartsRunner:
+    """The ``algo=darts`` runner (see the module docstring)."""
+
+    name = "darts"
+    runner = "darts"
+    Options = DartsOptions
+
+    def __init__(self, cfg: RunConfig, overrides: list[str] | None = None, *, quiet: bool = False):
+        self.quiet = quiet
+        self.cfg, existed = st.resolve_config(cfg, overrides)
+        self.opt = self.cfg.algo.options if isinstance(self.cfg.algo.options, DartsOptions) else DartsOptions(
+            **dict(self.cfg.algo.options or {}))
+        self.setup = RunSetup.build(self.cfg, quiet=quiet, known_base=st.stored_base(self.cfg) if existed else None)
+        if not isinstance(self.setup.space, OffersSupernet):
+            raise ConfigError(f"algo=darts needs a space that offers a supernet; space={self.cfg.space.name} "
+                              "does not (use abc, ga, tpe, nsga2 or random)")
+        self.study = st.open_study(self.cfg, sampler=optuna.samplers.RandomSampler(seed=self.cfg.seed))
+        self.session = Session(self.setup, self.study, source=self.name)
+        self.session.record_base()
+        if existed and not quiet:
+            log.info("continuing study '%s' (%d trials)", self.study.study_name, len(self.study.trials))
+        self.device = resolve_device(self.cfg.device)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _store(self) -> optuna.artifacts.FileSystemArtifactStore:
+        path = st.artifact_dir(self.cfg.storage)
+        path.mkdir(parents=True, exist_ok=True)
+        return optuna.artifacts.FileSystemArtifactStore(str(path))
+
+    def _save(self, epoch: int, net, w_opt, a_opt, sched, gen: torch.Generator) -> None:
+        state = {"epoch": torch.tensor(epoch), "net": net.state_dict(), "w_opt": w_opt.state_dict(),
+                 "a_opt": a_opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                 "torch_rng": torch.get_rng_state()}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"supernet-{epoch}.pt")
+            torch.save(state, path)
+            aid = optuna.artifacts.upload_artifact(artifact_store=self._store(), file_path=path,
+                                                   study_or_trial=self.study)
+        self.study.set_user_attr(CHECKPOINT, {"artifact": aid, "epoch": epoch})
+
+    def _load(self) -> dict | None:
+        ref = self.study.user_attrs.get(CHECKPOINT)
+        if not ref:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "supernet.pt")
+            try:
+                optuna.artifacts.download_artifact(artifact_store=self._store(), file_path=path,
+                                                   artifact_id=ref["artifact"])
+            except Exception as exc:
+                raise st.StudyError(f"study '{self.study.study_name}' names a supernet checkpoint that cannot "
+                                    f"be read ({type(exc).__name__}); start a new study=") from None
+            return torch.load(path, weights_only=True, map_location="cpu")
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, max_new: int | None = None) -> SearchOutcome:
+        opt, space, data = self.opt, self.setup.space, self.setup.data
+        outcome = SearchOutcome(self.study, self.cfg, self.setup, self.session.evaluated_count())
+        outcome.recovered = st.recover_stale_trials(self.study)
+        _seed_all(self.cfg.seed)
+        net = space.supernet(k=opt.k).to(self.device)
+        w_opt = torch.optim.SGD(net.weight_parameters(), lr=opt.lr, momentum=opt.momentum,
+                                weight_decay=opt.weight_decay)
+        a_opt = torch.optim.Adam(net.arch_parameters(), lr=opt.arch_lr, betas=(0.5, 0.999),
+                                 weight_decay=opt.arch_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, opt.epochs)
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        start = 0
+        saved = self._load()
+        if saved is not None:
+            net.load_state_dict(saved["net"])
+            w_opt.load_state_dict(saved["w_opt"])
+            a_opt.load_state_dict(saved["a_opt"])
+            sched.load_state_dict(saved["sched"])
+            gen.set_state(saved["gen"])
+            torch.set_rng_state(saved["torch_rng"])
+            start = int(saved["epoch"])
+            if not self.quiet:
+                log.info("supernet continues from epoch %d of %d", start, opt.epochs)
+        evaluator.prime(self.setup.work_item(-1, space.base_genome()), data, space)
+        loss_fn = nn.CrossEntropyLoss()
+        for epoch in range(start, opt.epochs):
+            began = time.monotonic()
+            net.train()
+            val_gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+            val = iter(_cycle(data.val, opt.batch_size, val_gen))
+            seen = correct = 0
+            for x, y in _batches(data.train, opt.batch_size, shuffle=True, generator=gen, drop_last=True):
+                x, y = x.to(self.device), y.to(self.device)
+                if epoch >= opt.warmup:
+                    xv, yv = next(val)
+                    a_opt.zero_grad()
+                    loss_fn(net(xv.to(self.device)), yv.to(self.device)).backward()
+                    a_opt.step()
+                w_opt.zero_grad()
+                out = net(x)
+                loss = loss_fn(out, y)
+                loss.backward()
+                nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
+                w_opt.step()
+                seen += len(y)
+                correct += int((out.argmax(1) == y).sum())
+            sched.step()
+            self._save(epoch + 1, net, w_opt, a_opt, sched, gen)
+            if not self.quiet:
+                log.info("supernet epoch %d/%d: train accuracy %.4f, %.1f s", epoch + 1, opt.epochs,
+                         correct / max(seen, 1), time.monotonic() - began)
+            if (epoch + 1) % opt.derive_every == 0 or epoch + 1 == opt.epochs:
+                self._record(space.derive(net), epoch + 1, outcome)
+        outcome.evaluated = self.session.evaluated_count()
+        return outcome
+
+    def _record(self, genome: dict, epoch: int, outcome: SearchOutcome) -> None:
+        done = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(EPOCH) == epoch
+                and t.state.is_finished()]
+        if done:  # told before a crash: not recorded twice
+            return
+        # a derived trial left RUNNING by a crash was failed by recovery; record it afresh
+        store = self._store() if self.cfg.artifacts != "none" else None
+        trial = self.session.record_genome(genome, evaluator.evaluate, user_attrs={EPOCH: epoch}, store=store)
+        outcome.new_trials.append(trial.number)
+        if not self.quiet:
+            value = trial.values[0] if trial.values else None
+            log.info("derived at epoch %d -> trial %d: %s%s", epoch, trial.number,
+                     "infeasible" if trial.user_attrs.get(st.INFEASIBLE) else
+                     f"val accuracy {value:.4f}" if value is not None else trial.state.name.lower(),
+                     f" ({self.setup.space.describe(genome).get('summary', '')})")
+
+
+def _cycle(dataset, batch_size: int, generator: torch.Generator):
+    while True:
+        yield from _batches(dataset, batch_size, shuffle=True, generator=generator, drop_last=True)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+__all__ = ["CHECKPOINT", "DartsOptions", "DartsRunner", "EPOCH"]

@@ -1,0 +1,179 @@
+"""space=bnas and algo=darts: binarized ops, canonical cells, honest costs, categorical moves,
+black-box and differentiable searches, export from JSON alone, and a killed supernet resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+
+from searchkit.spaces.bnas import BNASOptions, BNASSpace
+from searchkit.spaces.bnas.binary import BinaryConv2d, binarize
+from searchkit.spaces.bnas.costs import count_binary
+from searchkit.spaces.bnas.supernet import Supernet
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["search", "space=bnas", "space.C=4", "space.cells=2", "finetune.epochs=0.25", "progress=false",
+         "data.max_train=320"]
+
+
+def test_sign_has_a_clipped_straight_through_gradient():
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.7, 1.5], requires_grad=True)
+    y = binarize(x)
+    assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    x.grad = None
+    binarize(x, approx=True).sum().backward()  # Bi-Real's ApproxSign: 2 - 2|x| inside
+    assert x.grad.tolist() == pytest.approx([0.0, 1.0, 2.0, 0.6, 0.0])
+
+
+@pytest.mark.parametrize("scaling", ["layer", "channel"])
+def test_a_w1a1_conv_is_a_scaled_conv_of_signs(scaling):
+    conv = BinaryConv2d(8, 6, 3, padding=1, bias=False, scaling=scaling, binary_input=True)
+    x = torch.randn(2, 8, 5, 5)
+    alpha = conv.weight.abs().mean() if scaling == "layer" else conv.weight.abs().mean((1, 2, 3), keepdim=True)
+    want = F.conv2d(torch.where(x >= 0, 1.0, -1.0), alpha * torch.where(conv.weight >= 0, 1.0, -1.0), padding=1)
+    assert torch.allclose(conv(x), want, atol=1e-5)
+    w1a32 = BinaryConv2d(8, 6, 3, padding=1, bias=False)  # BNAS: binary weights, real inputs
+    assert not torch.allclose(w1a32(x), w1a32(torch.where(x >= 0, 1.0, -1.0)))
+
+
+def test_cells_are_canonical_and_genomes_round_trip():
+    space = BNASSpace(BNASOptions(C=4, cells=2))
+    rng = np.random.default_rng(0)
+    from searchkit.core.dist import draw
+    from searchkit.core.genome import archid
+    seen = set()
+    for _ in range(20):
+        params = {n: draw(d, rng) for n, d in space.distributions().items()}
+        g = space.genome_of(params)
+        assert space.genome_of(space.params_of(g)) == g and json.loads(json.dumps(g)) == g
+        flipped = {**g, "normal": [node[::-1] for node in g["normal"]]}
+        assert archid(space.canonical(flipped)) == archid(g)
+        seen.add(archid(g))
+    assert len(seen) == 20
+    with pytest.raises(ValueError, match="op must be one of"):
+        space.check({**g, "normal": [[["conv_7x7", 0], ["skip_connect", 1]]] * 4})
+
+
+def test_binary_costs_are_honest_about_depthwise_convs():
+    dense = torch.nn.Sequential(BinaryConv2d(128, 128, 3, padding=1, bias=False, binary_input=True))
+    depthwise = torch.nn.Sequential(BinaryConv2d(128, 128, 3, padding=1, groups=128, bias=False, binary_input=True))
+    d, w = count_binary(dense, (128, 8, 8)), count_binary(depthwise, (128, 8, 8))
+    assert d["ops"] == d["flops"] // 64 and d["word_ops"] == d["flops"] // 64   # 128 channels = 2 words
+    assert w["ops"] == w["flops"] // 64 and w["word_ops"] == w["flops"]          # 1 channel per word: no saving
+    assert d["size_bytes"] == 128 * 128 * 9 // 8 + 4
+    space = BNASSpace(BNASOptions(C=8, cells=3, preset="binary"))
+    c = space.binary_costs(space.base_genome())
+    assert c["ops"] < space.flops_params(space.base_genome())[0] and c["size_bytes"] < 4 * space.flops_params(
+        space.base_genome())[1]
+
+
+def test_abc_moves_categorical_genes_as_categories():
+    from searchkit.strategies.abc import _category
+    dist = optuna.distributions.CategoricalDistribution(["a", "b", "c", "d"])
+    rng = np.random.default_rng(0)
+    moved = [_category(dist, 0, 3, rng) for _ in range(400)]
+    assert "a" not in moved                        # a move always changes the category
+    assert 150 < moved.count("d") < 300            # the partner's, about 2/3 of the time (1/2 + 1/2 * 1/3)
+    assert {"b", "c"} <= set(moved)                # and the others, which index arithmetic never reaches
+    assert {_category(dist, 2, 2, rng) for _ in range(60)} == {"a", "b", "d"}
+
+
+def test_the_supernet_trains_both_parameter_sets_and_derives_a_cell():
+    space = BNASSpace(BNASOptions(C=8, cells=3))
+    net = Supernet(space, k=4)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    F.cross_entropy(net(x), y).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
+    ids = {id(p) for p in net.arch_parameters()}
+    assert not ids & {id(p) for p in net.weight_parameters()}
+    with torch.no_grad():
+        net.alpha["normal"].zero_()
+        net.alpha["normal"][:, net.op_names.index("dil_conv_3x3")] = 5.0
+        net.alpha["normal"][:, 0] = 9.0  # "none" is never derived
+    g = space.derive(net)
+    space.check(g)
+    assert all(op == "dil_conv_3x3" for node in g["normal"] for op, _ in node)
+    assert all(len({i for _, i in node}) == 2 for node in g["normal"])  # two distinct inputs
+
+
+def test_partial_channels_cut_activation_memory():
+    space = BNASSpace(BNASOptions(C=8, cells=3))
+    saved = {}
+    for k in (1, 4):
+        net = Supernet(space, k=k)
+        total = [0]
+
+        def pack(t, total=total):
+            total[0] += t.numel() * t.element_size()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            net(torch.randn(8, 3, 16, 16)).sum()
+        saved[k] = total[0]
+    assert saved[4] < 0.5 * saved[1]
+
+
+def _cli(args, cwd, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "searchkit.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=900, **kw)
+
+
+@pytest.mark.slow
+def test_black_box_search_exports_a_network_that_rebuilds_from_json(tmp_path):
+    out = _cli(SMALL + ["algo=ga", "trials=2"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    out = _cli(["export", "study=bnas-digits-ga"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    folder, = (tmp_path / "exports").glob("*/*/01-*")
+    arch = json.loads((folder / "arch.json").read_text())
+    space = BNASSpace(BNASOptions(preset=arch["genome"]["preset"]), arch["num_classes"], arch["input_size"][0],
+                      arch["input_size"][1])
+    net = space.build(arch["genome"]).net  # the genome alone carries the macro settings
+    net.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    x = torch.randn(2, *arch["input_size"])
+    program = torch.export.load(str(folder / "model.pt2")).module()
+    assert torch.allclose(net.eval()(x), program(x), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_darts_records_derived_cells_as_trials_and_resumes_after_sigkill(tmp_path):
+    args = SMALL + ["algo=darts", "algo.epochs=3", "algo.warmup=1", "algo.derive_every=1", "seed=3"]
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    out = _cli(args, straight)
+    assert out.returncode == 0, out.stderr
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "searchkit.cli", *args], cwd=killed, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    log = []
+    for line in proc.stdout:  # kill it right after its second derived trial is told
+        log.append(line)
+        if "derived at epoch 2" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(log)
+    out = _cli(args, killed)
+    assert out.returncode == 0, out.stderr
+    assert "supernet continues from epoch 2" in out.stderr
+
+    def derived(folder):
+        study = optuna.load_study(study_name="bnas-digits-darts", storage=f"sqlite:///{folder}/studies/searchkit.db")
+        done = [t for t in study.trials if t.state.is_finished() and "darts:epoch" in t.user_attrs]
+        return sorted((t.user_attrs["darts:epoch"], t.user_attrs["searchkit:archid"]) for t in done)
+    a, b = derived(straight), derived(killed)
+    assert [e for e, _ in a] == [1, 2, 3] and a == b  # the same cells, none lost or twice
