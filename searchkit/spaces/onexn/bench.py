@@ -3,10 +3,14 @@ whole exported networks, side by side in one run.
 
 a. Kernel: for MobileNetV2 pointwise shapes, a linear 1280→1000 and ResNet 3×3 shapes, at
    sparsity p and block size N: dense time / sparse time (>1: faster), every output checked
-   against the dense result, with the share of the 1/(1−p) bound reached.
+   against the dense result, with the share of the 1/(1−p) bound reached. "Dense" is the
+   fastest of oneDNN's NCHW conv, its channels-last conv and (1×1) an MKL GEMM, picked per shape.
 b. Network: torchvision's MobileNetV2 (ImageNet shapes) with its pointwise layers and head
    1×N-pruned (N=16 where it divides, p=0.5 and 0.75), the dense export (``model.pt2``,
    ``torch.export``) against the sparse program's export, at 224×224 and at 32×32.
+
+c. Accuracy at equal non-zero parameters (``accuracy.py``): 1×4, 1×16, unstructured, filter
+   pruning and the searched per-layer (N, p), paired by seed.
 
 Timing: medians of interleaved rounds (dense, sparse, CSR in turn), one process.
 
@@ -25,9 +29,17 @@ from searchkit.bench.common import options, write_report
 POINTWISE = [(24, 144, 56), (144, 24, 56), (96, 576, 14), (576, 160, 7), (320, 1280, 7)]
 CONV3 = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7)]
 LINEAR = [(1280, 1000)]
-DEFAULTS = {"sparsity": [0.5, 0.75, 0.9], "blocks": [4, 16, 32], "threads": [1, 2], "batches": [1, 8],
-            "sides": [224, 32], "rounds": 7, "quick": False, "out": "reports/bench"}
-QUICK = {"sparsity": [0.75], "blocks": [16], "threads": [1], "batches": [1], "sides": [32], "rounds": 3}
+DEFAULTS = {"parts": ["kernel", "network", "accuracy"], "sparsity": [0.5, 0.75, 0.9], "blocks": [4, 16, 32],
+            "threads": [1, 2], "batches": [1, 8], "sides": [224, 32], "rounds": 7,
+            # part c
+            "acc_model": "mobilenet_v2", "acc_sparsity": 0.5, "acc_algo": "tpe", "seeds": 3, "trials": 8,
+            "data": "digits", "base_epochs": 15, "finetune_epochs": 1.0, "final_epochs": 3.0, "work": None,
+            # a report's .json whose part-c rows to reuse when parts leaves accuracy out
+            "reuse": None,
+            "quick": False, "out": "reports/bench"}
+QUICK = {"sparsity": [0.75], "blocks": [16], "threads": [1], "batches": [1], "sides": [32], "rounds": 3,
+         "acc_model": "resnet20", "seeds": 1, "trials": 2, "base_epochs": 1, "finetune_epochs": 0.25,
+         "final_epochs": 0.25}
 
 
 def _cpu() -> str:
@@ -99,10 +111,18 @@ def kernel_rows(opt: dict) -> list[dict]:
                         dense = lambda x=x, w=w: F.linear(x, w)  # noqa: E731
                         sparse_csr = lambda x=x, c=csr: (c @ x.t()).t()  # noqa: E731
                     else:
-                        dense = lambda x=x, w=w, k=k: F.conv2d(x, w, padding=k // 2)  # noqa: E731
+                        # the fastest dense form: oneDNN NCHW, oneDNN channels-last, or (1x1) an MKL GEMM
+                        xl, wl = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+                        forms = {"nchw": lambda x=x, w=w, k=k: F.conv2d(x, w, padding=k // 2),
+                                 "channels_last": lambda x=xl, w=wl, k=k: F.conv2d(x, w, padding=k // 2)}
+                        if k == 1:
+                            forms["gemm"] = lambda x=x, w=w2: torch.matmul(w, x.flatten(2))
+                        with torch.no_grad():
+                            t0 = _time(forms, 3, budget=0.02)
+                        dense = forms[min(t0, key=t0.get)]
                         sparse_csr = (lambda x=x, c=csr, cin=cin: torch.stack([c @ xi.reshape(cin, -1) for xi in x])
                                       ) if k == 1 else None
-                    ref, got = dense(), op(x)
+                    ref, got = dense().reshape(op(x).shape), op(x)
                     err = float((got - ref).abs().max() / ref.abs().max())
                     for threads in opt["threads"]:
                         torch.set_num_threads(threads)
@@ -112,6 +132,7 @@ def kernel_rows(opt: dict) -> list[dict]:
                         with torch.no_grad():
                             t = _time(fns, opt["rounds"])
                         rows.append({"kind": kind, "cin": cin, "cout": cout, "side": side, "N": n, "p": p,
+                                     "dense_form": "linear" if k == 0 else min(t0, key=t0.get),
                                      "batch": batch, "threads": threads, "dense_us": t["dense"] * 1e6,
                                      "onexn_us": t["onexn"] * 1e6, "csr_us": t.get("csr", float("nan")) * 1e6,
                                      "speedup": t["dense"] / t["onexn"], "csr_speedup": t["dense"] / t["csr"]
@@ -170,8 +191,21 @@ def main(argv: list[str]) -> int:
         return 2
     cpu = _cpu()
     print(f"CPU: {cpu}; kernel ISA: {kernel.isa()}", flush=True)
-    krows = kernel_rows(opt)
-    nrows = network_rows(opt)
+    import tempfile
+
+    from searchkit.spaces.onexn.accuracy import accuracy_lines, accuracy_rows
+    krows = kernel_rows(opt) if "kernel" in opt["parts"] else []
+    nrows = network_rows(opt) if "network" in opt["parts"] else []
+    arows, reused = [], None
+    if "accuracy" not in opt["parts"] and opt["reuse"]:
+        import json
+        earlier = json.loads(open(opt["reuse"]).read())
+        arows, reused = earlier.get("accuracy", []), earlier.get("machine", {}).get("date", "an earlier run")
+        opt = {**opt, **{k: earlier["options"][k] for k in ("acc_model", "acc_sparsity", "seeds", "final_epochs",
+                                                             "data", "acc_algo", "trials")}}
+    if "accuracy" in opt["parts"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            arows = accuracy_rows({**opt, "work": opt["work"] or tmp})
     torch.set_num_threads(max(opt["threads"]))
     lines = ["# 1×N block-sparse runtime", "",
              f"CPU: {cpu}. Kernel dispatched to **{kernel.isa()}**. Ratios are dense time / sparse time "
@@ -180,11 +214,11 @@ def main(argv: list[str]) -> int:
     if opt["quick"]:
         lines += ["**Quick form (a smoke run): one sparsity, one block size, three shapes.**", ""]
     lines += ["## a. Kernel (batch, threads) vs dense oneDNN and torch CSR", "",
-              "| layer | Cin→Cout @side | N | p | batch | threads | dense µs | 1×N µs | speedup | share of bound "
+              "| layer | Cin→Cout @side | N | p | batch | threads | dense µs (form) | 1×N µs | speedup | share of bound "
               "| CSR speedup | err |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in krows:
         lines.append(f"| {r['kind']} | {r['cin']}→{r['cout']} @{r['side']} | {r['N']} | {r['p']:g} | {r['batch']} | "
-                     f"{r['threads']} | {r['dense_us']:.0f} | {r['onexn_us']:.0f} | {r['speedup']:.2f}× | "
+                     f"{r['threads']} | {r['dense_us']:.0f} ({r['dense_form']}) | {r['onexn_us']:.0f} | {r['speedup']:.2f}× | "
                      f"{r['speedup'] / r['bound']:.2f} | {r['csr_speedup']:.2f}× | {r['max_rel_err']:.0e} |")
     lines += ["", "## Goals (1 thread, batch 1, N = 16/32)", ""]
     for kind, lo, hi in (("1x1", 1.3, 3.0), ("3x3", 1.5, 3.0), ("linear", 1.3, 3.0)):
@@ -209,7 +243,13 @@ def main(argv: list[str]) -> int:
         lines.append(f"| {r['side']}×{r['side']} | {r['p']:g} | {r['nonzero_macs']:.1%} | {r['threads']} | "
                      f"{r['eager_ms']:.2f} | {r['dense_pt2_ms']:.2f} | {r['sparse_pt2_ms']:.2f} | "
                      f"{r['speedup']:.2f}× | {r['max_rel_err']:.0e} |")
+    if arows:
+        lines += [""] + accuracy_lines(arows, opt)
+        if reused:
+            lines += [f"(Part c's rows are those of the run of {reused}, read from `{opt['reuse']}`: the "
+                      "training arms do not depend on the kernel, which is all that changed since.)", ""]
     path = write_report("onexn", "\n".join(lines) + "\n", {"options": opt, "cpu": cpu, "isa": kernel.isa(),
-                                                           "kernel": krows, "network": nrows}, opt["out"])
+                                                           "kernel": krows, "network": nrows, "accuracy": arows},
+                        opt["out"])
     print(f"wrote {path}")
     return 0

@@ -91,7 +91,7 @@ def load() -> bool:
         folder = build_dir()
         folder.mkdir(parents=True, exist_ok=True)
         cpp_load(name="searchkit_onexn", sources=[str(Path(__file__).with_name("kernel.cpp"))],
-                 extra_cflags=["-O3"], is_python_module=False, build_directory=str(folder), verbose=False)
+                 extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], is_python_module=False, build_directory=str(folder), verbose=False)
         torch.library.register_fake("searchkit::onexn_mm")(_fake)
         torch.library.register_fake("searchkit::onexn_conv")(_fake_conv)
         return True
