@@ -174,6 +174,6 @@ def test_darts_records_derived_cells_as_trials_and_resumes_after_sigkill(tmp_pat
     def derived(folder):
         study = optuna.load_study(study_name="bnas-digits-darts", storage=f"sqlite:///{folder}/studies/searchkit.db")
         done = [t for t in study.trials if t.state.is_finished() and "darts:epoch" in t.user_attrs]
-        return sorted((t.user_attrs["darts:epoch"], t.user_attrs["searchkit:archid"]) for t in done)
+        return sorted((t.user_attrs["darts:epoch"], t.user_attrs["archid"]) for t in done)
     a, b = derived(straight), derived(killed)
     assert [e for e, _ in a] == [1, 2, 3] and a == b  # the same cells, none lost or twice
