@@ -40,6 +40,7 @@ from searchkit.config import RunConfig
 from searchkit.core.errors import ConfigError
 from searchkit.core.space import OffersSupernet
 from searchkit.evaluate import _batches, resolve_device
+from searchkit.registry import SPACES
 from searchkit.session import SearchOutcome, Session
 from searchkit.setup import RunSetup
 
@@ -87,10 +88,10 @@ class DartsRunner:
         self.cfg, existed = st.resolve_config(cfg, overrides)
         self.opt = self.cfg.algo.options if isinstance(self.cfg.algo.options, DartsOptions) else DartsOptions(
             **dict(self.cfg.algo.options or {}))
-        self.setup = RunSetup.build(self.cfg, quiet=quiet, known_base=st.stored_base(self.cfg) if existed else None)
-        if not isinstance(self.setup.space, OffersSupernet):
+        if not issubclass(SPACES.get(self.cfg.space.name), OffersSupernet):  # before any base trains
             raise ConfigError(f"algo=darts needs a space that offers a supernet; space={self.cfg.space.name} "
                               "does not (use abc, ga, tpe, nsga2 or random)")
+        self.setup = RunSetup.build(self.cfg, quiet=quiet, known_base=st.stored_base(self.cfg) if existed else None)
         self.study = st.open_study(self.cfg, sampler=optuna.samplers.RandomSampler(seed=self.cfg.seed))
         self.session = Session(self.setup, self.study, source=self.name)
         self.session.record_base()
