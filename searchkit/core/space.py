@@ -251,7 +251,7 @@ class LatencyKernels(abc.ABC):
 
 
 class SparseWeights(abc.ABC):
-    """A space whose networks keep the dense shape but zero some weights (1×N blocks)."""
+    """A space whose networks have the dense shape but fix some weights at zero (block sparsity)."""
 
     @abc.abstractmethod
     def nonzero_costs(self, genome: Genome) -> tuple[int, int]:
@@ -272,8 +272,8 @@ class OffersSupernet(abc.ABC):
     @abc.abstractmethod
     def supernet(self, **options: Any) -> nn.Module:
         """The supernet, with learnable architecture parameters (``arch_parameters()``) apart
-        from its weights (``weight_parameters()``); ``options`` are the runner's (``k``: partial
-        channels)."""
+        from its weights (``weight_parameters()``); ``options`` are the runner's (``k``: the
+        partial-channel share)."""
 
     @abc.abstractmethod
     def derive(self, supernet: nn.Module) -> Genome:

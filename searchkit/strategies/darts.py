@@ -17,7 +17,7 @@ command after a crash continues from the last saved epoch; a derived trial that 
 already told is not recorded again.
 
 Example:
-    >>> # searchkit search space=bnas algo=darts algo.epochs=4
+    >>> # searchkit search space=NAME algo=darts algo.epochs=4   (a space that offers a supernet)
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class DartsOptions:
     warmup: int = 2
     # Derive and record a genome every this many epochs (and at the end).
     derive_every: int = 2
-    # PC-DARTS partial channels: each edge's ops see 1/k of the channels.
+    # PC-DARTS: each edge's ops see a 1/k share of its inputs.
     k: int = 4
     # Weights: SGD lr (cosine to 0), momentum, weight decay; architecture: Adam lr and wd.
     lr: float = 0.05

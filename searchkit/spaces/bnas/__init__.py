@@ -108,10 +108,8 @@ class BNASSpace(BinaryWeights, OffersSupernet, Space):
     @staticmethod
     def canonical(genome: Genome) -> Genome:
         """Each node's two ``[op, input]`` pairs in (input, op) order."""
-        out = dict(genome)
-        for c in ("normal", "reduce"):
-            out[c] = [sorted(([str(op), int(i)] for op, i in node), key=lambda p: (p[1], p[0])) for node in genome[c]]
-        return out
+        from searchkit.spaces.bnas.network import canonical
+        return canonical(genome)
 
     def params_of(self, genome: Genome) -> dict[str, Any]:
         self.check(genome)

@@ -22,6 +22,14 @@ from torch import nn
 from searchkit.spaces.bnas.ops import FactorizedReduce, make_op, relu_conv_bn
 
 
+def canonical(genome: dict) -> dict:
+    """The genome with each node's two ``[op, input]`` pairs in (input, op) order."""
+    out = dict(genome)
+    for c in ("normal", "reduce"):
+        out[c] = [sorted(([str(op), int(i)] for op, i in node), key=lambda p: (p[1], p[0])) for node in genome[c]]
+    return out
+
+
 class Cell(nn.Module):
     def __init__(self, preset: str, spec, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
@@ -64,4 +72,4 @@ class CellNetwork(nn.Module):
         return self.classifier(torch.flatten(self.pool(s1), 1))
 
 
-__all__ = ["Cell", "CellNetwork"]
+__all__ = ["Cell", "CellNetwork", "canonical"]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from searchkit.spaces.bnas.network import canonical
 from searchkit.spaces.bnas.ops import FactorizedReduce, make_op, relu_conv_bn
 
 NODES = 4
@@ -131,8 +132,7 @@ class Supernet(nn.Module):
                 nodes.append([[self.op_names[1 + int(best.indices[j])], int(j)] for j in top])
                 start += n
             genome[t] = nodes
-        from searchkit.spaces.bnas import BNASSpace
-        return BNASSpace.canonical(genome)
+        return canonical(genome)
 
 
 __all__ = ["EDGES", "MixedOp", "SearchCell", "Supernet", "channel_shuffle"]

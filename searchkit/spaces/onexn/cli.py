@@ -32,7 +32,8 @@ def check_command(args: list[str]) -> int:
 
     from searchkit.config import parse_override
     from searchkit.models import build_base
-    from searchkit.spaces.onexn import OneXNOptions, OneXNSpace, kernel
+    from searchkit.registry import SPACES
+    from searchkit.spaces.onexn import kernel
     from searchkit.spaces.onexn.format import SparseFormatError, load_sparse
     given = dict(parse_override(a) for a in args)
     folder, threads = given.pop("dir", None), int(given.pop("threads", 1))
@@ -49,8 +50,8 @@ def check_command(args: list[str]) -> int:
     size = tuple(arch["input_size"])
     genome = arch["genome"]
     try:
-        options = OneXNOptions(model=genome["model"])
-        space = OneXNSpace(options, build_base(genome["model"], arch["num_classes"]), size)
+        cls = SPACES.get("onexn")  # through the registry: this module is the package's own verb
+        space = cls(cls.Options(model=genome["model"]), build_base(genome["model"], arch["num_classes"]), size)
         space.params_of(genome)
     except (KeyError, ValueError) as exc:
         raise SparseFormatError(f"arch.json of {folder} has a genome this searchkit cannot rebuild ({exc})")
