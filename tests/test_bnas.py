@@ -183,3 +183,18 @@ def test_darts_on_a_space_without_a_supernet_is_refused_before_any_training(tmp_
     out = _cli(["search", "space=channels", "space.model=resnet20", "algo=darts"], tmp_path)
     assert out.returncode == 2 and "needs a space that offers a supernet" in out.stderr
     assert "training base" not in out.stderr and len(out.stderr.strip().splitlines()) <= 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_supernet_step_runs_on_cuda():
+    space = BNASSpace(BNASOptions(C=8, cells=3, preset="binary"))
+    net = Supernet(space, k=4).cuda()
+    opt = torch.optim.SGD(net.weight_parameters(), lr=0.1)
+    x, y = torch.randn(8, 3, 16, 16, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
+    before = [p.detach().clone() for p in net.weight_parameters()]
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    assert all(p.grad is not None for p in net.arch_parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.weight_parameters()))
+    assert space.check(space.derive(net)) is None
