@@ -13,4 +13,5 @@ BENCHMARKS = {
     "latency": "searchkit.bench.latency",
     "proxy": "searchkit.spaces.channels.proxy_bench",
     "onexn": "searchkit.spaces.onexn.bench",
+    "bnas": "searchkit.spaces.bnas.bench",
 }
