@@ -97,9 +97,9 @@ COSTS = Registry("cost", {
     "params": "searchkit.costs.models:ParamsCost",
     "nonzero_macs": "searchkit.costs.models:NonzeroMacsCost",
     "nonzero_params": "searchkit.costs.models:NonzeroParamsCost",
-    "ops": "searchkit.spaces.bnas.costs:OpsCost",
-    "word_ops": "searchkit.spaces.bnas.costs:WordOpsCost",
-    "size_bytes": "searchkit.spaces.bnas.costs:SizeCost",
+    "ops": "searchkit.costs.models:OpsCost",
+    "word_ops": "searchkit.costs.models:WordOpsCost",
+    "size_bytes": "searchkit.costs.models:SizeCost",
     "latency": "searchkit.costs.latency_cost:LatencyCost",
 })
 

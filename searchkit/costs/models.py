@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from searchkit.core.costs import CostModel
 from searchkit.core.genome import Genome
-from searchkit.core.space import SparseWeights
+from searchkit.core.space import BinaryWeights, SparseWeights
 from searchkit.costs.flops import count_costs
 
 
@@ -51,13 +51,11 @@ class ParamsCost(_Counted):
     index = 1
 
 
-class _NonZero(CostModel):
-    index = 0
-
+class _NonZero(_Counted):
     def cost(self, genome: Genome) -> float:
         if isinstance(self.space, SparseWeights):
             return float(self.space.nonzero_costs(genome)[self.index])
-        return float(_Counted.cost(self, genome))  # a dense network: every weight counts
+        return super().cost(genome)  # a dense network: every weight counts
 
 
 class NonzeroMacsCost(_NonZero):
@@ -76,3 +74,30 @@ class NonzeroParamsCost(_NonZero):
     unit = "params"
     title = "non-zero parameters"
     index = 1
+
+
+class _Binary(_Counted):
+    key = "ops"
+
+    def cost(self, genome: Genome) -> float:
+        if isinstance(self.space, BinaryWeights):
+            return float(self.space.binary_costs(genome)[self.key])
+        return super().cost(genome) * (4 if self.key == "size_bytes" else 1)  # no binary layer
+
+
+class OpsCost(_Binary):
+    """FLOPs + BOPs/64, the binary-network literature's OPs (``flops`` for a real-valued net)."""
+
+    name, unit, title, key, index = "ops", "OPs", "OPs (FLOPs + BOPs/64)", "ops", 0
+
+
+class WordOpsCost(_Binary):
+    """Operations of a 64-bit XNOR-popcount kernel (a depthwise binary conv saves nothing)."""
+
+    name, unit, title, key, index = "word_ops", "ops", "word-level ops", "word_ops", 0
+
+
+class SizeCost(_Binary):
+    """Model size in bytes with 1-bit binary weights (4 bytes per real parameter)."""
+
+    name, unit, title, key, index = "size_bytes", "bytes", "model size (bytes)", "size_bytes", 1

@@ -1,4 +1,5 @@
-"""Costs of binarized networks: ``ops``, ``word_ops`` and ``size_bytes``.
+"""Costs of binarized networks, counted on the built network: what ``space=bnas`` answers to the
+``ops``, ``word_ops`` and ``size_bytes`` cost models (``searchkit/costs/models.py``).
 
 - ``ops`` — the literature's OPs (XNOR-Net, Bi-Real, ReActNet): FLOPs + BOPs/64, where a
   BOP is one multiply-accumulate of a W1A1 conv (binary weights *and* inputs: XNOR and
@@ -10,7 +11,7 @@
 - ``size_bytes`` — 1 bit per binary weight (+ 4 bytes per scale), 4 bytes per other parameter.
 
 For a network without binary layers, ``ops`` and ``word_ops`` equal ``flops`` and
-``size_bytes`` is 4 × ``params``, so the three price any space.
+``size_bytes`` is 4 × ``params``: that is how the cost models price every other space.
 
 Example:
     >>> from torch import nn
@@ -25,9 +26,6 @@ from __future__ import annotations
 
 import math
 
-from searchkit.core.costs import CostModel
-from searchkit.core.genome import Genome
-from searchkit.core.space import BinaryWeights
 from searchkit.costs.flops import count_costs, flops_coeffs, forward_rows, in_out, layer_kind
 from searchkit.spaces.bnas.binary import BinaryConv2d
 
@@ -63,36 +61,4 @@ def count_binary(model, input_size) -> dict[str, int]:
             "size_bytes": int(size)}
 
 
-class _BinaryCost(CostModel):
-    key = "ops"
-
-    def cost(self, genome: Genome) -> float:
-        if isinstance(self.space, BinaryWeights):
-            return float(self.space.binary_costs(genome)[self.key])
-        fast = self.space.flops_params(genome)
-        if fast is not None and self.key != "size_bytes":
-            return float(fast[0])
-        if fast is not None:
-            return 4.0 * fast[1]
-        return float(count_binary(self.space.build(genome).net, self.space.input_size(genome))[self.key])
-
-
-class OpsCost(_BinaryCost):
-    """FLOPs + BOPs/64 (the binary-network literature's OPs)."""
-
-    name, unit, title, key = "ops", "OPs", "OPs (FLOPs + BOPs/64)", "ops"
-
-
-class WordOpsCost(_BinaryCost):
-    """Operations of a 64-bit XNOR-popcount kernel (a depthwise binary conv saves nothing)."""
-
-    name, unit, title, key = "word_ops", "ops", "word-level ops", "word_ops"
-
-
-class SizeCost(_BinaryCost):
-    """Model size in bytes with 1-bit binary weights."""
-
-    name, unit, title, key = "size_bytes", "bytes", "model size (bytes)", "size_bytes"
-
-
-__all__ = ["OpsCost", "SizeCost", "WordOpsCost", "count_binary"]
+__all__ = ["count_binary"]

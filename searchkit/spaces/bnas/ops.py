@@ -97,27 +97,25 @@ def _skip(c: int, stride: int, binary: bool) -> nn.Module:
     return nn.Identity() if stride == 1 else FactorizedReduce(c, c, binary)
 
 
+# DARTS' parameter-free ops, shared by both presets
+_COMMON = {
+    "none": lambda c, s: Zero(s),
+    "max_pool_3x3": lambda c, s: _pool("max", c, s),
+    "avg_pool_3x3": lambda c, s: _pool("avg", c, s),
+    "skip_connect": lambda c, s: _skip(c, s, True),
+}
+
 PRESETS: dict[str, dict] = {
-    "bnas": {
-        "none": lambda c, s: Zero(s),
-        "max_pool_3x3": lambda c, s: _pool("max", c, s),
-        "avg_pool_3x3": lambda c, s: _pool("avg", c, s),
-        "skip_connect": lambda c, s: _skip(c, s, True),
-        "sep_conv_3x3": lambda c, s: _sep(c, 3, s),
-        "sep_conv_5x5": lambda c, s: _sep(c, 5, s),
-        "dil_conv_3x3": lambda c, s: _dil(c, 3, s),
-        "dil_conv_5x5": lambda c, s: _dil(c, 5, s),
-    },
-    "binary": {
-        "none": lambda c, s: Zero(s),
-        "max_pool_3x3": lambda c, s: _pool("max", c, s),
-        "avg_pool_3x3": lambda c, s: _pool("avg", c, s),
-        "skip_connect": lambda c, s: _skip(c, s, True),
-        "bin_conv_3x3": lambda c, s: BinaryBlock(c, 3, s),
-        "bin_conv_5x5": lambda c, s: BinaryBlock(c, 5, s),
-        "bin_dil_conv_3x3": lambda c, s: BinaryBlock(c, 3, s, dilation=2),
-        "bin_group_conv_3x3": lambda c, s: BinaryBlock(c, 3, s, groups=4 if c % 4 == 0 else 1),
-    },
+    "bnas": {**_COMMON,
+             "sep_conv_3x3": lambda c, s: _sep(c, 3, s),
+             "sep_conv_5x5": lambda c, s: _sep(c, 5, s),
+             "dil_conv_3x3": lambda c, s: _dil(c, 3, s),
+             "dil_conv_5x5": lambda c, s: _dil(c, 5, s)},
+    "binary": {**_COMMON,
+               "bin_conv_3x3": lambda c, s: BinaryBlock(c, 3, s),
+               "bin_conv_5x5": lambda c, s: BinaryBlock(c, 5, s),
+               "bin_dil_conv_3x3": lambda c, s: BinaryBlock(c, 3, s, dilation=2),
+               "bin_group_conv_3x3": lambda c, s: BinaryBlock(c, 3, s, groups=4 if c % 4 == 0 else 1)},
 }
 
 

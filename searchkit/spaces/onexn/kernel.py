@@ -29,18 +29,21 @@ import torch
 ISAS = ("portable", "avx2", "avx512")
 
 
-def to_blocks(w2d: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row-block CSR of a (rows, cols) matrix in N×1 blocks: ``(crow, col, values[nnzb, N])``;
-    a block is stored when any of its N entries is non-zero."""
-    rows, cols = w2d.shape
+def to_blocks(weight: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row-block CSR of a (rows, cols) or (rows, cols, k, k) weight in N×1(×k×k) blocks:
+    ``(crow, col, values)``, values ``[nnzb, N]`` or ``[nnzb, N, k·k]``; a block is stored when
+    any of its entries is non-zero."""
+    rows, cols = weight.shape[:2]
     if rows % n:
         raise ValueError(f"block size {n} does not divide {rows} rows")
-    blocks = w2d.detach().float().reshape(rows // n, n, cols).permute(0, 2, 1)  # (R, cols, N)
-    nz = blocks.ne(0).any(-1)
+    w = weight.detach().float().reshape(rows, cols, -1)
+    blocks = w.reshape(rows // n, n, cols, w.shape[-1]).permute(0, 2, 1, 3)  # (R, cols, N, kk)
+    nz = blocks.ne(0).flatten(2).any(-1)
     crow = torch.zeros(rows // n + 1, dtype=torch.int32)
     crow[1:] = nz.sum(1).cumsum(0).to(torch.int32)
     r, c = nz.nonzero(as_tuple=True)
-    return crow, c.to(torch.int32), blocks[r, c].contiguous()
+    values = blocks[r, c]
+    return crow, c.to(torch.int32), (values.squeeze(-1) if weight.dim() == 2 else values).contiguous()
 
 
 def reference_mm(x, crow, col, values, coloff, bias, P: int, act: int) -> torch.Tensor:

@@ -121,13 +121,8 @@ class BlockSparseConv2d(nn.Module):
         linear = isinstance(like, nn.Linear)
         k = 1 if linear else like.kernel_size[0]
         cout, cin = weight.shape[0], weight.shape[1]
-        w = weight.detach().float().reshape(cout, cin, k * k)
-        blocks = w.reshape(cout // n, n, cin, k * k).permute(0, 2, 1, 3)  # (R, Cin, N, kk)
-        nz = blocks.ne(0).flatten(2).any(-1)
-        crow = torch.zeros(cout // n + 1, dtype=torch.int32)
-        crow[1:] = nz.sum(1).cumsum(0).to(torch.int32)
-        r, c = nz.nonzero(as_tuple=True)
-        return cls(crow, c.to(torch.int32), blocks[r, c].contiguous(), bias, in_channels=cin, out_channels=cout,
+        crow, col, values = kernel.to_blocks(weight.reshape(cout, cin, k, k), n)
+        return cls(crow, col, values, bias, in_channels=cin, out_channels=cout,
                    kernel_size=k, stride=1 if linear else like.stride[0], linear=linear, act=act)
 
     def dense_weight(self) -> torch.Tensor:
