@@ -2,7 +2,7 @@
 
     searchkit search space=SPACE algo=ALGO [key=value ...]     create or continue a study
     searchkit resume study=NAME [trials=N]                      continue a study as stored
-    searchkit export study=NAME [out=DIR] [top=K|pareto|all] [trial=N] [finetune.epochs=N]
+    searchkit export study=NAME [out=DIR] [top=K|pareto|all] [trial=N] [format=pt2|onnx|all]
     searchkit report study=NAME [out=DIR]                       HTML report + CSV/Parquet of a study
     searchkit studies [storage=URL]                             each study: trials by state, best
     searchkit list                                              spaces, algos, models, datasets
@@ -41,7 +41,9 @@ COMMAND_KEYS = {
     "export": [("study=NAME", "the study to export (required)"), ("storage=URL", "its storage"),
                ("out=DIR", "where each export run gets a folder of its own (default exports)"),
                ("top=K|pareto|all", "the K most accurate (default 1), the Pareto front, or every trained one"),
-               ("trial=N", "one trial instead"), ("finetune.epochs=E", "train the winners E more epochs first")],
+               ("trial=N", "one trial instead"), ("finetune.epochs=E", "train the winners E more epochs first"),
+               ("format=pt2|onnx|all", "the programs written: model.pt2 (default), model.onnx (checked by "
+                "onnxruntime), or both")],
     "report": [("study=NAME", "the study (required)"), ("storage=URL", "its storage"),
                ("out=DIR", "reports/<study>/index.html, trials.csv and .parquet go under it (default reports)")],
     "studies": [("storage=URL", "the storage to list (default sqlite:///studies/searchkit.db)")],
@@ -233,8 +235,9 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
     top = _pop(overrides, "top", 1)
     trial = _pop(overrides, "trial")
     extra = _pop(overrides, "finetune.epochs", 0) or 0
+    fmt = _pop(overrides, "format")
     folders = export_study(str(name), str(storage), out=str(out), top=top, trial=trial,
-                           extra_epochs=float(extra), overrides=overrides)
+                           extra_epochs=float(extra), overrides=overrides, format=fmt)
     if folders:
         print(f"export run {folders[0].parent} (manifest.json lists it):")
     for folder in folders:
@@ -242,6 +245,10 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
         test = meta["test_accuracy"]
         print(f"{folder}: trial {meta['trial']} val {meta['val_accuracy']:.4f} test "
               f"{'-' if test is None else format(test, '.4f')} {_costs_line(meta['costs'], meta['base_costs'])}")
+        onnx = (meta.get("programs") or {}).get("onnx")
+        if onnx:
+            print(f"  onnx: {onnx['file']} (onnxruntime {onnx['onnxruntime']}: max difference to torch "
+                  f"{onnx['max_rel_diff']:.1e} relative)")
         if "latency" in meta and isinstance(meta["latency"], dict):
             lat = meta["latency"]
             bound = f", bound {lat['bound_ms']:g} ms" if lat.get("bound_ms") else ""

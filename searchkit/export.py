@@ -8,8 +8,12 @@ architecture a folder holding
   the preprocessing the network expects (scaling, mean/std, resizing), the replay recipe,
   the space's description, and versions;
 * ``weights.pt`` - the network's ``state_dict`` (load with ``weights_only=True``);
-* ``model.pt2`` - a ``torch.export`` program that runs with torch alone (no searchkit):
-  ``torch.export.load("model.pt2").module()(x)``, any batch size;
+* ``model.pt2`` (``format=pt2``, the default, or ``all``) - a ``torch.export`` program
+  that runs with torch alone (no searchkit): ``torch.export.load("model.pt2").module()(x)``,
+  any batch size, BatchNorm folded into the convolutions (as fast as the eager network);
+* ``model.onnx`` (``format=onnx`` or ``all``) - the same network as ONNX (dynamic batch,
+  BN folded), checked against torch through onnxruntime at export
+  (:mod:`searchkit.deploy`);
 * whatever the space's own export hook writes (``Space.export``: e.g. a sparse format).
 
 Weights come from the trial's stored artifact when the search kept one; otherwise the
@@ -85,18 +89,26 @@ def _weights_from_artifact(study: optuna.Study, trial: FrozenTrial, store_dir: P
 
 
 def write_architecture(setup: RunSetup, genome: dict, built: Built, folder: Path, meta: dict,
-                       costs: dict | None = None) -> dict:
-    """Write a trained network's weights, program, space files and ``arch.json`` into
-    ``folder``; ``meta`` adds to the record (trial, accuracies, ...). Returns the record."""
+                       costs: dict | None = None, formats: tuple[str, ...] = ("pt2",)) -> dict:
+    """Write a trained network's weights, programs (``formats``: pt2, onnx), space files and
+    ``arch.json`` into ``folder``; ``meta`` adds to the record (trial, accuracies, ...).
+    Returns the record."""
+    from searchkit import deploy
     cfg, space = setup.cfg, setup.space
     folder.mkdir(parents=True, exist_ok=True)
     net, size = built.net.to("cpu").eval(), tuple(built.input_size)
     torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, folder / "weights.pt")
-    example = torch.zeros(2, *size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, folder / "model.pt2")
-    files = {"weights": "weights.pt", "program": "model.pt2", **space.export(built, folder)}
+    runtimes = {getattr(m, "runtime", "torch") for m in setup.costs.values() if hasattr(m, "export_record")}
+    if "onnxruntime" in runtimes and "onnx" not in formats:
+        formats = (*formats, "onnx")  # a latency bound on ONNX Runtime is verified on the ONNX file
+    files, programs = {"weights": "weights.pt"}, {}
+    if "pt2" in formats:
+        programs["pt2"] = deploy.save_program(net, size, folder / "model.pt2")
+        files["program"] = "model.pt2"
+    if "onnx" in formats:
+        programs["onnx"] = deploy.save_onnx(net, size, folder / "model.onnx")
+        files["onnx"] = "model.onnx"
+    files.update(space.export(built, folder))
     costs = dict(costs or {})
     costs = {name: costs.get(name, float(model.cost(genome))) for name, model in setup.costs.items()}
     base = {name: model.base() for name, model in setup.costs.items()}
@@ -111,17 +123,22 @@ def write_architecture(setup: RunSetup, genome: dict, built: Built, folder: Path
         "reduction": {n: 1 - costs[n] / base[n] for n in costs if base.get(n)},
         "base_val_accuracy": setup.base.accuracy if setup.base else None,
         "describe": space.describe(genome), "recipe": built.recipe,
-        "flops_convention": "MACs of conv + linear layers", "files": files,
+        "flops_convention": "MACs of conv + linear layers", "files": files, "programs": programs,
         "versions": {"searchkit": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "load": "torch.export.load('model.pt2').module()(x)  # x: float tensor N x C x H x W, preprocessed",
+        "load": {k: v["load"] for k, v in programs.items()},  # x: float N x C x H x W, preprocessed
         **meta,
     }
-    loaded: list = []
+    loaded: dict = {}
 
-    def shipped() -> torch.nn.Module:  # the written program, loaded once if a cost asks for it
-        if not loaded:
-            loaded.append(torch.export.load(str(folder / "model.pt2")).module())
-        return loaded[0]
+    def shipped(runtime: str = "torch"):  # a written program, loaded once if a cost asks for it
+        if runtime not in loaded:
+            if runtime == "onnxruntime":
+                loaded[runtime] = folder / "model.onnx"
+            elif "pt2" in programs:
+                loaded[runtime] = torch.export.load(str(folder / "model.pt2")).module()
+            else:
+                loaded[runtime] = deploy.fold_batchnorm(net, size)[0]
+        return loaded[runtime]
     for name, model in setup.costs.items():
         extra = model.export_record(genome, shipped, size, setup.limits.get(name), cfg.constraint.get(name))
         if extra is not None:
@@ -131,7 +148,7 @@ def write_architecture(setup: RunSetup, genome: dict, built: Built, folder: Path
 
 
 def export_trial(study: optuna.Study, trial: FrozenTrial, setup: RunSetup, out_dir: Path, *,
-                 rank: int, extra_epochs: float = 0.0) -> Path:
+                 rank: int, extra_epochs: float = 0.0, formats: tuple[str, ...] = ("pt2",)) -> Path:
     """Write one trial's architecture, weights and program under ``out_dir``; return its folder."""
     cfg, space = setup.cfg, setup.space
     genome = trial.user_attrs[st.GENOME]
@@ -166,7 +183,7 @@ def export_trial(study: optuna.Study, trial: FrozenTrial, setup: RunSetup, out_d
     write_architecture(setup, genome, built, folder, {
         "study": study.study_name, "trial": trial.number, "rank": rank, "archid": trial.user_attrs[st.ARCHID],
         "search_val_accuracy": trial.values[0], "val_accuracy": val_acc, "test_accuracy": test_acc,
-        "weights": source}, costs=st.trial_costs(trial))
+        "weights": source}, costs=st.trial_costs(trial), formats=formats)
     return folder
 
 
@@ -183,7 +200,7 @@ def new_run_dir(root: Path) -> Path:
 
 def export_study(name: str, storage: str, out: str | Path = "exports", top: int | str = 1,
                  trial: int | None = None, extra_epochs: float = 0.0,
-                 overrides: list[str] | None = None) -> list[Path]:
+                 overrides: list[str] | None = None, format: str | None = None) -> list[Path]:
     """Export the best ``top`` trials (or one ``trial``) of a study into a new run folder
     ``out/<study>/<run>/``. Returns the architectures' folders."""
     study = st.load_existing(name, storage)
@@ -191,16 +208,19 @@ def export_study(name: str, storage: str, out: str | Path = "exports", top: int 
     if overrides:
         from searchkit.config import load_config
         cfg = load_config(overrides, base=cfg.to_dict())
+    from searchkit.deploy import formats
+    fmt = formats(format)
     chosen = select_trials(study, top, trial)
     base_info = study.user_attrs.get(st.BASE_KEY, {})
     setup = RunSetup.build(cfg, quiet=True, train_base=False, known_base=base_info)
     run = new_run_dir(Path(out) / name)
-    folders = [export_trial(study, t, setup, run, rank=rank, extra_epochs=extra_epochs)
+    folders = [export_trial(study, t, setup, run, rank=rank, extra_epochs=extra_epochs, formats=fmt)
                for rank, t in enumerate(chosen, 1)]
     (run / "base.json").write_text(json.dumps(base_info, indent=2, sort_keys=True))
     manifest = {"study": name, "storage": st.redact(storage), "created": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                                       time.gmtime()),
                 "selection": {"top": top, "trial": trial, "extra_epochs": extra_epochs},
+                "formats": list(fmt),
                 "architectures": [{"rank": r, "trial": t.number, "archid": t.user_attrs[st.ARCHID],
                                    "folder": f.name} for r, (t, f) in enumerate(zip(chosen, folders), 1)]}
     (run / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -70,24 +70,31 @@ def test_search_studies_export_and_load_without_searchkit(tmp_path):
     cli("report", "study=channels-abc", cwd=tmp_path)
     html = (tmp_path / "reports" / "channels-abc" / "index.html").read_text()
     assert "Which to pick" in html and (tmp_path / "reports" / "channels-abc" / "trials.csv").exists()
-    cli("export", "study=channels-abc", "out=exp", "top=2", cwd=tmp_path)
+    out = cli("export", "study=channels-abc", "out=exp", "top=2", "format=all", cwd=tmp_path).stdout
+    assert "onnx: model.onnx" in out
     folders = sorted((tmp_path / "exp" / "channels-abc").glob("*/0*"))
     assert len(folders) == 2
     meta = json.loads((folders[0] / "arch.json").read_text())
     assert meta["costs"]["params"] < meta["base_costs"]["params"] and meta["costs"]["flops"] < meta["base_costs"]["flops"]
-    # The program runs with torch alone: searchkit is made unimportable in the child.
+    assert meta["programs"]["pt2"]["batchnorm_folded"] > 0
+    assert meta["programs"]["onnx"]["max_rel_diff"] <= 1e-4
+    # The programs run with torch alone and with onnxruntime alone: searchkit is made
+    # unimportable in the child.
     code = (
         "import sys; sys.modules['searchkit'] = None\n"
-        "import torch\n"
+        "import torch, onnxruntime\n"
         f"m = torch.export.load({str(folders[0] / 'model.pt2')!r}).module()\n"
-        f"y = m(torch.randn(5, *{tuple(meta['input_size'])})); print(tuple(y.shape))\n"
+        f"x = torch.randn(5, *{tuple(meta['input_size'])}); y = m(x); print(tuple(y.shape))\n"
         f"sd = torch.load({str(folders[0] / 'weights.pt')!r}, weights_only=True)\n"
         "print(sum(v.numel() for k, v in sd.items() if 'running' not in k and 'num_batches' not in k))\n"
+        f"s = onnxruntime.InferenceSession({str(folders[0] / 'model.onnx')!r})\n"
+        "z = s.run(None, {'input': x.numpy()})[0]\n"
+        "print(float(abs(torch.from_numpy(z) - y).max() / y.abs().max()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    shape, nparams = proc.stdout.split("\n")[:2]
-    assert shape == "(5, 10)"
+    shape, nparams, diff = proc.stdout.split("\n")[:3]
+    assert shape == "(5, 10)" and float(diff) <= 1e-4
     assert int(nparams) == meta["costs"]["params"]
 
 

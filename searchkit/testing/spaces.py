@@ -22,7 +22,8 @@ __all__ = ["space_name", "space", "test_space_is_registered_as_itself", "test_ge
            "test_built_networks_run_and_match_their_analytic_costs", "test_recipe_is_what_the_build_gives",
            "test_floor_candidates_bound_sampled_genomes", "test_directions_name_the_params",
            "test_describe_is_plain_json", "test_a_worker_rebuilds_the_same_candidate",
-           "test_latency_kernels_are_what_the_network_runs", "test_base_is_a_registered_model"]
+           "test_latency_kernels_are_what_the_network_runs", "test_base_is_a_registered_model",
+           "test_networks_deploy_as_folded_programs_and_onnx"]
 
 
 @pytest.fixture(params=SPACES.names())
@@ -129,3 +130,29 @@ def test_base_is_a_registered_model(space_name, space):
     if not issubclass(cls, NeedsBase):
         pytest.skip("the space trains its candidates from scratch")
     assert cls.base_model(space.options) in MODELS
+
+
+def test_networks_deploy_as_folded_programs_and_onnx(space, tmp_path):
+    """What ``export format=all`` writes runs and matches the network: the BN-folded torch
+    program at two batch sizes, and the ONNX file under onnxruntime."""
+    from searchkit import deploy
+    torch.manual_seed(0)
+    (_, genome), = sample_genomes(space, 1, seed=5)
+    net = space.build(genome, seed=0).net.eval()
+    for m in net.modules():  # trained-looking statistics, so a wrong fold shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    size = tuple(space.input_size(genome))
+    x = torch.randn(3, *size)
+    with torch.no_grad():
+        want = net(x)
+        folded, _ = deploy.fold_batchnorm(net, size)
+        assert torch.allclose(folded(x), want, atol=1e-4 * float(want.abs().max()))
+        info = deploy.save_program(net, size, tmp_path / "model.pt2")
+        program = torch.export.load(str(tmp_path / "model.pt2")).module()
+        for batch in (1, 3):
+            assert torch.allclose(program(x[:batch]), want[:batch], atol=1e-4 * float(want.abs().max()))
+    onnx = deploy.save_onnx(net, size, tmp_path / "model.onnx")
+    assert onnx["max_rel_diff"] <= deploy.ONNX_TOLERANCE
+    assert onnx["batchnorm_folded"] == info["batchnorm_folded"]

@@ -63,7 +63,7 @@ def _solve(study, flops: float, space):
 
 
 def train_command(args: list[str]) -> int:
-    """study=NAME flops=TARGET [finetune.epochs=E] [out=DIR] [storage=URL]: solve the tiny formula
+    """study=NAME flops=TARGET [finetune.epochs=E] [out=DIR] [format=pt2|onnx|all] [storage=URL]: solve the tiny formula
     for TARGET, train that network from scratch with the study's budget and export it."""
     import json
     from pathlib import Path
@@ -78,6 +78,8 @@ def train_command(args: list[str]) -> int:
     name, target = given.pop("study", None), given.pop("flops", None)
     storage = str(given.pop("storage", DEFAULT_STORAGE))
     out = Path(str(given.pop("out", "exports")))
+    from searchkit.deploy import formats
+    fmt = formats(given.pop("format", None))
     if name is None or target is None:
         raise ConfigError("tinynet train needs study=NAME and flops=TARGET (e.g. flops=2M)")
     study = st.load_existing(str(name), storage)
@@ -99,7 +101,7 @@ def train_command(args: list[str]) -> int:
     write_architecture(setup, genome, built, folder, {
         "study": str(name), "source": "tiny formula", "target_flops": flops, "fit": fit,
         "val_accuracy": val, "test_accuracy": test,
-        "weights": f"trained from scratch ({cfg.finetune.epochs:g} epochs, the study's budget)"})
+        "weights": f"trained from scratch ({cfg.finetune.epochs:g} epochs, the study's budget)"}, formats=fmt)
     (run / "manifest.json").write_text(json.dumps({"study": str(name), "source": "tiny formula",
                                                    "target_flops": flops, "architectures": [
                                                        {"rank": 1, "folder": folder.name, "genome": genome}]},
