@@ -52,7 +52,9 @@ COMMAND_KEYS = {
     "train": [("out=PATH", "where to save the base's state_dict (default: the per-user cache)")],
     "latency": [("profile|fit|validate", "the step: measure this CPU, fit the predictor, check it"),
                 ("target=NAME", "the profiled CPU's name (required)"), ("dir=DIR", "latency/ by default"),
-                ("threads=N", "profile: torch threads (1)"), ("batch=1", "profile: batch size"),
+                ("threads=N", "profile: threads (1)"), ("batch=1", "profile: batch size"),
+                ("runtime=torch|onnxruntime", "profile: the runtime measured: torch eager (default) or "
+                 "ONNX Runtime as deployed; searches, repairs and export measure on it"),
                 ("sweep=default|quick", "profile: quick is a smoke test (a few dozen kernels and 4 models, "
                  "about 20 s); default is the full profile (about 6 minutes here)"),
                 ("rounds=N", "profile: passes over the sweep (4; quick: 1); validate: measuring rounds (12)"),
@@ -236,6 +238,8 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
     trial = _pop(overrides, "trial")
     extra = _pop(overrides, "finetune.epochs", 0) or 0
     fmt = _pop(overrides, "format")
+    from searchkit.deploy import formats
+    formats(fmt)  # a bad name fails before the study is read
     folders = export_study(str(name), str(storage), out=str(out), top=top, trial=trial,
                            extra_epochs=float(extra), overrides=overrides, format=fmt)
     if folders:
@@ -366,13 +370,14 @@ def cmd_latency(overrides: list[str], quiet: bool) -> int:
             sweep = str(_pop(rest, "sweep", "default"))
             seed = _pop(rest, "seed", 0)
             rounds = _pop(rest, "rounds", None)
+            runtime = str(_pop(rest, "runtime", "torch"))
             if rest:
-                raise ConfigError(f"latency profile takes target=, threads=, batch=, sweep=, seed=, rounds=, dir=; "
-                                  f"got {rest[0]}")
+                raise ConfigError(f"latency profile takes target=, threads=, batch=, sweep=, seed=, rounds=, runtime=, "
+                                  f"dir=; got {rest[0]}")
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in (threads, batch, seed, rounds or 1)):
                 raise ConfigError("threads=, batch=, seed= and rounds= must be integers")
             path = profiling.profile(target, threads=threads, batch=batch, sweep=sweep, seed=seed, rounds=rounds,
-                                     root=root, log=say)
+                                     root=root, log=say, runtime=runtime)
             print(f"wrote {path}; next: searchkit latency fit target={target}")
             if sweep == "quick":
                 print("note: sweep=quick is a smoke test (a few dozen kernels, 4 calibration models): its "

@@ -42,6 +42,7 @@ def test_help_lists_choices(tmp_path):
     (["search", *FAST, "constraint.flops=100"], "impossible constraint"),
     (["search", *FAST, "base.checkpoint=missing.pt"], "checkpoint not found"),
     (["export", "study=nope"], "no study 'nope'"),
+    (["export", "study=nope", "format=tflite"], "unknown format 'tflite' (choices: pt2, onnx, all)"),
     (["search", "study=recipe"], "malformed YAML"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):

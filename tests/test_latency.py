@@ -256,3 +256,71 @@ def test_impossible_latency_bound_is_refused_before_training(quick_target, tmp_p
              f"latency.dir={quick_target}", "constraint.latency_ms=0.0001", cwd=tmp_path)
     assert r.returncode == 2 and "impossible constraint: latency" in r.stderr
     assert not (tmp_path / "studies" / "searchkit.db").exists() or "channels" not in r.stdout
+
+
+# --- ONNX Runtime as the target's runtime -----------------------------------------------------
+def test_onnx_kernel_rows_compute_what_the_torch_kernels_compute():
+    """Each kernel type's ONNX form has the torch kernel's output shape, so a profile under
+    onnxruntime times the same work (every sweep row of every type, a few each)."""
+    import onnxruntime
+
+    from searchkit.costs.kernels import KERNELS
+    from searchkit.costs.ort import chain_model
+    rng = np.random.default_rng(0)
+    rows = [(kind, tuple(r)) for kind, k in KERNELS.items() for r in k.sweep(rng, 12)]
+    rows = [r for r in rows if r[0] != "conv" or np.prod(r[1][:2]) * r[1][5] * r[1][6] < 2e7]
+    model, feeds = chain_model(rows)
+    sess = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, feeds)
+    for (kind, fields), got in zip(rows, outs):
+        want = KERNELS[kind].make(fields)()
+        assert got.size == want.numel(), (kind, fields, got.shape, tuple(want.shape))
+
+
+@pytest.fixture(scope="module")
+def ort_target(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latency-ort")
+    path = profile("ortq", sweep="quick", root=root, progress=False, log=lambda *a: None, runtime="onnxruntime")
+    doc = json.loads(path.read_text())
+    assert doc["machine"]["runtime"] == "onnxruntime" and doc["machine"]["onnxruntime"]
+    assert all(s > 0 for k in doc["kernels"].values() for s in k["seconds"])
+    fit("ortq", root=root)
+    return root
+
+
+def test_an_onnxruntime_target_prices_repairs_and_verifies_on_the_onnx_file(ort_target, tmp_path):
+    pred = load_predictor("ortq", ort_target)
+    assert pred.meta["runtime"] == "onnxruntime"
+    # ONNX Runtime runs these small nets several times faster than torch eager: its
+    # predictor must say so (the torch profile's calibration would not)
+    big = trace_kernels(build_base("resnet56"), (3, 16, 16))
+    from searchkit.costs.latency import measure_models_ms
+    from searchkit.costs.ort import ort_models
+    (ort_net, size), = ort_models([(build_base("resnet56").eval(), (3, 16, 16))], tmp_path / "onnx")
+    ort_ms, eager_ms = measure_models_ms([(ort_net, size), (build_base("resnet56"), size)], rounds=4)
+    assert ort_ms < eager_ms
+    assert abs(pred.predict_ms(big) / ort_ms - 1) < abs(pred.predict_ms(big) / eager_ms - 1)
+    common = ["space.model=resnet20", "data=synthetic", "base.epochs=0", "finetune.max_batches=1",
+              "constraint.flops=1.0", "latency.target=ortq", f"latency.dir={ort_target}",
+              f"base.cache_dir={tmp_path / 'bases'}", f"storage=sqlite:///{tmp_path / 'db.sqlite'}",
+              "progress=false"]
+    setup = _setup(common)
+    lat = setup.costs["latency"]
+    bound = (lat.base() + lat.floor()) / 2
+    out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=2", "algo=abc"]), quiet=True)
+    trained = [t for t in out.study.trials if t.user_attrs.get("searchkit:evaluated")]
+    assert trained and all(t.user_attrs["cost:latency"] <= bound for t in trained)
+    from searchkit.export import export_study
+    folder = export_study(out.study.study_name, f"sqlite:///{tmp_path / 'db.sqlite'}", out=tmp_path / "exp")[0]
+    arch = json.loads((folder / "arch.json").read_text())
+    record = arch["latency"]
+    # format=pt2 was asked for; the ONNX file is written too, since the bound is verified on it
+    assert (folder / "model.onnx").is_file() and (folder / "model.pt2").is_file()
+    assert record["runtime"] == "onnxruntime" and record["measured"] == "the written model.onnx in onnxruntime"
+    assert record["measured_ms"] > 0 and record["bound_met"] == (record["measured_ms"] <= bound)
+
+
+def test_unknown_runtime_is_one_line(tmp_path):
+    r = _cli("latency", "profile", "target=x", "runtime=tvm", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown runtime 'tvm' (choices: torch, onnxruntime)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -14,4 +14,5 @@ BENCHMARKS = {
     "proxy": "searchkit.spaces.channels.proxy_bench",
     "onexn": "searchkit.spaces.onexn.bench",
     "bnas": "searchkit.spaces.bnas.bench",
+    "deploy": "searchkit.bench.deploy",
 }

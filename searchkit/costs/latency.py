@@ -201,6 +201,10 @@ class Predictor:
     # 4-fold error (this-cpu-1t: 7.2 % against 7.9 % for one (a, b) for all kernels).
     GROUPS = ("conv", "eltwise")
     MIN_MODELS_PER_GROUP_FIT = 40
+    # The lowest per-kernel overhead b (seconds). Eager torch adds dispatch time to each
+    # kernel (b >= 0); a runtime's profiler that counts a fixed cost per node can make b
+    # negative (see searchkit.costs.ort).
+    min_overhead = 0.0
 
     def calibrate(self, models: list[tuple[list[Kernel], float]]) -> None:
         """Fit the calibration to whole models ``(kernels, measured ms)``, minimising relative
@@ -232,14 +236,15 @@ class Predictor:
         if len(models) < 12:  # too few for three parameters: one scale
             self.calibration = (float(np.median(y / s)), 0.0, 0.0)
             return
-        a, b, c = solve(np.stack([s, n, np.ones_like(s)], axis=1), [0.25, 0.0, -np.inf], [4.0, np.inf, np.inf])
+        lo = self.min_overhead
+        a, b, c = solve(np.stack([s, n, np.ones_like(s)], axis=1), [0.25, lo, -np.inf], [4.0, np.inf, np.inf])
         self.calibration = (float(a), float(b), float(c))
         if len(models) >= self.MIN_MODELS_PER_GROUP_FIT:
             # A group's scale may be small (element-wise kernels here: their time is almost
             # all per-call overhead, b) but stays positive.
             k = len(names)
             coef = solve(np.concatenate([sums, counts, np.ones((len(models), 1))], axis=1),
-                         [0.05] * k + [0.0] * k + [-np.inf], [4.0] * k + [np.inf] * k + [np.inf])
+                         [0.05] * k + [lo] * k + [-np.inf], [4.0] * k + [np.inf] * k + [np.inf])
             self.calibration = (float(coef[k - 1]), float(coef[2 * k - 1]), float(coef[-1]))
             self.groups = {g: (float(coef[i]), float(coef[k + i])) for i, g in enumerate(self.GROUPS)}
         self._memo.clear()

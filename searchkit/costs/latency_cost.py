@@ -98,8 +98,14 @@ class LatencyCost(CostModel):
         meta = self.predictor.meta
         return {"latency_target": meta.get("target"), "latency_identity": meta.get("sha256")}
 
+    @property
+    def runtime(self) -> str:
+        """The runtime the target was profiled on: torch (eager) or onnxruntime."""
+        return self.predictor.meta.get("runtime", "torch")
+
     def export_record(self, genome, program, input_size, limit, bound) -> dict:
-        """Predicted latency on the target and, for comparison, the written program measured
+        """Predicted latency on the target and, for comparison, the written program of the
+        target's runtime (``model.pt2`` for torch, ``model.onnx`` in onnxruntime) measured
         here (batch 1, the target's thread count): the bound holds where both agree.
         ``bound_met`` says whether the measurement meets the bound (only when measured on
         the target's CPU model)."""
@@ -109,17 +115,23 @@ class LatencyCost(CostModel):
         from searchkit.costs.profiling import cpu_model
         meta = self.predictor.meta
         threads = int(meta.get("threads", 1))
+        if self.runtime == "onnxruntime":
+            from searchkit.costs.ort import OrtModel
+            shipped, what = OrtModel(program("onnxruntime"), threads), "the written model.onnx in onnxruntime"
+        else:
+            shipped, what = program(), "the written program (model.pt2)"
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            measured = measure_model_ms(program(), input_size)
+            measured = measure_model_ms(shipped, input_size)
         finally:
             torch.set_num_threads(old)
         here = cpu_model()
         on_target = here == meta.get("cpu")
         return {"target": meta.get("target"), "target_cpu": meta.get("cpu"), "threads": threads,
+                "runtime": self.runtime,
                 "predicted_ms": self.cost(genome), "measured_ms": measured, "measured_on": here,
-                "measured_on_target_cpu": on_target, "measured": "the written program (model.pt2)",
+                "measured_on_target_cpu": on_target, "measured": what,
                 "bound_ms": bound, "searched_bound_ms": limit,
                 "bound_met": (measured <= bound) if bound is not None and on_target else None}
 

@@ -93,10 +93,29 @@ def cpu_model() -> str:
     return platform.processor() or ""
 
 
-def machine_facts(threads: int, batch: int) -> dict:
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "batch": batch,
-            "torch": torch.__version__, "python": platform.python_version(), "searchkit": __version__,
-            "machine": platform.machine()}
+def machine_facts(threads: int, batch: int, runtime: str = "torch") -> dict:
+    facts = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "batch": batch,
+             "torch": torch.__version__, "python": platform.python_version(), "searchkit": __version__,
+             "machine": platform.machine(), "runtime": runtime}
+    if runtime == "onnxruntime":
+        import onnxruntime
+        facts["onnxruntime"] = onnxruntime.__version__
+    return facts
+
+
+def runtime_models(nets: list[tuple[nn.Module, tuple]], runtime: str, threads: int, folder: str) -> list[tuple]:
+    """The networks as ``runtime`` runs them: torch modules as they are, or exported to ONNX
+    under ``folder`` and opened in onnxruntime sessions."""
+    if runtime == "onnxruntime":
+        from searchkit.costs.ort import ort_models
+        return ort_models(nets, folder, threads)
+    return nets
+
+
+def _check_runtime(runtime: str) -> None:
+    from searchkit.costs.ort import RUNTIMES
+    if runtime not in RUNTIMES:
+        raise ProfileError(f"unknown runtime '{runtime}' (choices: {', '.join(RUNTIMES)})")
 
 
 # --- model populations --------------------------------------------------------------------------
@@ -165,9 +184,14 @@ def _speed_references(target: str, root: str | Path, count: int = 12) -> tuple[l
 
 # --- profile -------------------------------------------------------------------------------------
 def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "default", seed: int = 0,
-            rounds: int | None = None, root: str | Path = "latency", progress: bool | None = None, log=print) -> Path:
-    """Measure the kernel sweep and the calibration models on this CPU; write the profile."""
+            rounds: int | None = None, root: str | Path = "latency", progress: bool | None = None, log=print,
+            runtime: str = "torch") -> Path:
+    """Measure the kernel sweep and the calibration models on this CPU under ``runtime``
+    (torch eager, or onnxruntime as deployed); write the profile."""
+    import tempfile
+
     from searchkit.progress import bar
+    _check_runtime(runtime)
     if sweep not in SWEEPS:
         raise ProfileError(f"unknown sweep '{sweep}' (choices: {', '.join(SWEEPS)})")
     if batch != 1:
@@ -192,8 +216,17 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         rows: list[tuple] = []
         seconds: list[float] = []
         log(f"profiling {len(generic)} sweep kernels in {len(chains)} chains and {len(calib)} whole models, "
-            f"each also replayed kernel by kernel, {rounds} rounds (threads={threads})")
-        built = [(s.build(), s.input_size) for s in calib]
+            f"each also replayed kernel by kernel, {rounds} rounds (threads={threads}, runtime={runtime})")
+        if runtime == "onnxruntime":
+            from searchkit.costs.ort import measure_chain_ort
+
+            def timed(chain):
+                return measure_chain_ort(chain, threads=threads)
+        else:
+            def timed(chain):
+                return measure_chain([KERNELS[kind].make(fields) for kind, fields in chain])
+        onnx_dir = tempfile.TemporaryDirectory(prefix="searchkit-profile-")
+        built = runtime_models([(s.build(), s.input_size) for s in calib], runtime, threads, onnx_dir.name)
         whole: list[list[float]] = []
         # Every round times every kernel and every whole model again, so each is seen in
         # several of the machine's speed states (a shared VM's CPU changes speed for seconds
@@ -202,15 +235,14 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         with bar(total=rounds * (len(chains) + len(calib) + 1), desc=f"profile {target}", enabled=progress) as pb:
             for _ in range(rounds):
                 for chain in chains:
-                    fns = [KERNELS[kind].make(fields) for kind, fields in chain]
                     rows += chain
-                    seconds += measure_chain(fns)
+                    seconds += timed(chain)
                     pb.update(1)
                 for s in calib:
                     # The model's own kernel sequence, each kernel timed in the context a forward gives it.
                     chain = [(k.kind, k.fields) for k in s.kernels]
                     rows += chain
-                    seconds += measure_chain([KERNELS[kind].make(fields) for kind, fields in chain])
+                    seconds += timed(chain)
                     pb.update(1)
                 whole.append(measure_models_ms(built, rounds=3))
                 pb.update(1)
@@ -220,6 +252,8 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
                   for i, s in enumerate(calib)]
     finally:
         torch.set_num_threads(old_threads)
+        if "onnx_dir" in locals():
+            onnx_dir.cleanup()
     # one row per distinct kernel: the median of its observations
     observed: dict[tuple, list[float]] = {}
     for key, sec in zip(rows, seconds):
@@ -231,7 +265,7 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         kernels[kind]["seconds"].append(float(np.median(secs)))
         kernels[kind]["observations"].append(len(secs))
     doc = {"version": PROFILE_VERSION, "target": target, "sweep": sweep, "seed": seed, "rounds": rounds,
-           "machine": machine_facts(threads, batch), "seconds_taken": round(time.perf_counter() - started, 1),
+           "machine": machine_facts(threads, batch, runtime), "seconds_taken": round(time.perf_counter() - started, 1),
            "kernels": kernels, "calibration_models": models}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "profile.json"
@@ -266,6 +300,10 @@ def _fit_on(doc: dict, models: list[dict], drop: set[tuple] = frozenset()) -> Pr
         kept = [(r, t) for r, t in zip(v["rows"], v["seconds"]) if (kind, tuple(r)) not in drop]
         rows[kind], secs[kind] = [r for r, _ in kept], [t for _, t in kept]
     pred = Predictor.fit(rows, secs, {"target": doc["target"]})
+    if doc["machine"].get("runtime") == "onnxruntime":
+        # onnxruntime's profiler adds about 2 us to every node it times (a trivial node reads
+        # that); the calibration takes it out as a negative per-kernel overhead
+        pred.min_overhead = -np.inf
     pred.calibrate([([Kernel(kind, tuple(f)) for kind, f in m["kernels"]], m["ms"]) for m in models])
     return pred
 
@@ -348,9 +386,11 @@ def validate(target: str, *, n_random: int = 60, seed: int = 1, rounds: int = 12
              report_dir: str | Path = "reports/latency", progress: bool | None = None, log=print) -> tuple[Path, dict]:
     """Measure held-out whole models against the predictor; write ``reports/latency/NAME.md``."""
     from searchkit.progress import bar
+    import tempfile
     pred = load_predictor(target, root)
     threads = int(pred.meta.get("threads", 1))
-    here = machine_facts(threads, 1)
+    runtime = pred.meta.get("runtime", "torch")
+    here = machine_facts(threads, 1, runtime)
     if pred.meta.get("cpu") and pred.meta["cpu"] != here["cpu"]:
         log(f"warning: predictor '{target}' was profiled on '{pred.meta['cpu']}', this CPU is '{here['cpu']}'")
     pop = population(seed=seed, n_random=n_random, bases=bases, quick=not bases)
@@ -360,9 +400,10 @@ def validate(target: str, *, n_random: int = 60, seed: int = 1, rounds: int = 12
     try:
         # Interleaved rounds, as the profile's calibration models were measured; the speed
         # references share the rounds.
-        built = [(s.build(), s.input_size) for s in [*pop, *refs]]
-        with bar(total=rounds, desc=f"validate {target}", enabled=progress) as pb:
-            measured = measure_models_ms(built, rounds=rounds, on_round=lambda _: pb.update(1))
+        with tempfile.TemporaryDirectory(prefix="searchkit-validate-") as onnx_dir:
+            built = runtime_models([(s.build(), s.input_size) for s in [*pop, *refs]], runtime, threads, onnx_dir)
+            with bar(total=rounds, desc=f"validate {target}", enabled=progress) as pb:
+                measured = measure_models_ms(built, rounds=rounds, on_round=lambda _: pb.update(1))
     finally:
         torch.set_num_threads(old)
     measured, ref_now = measured[: len(pop)], measured[len(pop):]
@@ -398,7 +439,10 @@ def write_validation(summary: dict, report_dir: str | Path) -> Path:
     ok = o["within_10"] >= 0.95 and o["rmspe"] <= 0.05
     meta = summary["predictor"]
     lines = [f"# Latency predictor `{summary['target']}`: validation on held-out models", "",
-             f"Target: {meta.get('cpu')}, {summary['threads']} thread(s), batch 1, torch {meta.get('torch')}. "
+             f"Target: {meta.get('cpu')}, {summary['threads']} thread(s), batch 1, "
+             + (f"ONNX Runtime {meta.get('onnxruntime')} (all graph optimisations, networks exported as "
+                "`export format=onnx` writes them). " if meta.get("runtime") == "onnxruntime" else
+                f"torch {meta.get('torch')} eager. ") +
              f"Held-out models: {o['n']} ({'every base network and ' if summary.get('bases', True) else ''}random candidates of the "
              f"{' and '.join(n for n, _ in _profiled_spaces())} spaces, seed {summary['seed']}; the profile's calibration "
              "models use another seed).",
@@ -432,7 +476,8 @@ def write_validation(summary: dict, report_dir: str | Path) -> Path:
               f"{meta.get('profile_seconds')} s, kernels per type {meta.get('kernels_profiled')}.",
               f"Validated {summary['date']} on {summary['validated_on']['cpu']} "
               f"({summary['validated_on']['cores']} cores), {summary.get('rounds')} interleaved rounds.", "",
-              f"Reproduce: `searchkit latency profile target={summary['target']} threads={summary['threads']}` "
+              f"Reproduce: `searchkit latency profile target={summary['target']} threads={summary['threads']}"
+              + (" runtime=onnxruntime" if meta.get("runtime") == "onnxruntime" else "") + "` "
               f"then `searchkit latency fit target={summary['target']}` and "
               f"`searchkit latency validate target={summary['target']}`.", ""]
     path = Path(report_dir)

@@ -1,0 +1,211 @@
+"""Latency on ONNX Runtime: kernel rows as ONNX nodes, timed by onnxruntime's own profiler.
+
+A latency profile with ``runtime=onnxruntime`` measures what a CPU deployment runs: the
+kernel rows of :mod:`searchkit.costs.kernels` become the ONNX nodes that torch's exporter
+writes for them (BN folded into the conv's bias, as ``export format=onnx`` does), many
+kernels side by side in one graph, and each kernel's time is read from onnxruntime's
+per-node profile (so its own fused node, not the session's call overhead or the layout
+reorders at the graph's edges). Whole networks are exported to ONNX and timed with
+``session.run`` (:class:`OrtModel`), with all graph optimisations on, as deployed.
+
+Example:
+    >>> secs = measure_chain_ort([("conv", (8, 16, 3, 1, 1, 8, 8, 1, 1)), ("linear", (64, 10))], passes=3)
+    >>> len(secs), all(0 < s < 0.01 for s in secs)
+    (2, True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from searchkit.costs.trace import ACTS, ELTWISE, POOLS
+
+RUNTIMES = ("torch", "onnxruntime")
+_OPSET = 18
+
+
+def _helpers():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    return onnx, TensorProto, helper, numpy_helper
+
+
+def _act_nodes(helper, code: int, x: str, y: str, p: str, inits: dict) -> list:
+    """The ONNX nodes torch's exporter writes for an activation (ORT fuses some into a conv)."""
+    names = {v: k for k, v in ACTS.items()}
+    act = names.get(code)
+    if act is None or act == "none":
+        return [helper.make_node("Identity", [x], [y], name=f"{p}act")]
+    if act == "relu":
+        return [helper.make_node("Relu", [x], [y], name=f"{p}act")]
+    if act == "relu6":
+        inits[f"{p}lo"], inits[f"{p}hi"] = np.array(0, np.float32), np.array(6, np.float32)
+        return [helper.make_node("Clip", [x, f"{p}lo", f"{p}hi"], [y], name=f"{p}act")]
+    if act == "silu":
+        return [helper.make_node("Sigmoid", [x], [f"{p}sig"], name=f"{p}sig"),
+                helper.make_node("Mul", [x, f"{p}sig"], [y], name=f"{p}act")]
+    op = {"sigmoid": "Sigmoid", "hardswish": "HardSwish", "hardsigmoid": "HardSigmoid", "tanh": "Tanh",
+          "gelu": "Gelu"}[act]
+    node = helper.make_node(op, [x], [y], name=f"{p}act")
+    if act == "hardsigmoid":  # torch's slope and offset, not ONNX's defaults
+        node = helper.make_node(op, [x], [y], name=f"{p}act", alpha=1 / 6, beta=0.5)
+    return [node]
+
+
+def _kernel(kind: str, f: tuple[int, ...], p: str, rng: np.random.Generator):
+    """``(inputs {name: array}, initializers {name: array}, nodes, output name)`` of one row."""
+    onnx, TensorProto, helper, _ = _helpers()
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    inputs, inits, out = {}, {}, f"{p}y"
+    if kind == "conv":
+        cin, cout, k, s, g, h, w, bn, act = f
+        pad = ((s - 1) + (k - 1)) // 2
+        inputs[f"{p}x"] = r(1, cin, h, w)
+        inits[f"{p}w"], inits[f"{p}b"] = r(cout, cin // g, k, k) * 0.1, np.zeros(cout, np.float32)
+        nodes = [helper.make_node("Conv", [f"{p}x", f"{p}w", f"{p}b"], [f"{p}c"], name=f"{p}conv", group=g,
+                                  kernel_shape=[k, k], strides=[s, s], pads=[pad] * 4)]
+        nodes += _act_nodes(helper, act, f"{p}c", out, p, inits)
+    elif kind == "linear":
+        fin, fout = f
+        inputs[f"{p}x"] = r(1, fin)
+        inits[f"{p}w"], inits[f"{p}b"] = r(fout, fin) * 0.1, np.zeros(fout, np.float32)
+        nodes = [helper.make_node("Gemm", [f"{p}x", f"{p}w", f"{p}b"], [out], name=f"{p}gemm", transB=1)]
+    elif kind == "pool":
+        code, c, h, w, oh, ow = f
+        inputs[f"{p}x"] = r(1, c, h, w)
+        kk = max(1, h // max(oh, 1))
+        if code == POOLS["mean"]:
+            inits[f"{p}axes"] = np.array([2, 3], np.int64)
+            nodes = [helper.make_node("ReduceMean", [f"{p}x", f"{p}axes"], [out], name=f"{p}pool", keepdims=1)]
+        elif code == POOLS["adaptive_avg"] and oh == 1 and ow == 1:
+            nodes = [helper.make_node("GlobalAveragePool", [f"{p}x"], [out], name=f"{p}pool")]
+        else:
+            op = "MaxPool" if code == POOLS["max"] else "AveragePool"
+            nodes = [helper.make_node(op, [f"{p}x"], [out], name=f"{p}pool", kernel_shape=[kk, kk],
+                                      strides=[kk, kk])]
+    elif kind == "eltwise":
+        code, numel, broadcast = f
+        if code in (ELTWISE["add"], ELTWISE["mul"]):
+            c = max(1, int(round(np.sqrt(numel))))
+            if broadcast:
+                inputs[f"{p}a"], inputs[f"{p}b"] = r(1, c, max(1, numel // c)), r(1, c, 1)
+            else:
+                inputs[f"{p}a"], inputs[f"{p}b"] = r(numel), r(numel)
+            op = "Add" if code == ELTWISE["add"] else "Mul"
+            nodes = [helper.make_node(op, [f"{p}a", f"{p}b"], [out], name=f"{p}op")]
+        elif code == ELTWISE["pad"]:
+            half = max(1, numel // 2)
+            inputs[f"{p}a"] = r(1, half, 1, 1)
+            inits[f"{p}pads"] = np.array([0, 0, 0, 0, 0, max(0, numel - half), 0, 0], np.int64)
+            nodes = [helper.make_node("Pad", [f"{p}a", f"{p}pads"], [out], name=f"{p}op")]
+        elif code == ELTWISE["copy"]:
+            inputs[f"{p}a"], inputs[f"{p}b"] = r(max(1, numel // 2)), r(max(1, numel - numel // 2))
+            nodes = [helper.make_node("Concat", [f"{p}a", f"{p}b"], [out], name=f"{p}op", axis=0)]
+        else:
+            inputs[f"{p}a"] = r(numel)
+            nodes = _act_nodes(helper, code - 10, f"{p}a", out, p, inits)
+    elif kind == "view":
+        inputs[f"{p}x"] = r(1, 64, 1, 1)
+        nodes = [helper.make_node("Flatten", [f"{p}x"], [out], name=f"{p}view", axis=1)]
+    else:
+        raise KeyError(f"kernel type '{kind}' has no ONNX form: it cannot be profiled on onnxruntime")
+    return inputs, inits, nodes, out
+
+
+def chain_model(rows: Sequence[tuple[str, tuple[int, ...]]], seed: int = 0):
+    """One ONNX graph holding every row as its own kernel (node names ``k<i>_...``, in row
+    order), and the inputs to feed it."""
+    onnx, TensorProto, helper, numpy_helper = _helpers()
+    rng = np.random.default_rng(seed)
+    feeds, inits, nodes, outs = {}, [], [], []
+    for i, (kind, fields) in enumerate(rows):
+        ins, ini, nds, out = _kernel(kind, tuple(int(v) for v in fields), f"k{i}_", rng)
+        feeds.update(ins)
+        inits += [numpy_helper.from_array(v, name=n) for n, v in ini.items()]
+        nodes += nds
+        outs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "kernels", [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(v.shape))
+                                                 for n, v in feeds.items()], outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
+    model.ir_version = 8
+    return model, feeds
+
+
+_NODE = re.compile(r"^k(\d+)_")
+
+
+def measure_chain_ort(rows: Sequence[tuple[str, tuple[int, ...]]], *, threads: int = 1, passes: int = 15,
+                      warmup: int = 2) -> list[float]:
+    """Per-row robust median seconds under onnxruntime: every row a kernel of one graph, timed
+    by the runtime's per-node profiler over ``passes`` runs (a kernel's time sums its nodes
+    after fusion; reorders the runtime inserts at the graph's edges are not counted)."""
+    from searchkit.deploy import ort_session
+    model, feeds = chain_model(rows)
+    with tempfile.TemporaryDirectory(prefix="searchkit-ort-") as tmp:
+        path = Path(tmp) / "kernels.onnx"
+        path.write_bytes(model.SerializeToString())
+        sess = ort_session(path, threads)
+        for _ in range(warmup):
+            sess.run(None, feeds)
+        sess = ort_session(path, threads, profile=Path(tmp) / "prof")
+        for _ in range(passes):
+            sess.run(None, feeds)
+        trace = json.loads(Path(sess.end_profiling()).read_text())
+    # a node's j-th event is its time in run j; a kernel's time in run j sums its nodes'
+    by_node: dict[str, list[float]] = {}
+    for ev in trace:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time") and _NODE.match(ev["name"]):
+            by_node.setdefault(ev["name"], []).append(ev["dur"] * 1e-6)
+    per_kernel: dict[int, np.ndarray] = {}
+    for name, durs in by_node.items():
+        i = int(_NODE.match(name).group(1))
+        per_kernel[i] = per_kernel.get(i, 0.0) + np.asarray(durs[-passes:])
+    return [_trimmed_mean(per_kernel[i]) if i in per_kernel else 0.0 for i in range(len(rows))]
+
+
+def _trimmed_mean(samples: np.ndarray) -> float:
+    """Mean after dropping samples more than 3 MADs above the median: the profiler counts
+    whole microseconds, so a median of a 2.4 us kernel reads 2; the mean of the kept
+    samples does not round."""
+    med = float(np.median(samples))
+    mad = float(np.median(np.abs(samples - med))) or max(med * 0.01, 1e-6)
+    return float(samples[samples <= med + 3 * 1.4826 * mad].mean())
+
+
+class OrtModel:
+    """An ONNX file in an onnxruntime session, called like a torch module (for
+    :func:`~searchkit.costs.latency.measure_models_ms`)."""
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        from searchkit.deploy import ort_session
+        self.path = Path(path)
+        self.session = ort_session(self.path, threads)
+        self.input = self.session.get_inputs()[0].name
+
+    def eval(self) -> "OrtModel":
+        return self
+
+    def __call__(self, x: torch.Tensor):
+        return self.session.run(None, {self.input: x.numpy()})[0]
+
+
+def ort_models(nets: Sequence[tuple[torch.nn.Module, Sequence[int]]], folder: str | Path, threads: int = 1
+               ) -> list[tuple[OrtModel, tuple]]:
+    """Each network exported to ONNX under ``folder`` (as ``export format=onnx`` writes it)
+    and opened in a session."""
+    from searchkit.deploy import to_onnx
+    out = []
+    os.makedirs(folder, exist_ok=True)
+    for i, (net, size) in enumerate(nets):
+        path = Path(folder) / f"m{i}.onnx"
+        to_onnx(net.eval(), tuple(size), path)
+        out.append((OrtModel(path, threads), tuple(size)))
+    return out
