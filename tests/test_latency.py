@@ -324,3 +324,31 @@ def test_unknown_runtime_is_one_line(tmp_path):
     r = _cli("latency", "profile", "target=x", "runtime=tvm", cwd=tmp_path)
     assert r.returncode == 2 and "unknown runtime 'tvm' (choices: torch, onnxruntime)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model", ["resnet20", "mobilenet_v2"])
+def test_a_split_predictor_prices_the_same_one_by_one_and_in_batch(quick_target, tmp_path, model):
+    """An onnxruntime predictor calibrates 1x1, depthwise and other convs, and residual adds,
+    on their own; the channel space's tables and batch path must apply the same (a, b)."""
+    pred = Predictor.from_json(json.loads((quick_target / "quick" / "predictor.json").read_text()))
+    pred.split = True
+    pred.groups = {g: (0.5 + 0.3 * i, 1e-6 * (i + 1)) for i, g in enumerate(Predictor.SPLIT_GROUPS)}
+    space = _setup([f"space.model={model}", "data=synthetic", "base.epochs=0", f"base.cache_dir={tmp_path}",
+                    "constraint.flops=1.0"]).space
+    kernels = space.kernels(space.base_genome())
+    assert {pred.group(k.kind, k.fields) for k in kernels} >= {"conv", "eltwise/add"}
+    lat = LatencyCost(space, predictor=pred)
+    rng = random.Random(2)
+    genomes = [space.genome([rng.choice(space.choices) for _ in space.units]) for _ in range(12)]
+    direct = [pred.predict_ms(space.kernels(g)) for g in genomes]
+    assert np.allclose(lat.many(genomes), direct)
+    if model == "mobilenet_v2":
+        assert {pred.group(k.kind, k.fields) for k in kernels} >= {"conv/1x1", "conv/depthwise"}
+    from searchkit.spaces.channels.latency import predict_many_ms
+    off_grid = np.array([[0.37] * len(space.units), [0.61] * len(space.units)])  # the batch path
+    assert np.allclose(predict_many_ms(pred, space.kernel_map, off_grid),
+                       [pred.predict_ms(space.kernel_map.kernels(list(f))) for f in off_grid])
+    plain = Predictor.from_json(json.loads((quick_target / "quick" / "predictor.json").read_text()))
+    assert not np.allclose(direct, [plain.predict_ms(space.kernels(g)) for g in genomes])
+    again = Predictor.from_json(json.loads(json.dumps(pred.to_json())))
+    assert again.split and again.predict_ms(kernels) == pytest.approx(pred.predict_ms(kernels))

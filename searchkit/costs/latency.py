@@ -15,7 +15,7 @@ Example:
     >>> rows = {"eltwise": [(1, 2 ** k, 0) for k in range(6, 18)] * 2}
     >>> times = {"eltwise": [2e-6 * (1 + 2 ** k / 4e4) for k in range(6, 18)] * 2}
     >>> pred = Predictor.fit(rows, times, meta={"target": "doc"})
-    >>> from searchkit.costs.trace import Kernel
+    >>> from searchkit.costs.trace import ELTWISE, Kernel
     >>> 1e-3 < pred.predict_ms([Kernel("eltwise", (1, 4096, 0))]) < 1e-2
     True
 """
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from searchkit.costs.kernels import KERNELS
-from searchkit.costs.trace import Kernel
+from searchkit.costs.trace import ELTWISE, Kernel
 
 PREDICTOR_VERSION = 1
 
@@ -170,7 +170,8 @@ class Predictor:
     """Per-kernel forests plus a whole-model calibration, for one target CPU and thread count."""
 
     def __init__(self, forests: dict[str, Forest], calibration: Sequence[float], meta: dict,
-                 groups: dict[str, Sequence[float]] | None = None):
+                 groups: dict[str, Sequence[float]] | None = None, split: bool = False):
+        self.split = bool(split)
         self.forests = forests
         self.calibration = tuple(float(c) for c in calibration)  # a, b (s per kernel), c (s)
         # (a, b) of the kernel types calibrated on their own; the others take calibration's
@@ -200,6 +201,10 @@ class Predictor:
     # and views (a handful per model) share the rest's. Chosen on the calibration models'
     # 4-fold error (this-cpu-1t: 7.2 % against 7.9 % for one (a, b) for all kernels).
     GROUPS = ("conv", "eltwise")
+    # A runtime that fuses (onnxruntime: residual add into the conv, NCHWc depthwise convs)
+    # makes kernels of one type cost differently in context; a split predictor gives these
+    # their own (a, b) (onnxruntime profile here: held-out RMSPE 8.6 % -> 7.5 %).
+    SPLIT_GROUPS = ("conv", "conv/1x1", "conv/depthwise", "eltwise", "eltwise/add")
     MIN_MODELS_PER_GROUP_FIT = 40
     # The lowest per-kernel overhead b (seconds). Eager torch adds dispatch time to each
     # kernel (b >= 0); a runtime's profiler that counts a fixed cost per node can make b
@@ -216,13 +221,13 @@ class Predictor:
         self.calibration, self.groups = (1.0, 0.0, 0.0), {}
         self._memo.clear()
         y = np.array([ms * 1e-3 for _, ms in models])
-        names = [*self.GROUPS, None]  # None: every other kernel type
+        names = [*self.group_names(), None]  # None: every other kernel type
         sums = np.zeros((len(models), len(names)))
         counts = np.zeros((len(models), len(names)))
         self._fill([k for kernels, _ in models for k in kernels])  # one batch per kernel type
         for i, (kernels, _) in enumerate(models):
             for k in kernels:
-                g = names.index(k.kind) if k.kind in self.GROUPS else len(names) - 1
+                g = names.index(self.group(k.kind, k.fields))
                 sums[i, g] += self._memo[(k.kind, k.fields)]
                 counts[i, g] += 1
         s, n = sums.sum(axis=1), counts.sum(axis=1)
@@ -246,12 +251,38 @@ class Predictor:
             coef = solve(np.concatenate([sums, counts, np.ones((len(models), 1))], axis=1),
                          [0.05] * k + [lo] * k + [-np.inf], [4.0] * k + [np.inf] * k + [np.inf])
             self.calibration = (float(coef[k - 1]), float(coef[2 * k - 1]), float(coef[-1]))
-            self.groups = {g: (float(coef[i]), float(coef[k + i])) for i, g in enumerate(self.GROUPS)}
+            self.groups = {g: (float(coef[i]), float(coef[k + i])) for i, g in enumerate(names[:-1])}
         self._memo.clear()
 
-    def coefficients(self, kind: str) -> tuple[float, float]:
-        """``(a, b)`` of a kernel type: context scale and seconds of overhead per kernel."""
-        return self.groups.get(kind, self.calibration[:2])
+    def group_names(self) -> tuple[str, ...]:
+        return self.SPLIT_GROUPS if self.split else self.GROUPS
+
+    def group(self, kind: str, fields: Sequence[int]) -> str | None:
+        """The calibration group of a kernel (``None``: the shared one)."""
+        if not self.split:
+            return kind if kind in self.GROUPS else None
+        if kind == "conv":
+            return "conv/depthwise" if fields[4] > 1 else "conv/1x1" if fields[2] == 1 else "conv"
+        if kind == "eltwise":
+            return "eltwise/add" if fields[0] == ELTWISE["add"] else "eltwise"
+        return None
+
+    def coefficients(self, kind: str, fields: Sequence[int] | None = None) -> tuple[float, float]:
+        """``(a, b)`` of a kernel: context scale and seconds of overhead per kernel (a split
+        predictor needs the kernel's ``fields``)."""
+        if fields is None and self.split and kind in ("conv", "eltwise"):
+            raise ValueError("a split predictor's coefficients depend on the kernel's fields")
+        g = self.group(kind, fields) if fields is not None else (kind if kind in self.GROUPS else None)
+        return self.groups.get(g, self.calibration[:2])
+
+    def row_coefficients(self, kind: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row ``(a, b)`` of many kernels of one type."""
+        rows = np.asarray(rows).reshape(len(rows), -1)
+        if not self.split or kind not in ("conv", "eltwise"):
+            a, b = self.coefficients(kind) if not self.split else self.calibration[:2]
+            return np.full(len(rows), a), np.full(len(rows), b)
+        ab = np.array([self.coefficients(kind, tuple(r)) for r in rows]).reshape(len(rows), 2)
+        return ab[:, 0], ab[:, 1]
 
     # predicting
     def kernel_seconds(self, kind: str, rows: np.ndarray) -> np.ndarray:
@@ -290,7 +321,7 @@ class Predictor:
         self._fill(kernels)
         total = self.calibration[2]
         for k in kernels:
-            a, b = self.coefficients(k.kind)
+            a, b = self.coefficients(k.kind, k.fields)
             total += a * self._memo[(k.kind, k.fields)] + b
         return total * 1e3
 
@@ -303,16 +334,16 @@ class Predictor:
         """
         total = np.full(n_models, self.calibration[2])
         for kind, rows in rows_by_kind.items():
-            a, b = self.coefficients(kind)
-            secs = np.append(self.kernel_seconds(kind, rows), 0.0)
+            a, b = self.row_coefficients(kind, rows)
+            secs = np.append(a * self.kernel_seconds(kind, rows), 0.0)
             idx = index_by_kind[kind]
-            total += a * secs[idx].sum(axis=1) + b * (idx >= 0).sum(axis=1)
+            total += secs[idx].sum(axis=1) + np.where(idx >= 0, np.append(b, 0.0)[idx], 0.0).sum(axis=1)
         return total * 1e3
 
     # files
     def to_json(self) -> dict:
         return {"version": PREDICTOR_VERSION, "meta": self.meta, "calibration": list(self.calibration),
-                "groups": {k: list(v) for k, v in self.groups.items()},
+                "groups": {k: list(v) for k, v in self.groups.items()}, "split": self.split,
                 "forests": {k: f.to_json() for k, f in self.forests.items()}}
 
     @classmethod
@@ -320,7 +351,8 @@ class Predictor:
         if d.get("version") != PREDICTOR_VERSION:
             raise ValueError(f"unsupported predictor version {d.get('version')!r} "
                              f"(this searchkit reads version {PREDICTOR_VERSION})")
-        return cls({k: Forest(v) for k, v in d["forests"].items()}, d["calibration"], d["meta"], d.get("groups"))
+        return cls({k: Forest(v) for k, v in d["forests"].items()}, d["calibration"], d["meta"], d.get("groups"),
+                   split=d.get("split", False))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -304,6 +304,7 @@ def _fit_on(doc: dict, models: list[dict], drop: set[tuple] = frozenset()) -> Pr
         # onnxruntime's profiler adds about 2 us to every node it times (a trivial node reads
         # that); the calibration takes it out as a negative per-kernel overhead
         pred.min_overhead = -np.inf
+        pred.split = True
     pred.calibrate([([Kernel(kind, tuple(f)) for kind, f in m["kernels"]], m["ms"]) for m in models])
     return pred
 

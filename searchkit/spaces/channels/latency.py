@@ -189,9 +189,12 @@ class LatencyTable:
         const = self.predictor.calibration[2]
         for kind, parts in rows_by_kind.items():
             allrows = np.concatenate([r for _, r in parts]) if kmap.arity[kind] else np.zeros((sum(len(r) for _, r in parts), 0), dtype=np.int64)
-            a, b = self.predictor.coefficients(kind)
+            a, b = self.predictor.row_coefficients(kind, allrows)
             secs = a * self.predictor.kernel_seconds(kind, allrows)
-            const += b * len(parts)
+            i = 0
+            for _, r in parts:  # one kernel per part: its rows share the calibration group
+                const += b[i] if len(r) else 0.0
+                i += len(r)
             i = 0
             for start, r in parts:
                 flat[start:start + len(r)] = secs[i:i + len(r)]
