@@ -1,7 +1,8 @@
 """Deployment benchmark: does a searched network run faster where it ships?
 
-Protocol (one run, side by side): for the channel space (ResNet-56 on digits, the quick
-start) and TinyNet, two searches each on the quick-start data: one under a FLOPs bound
+Protocol (one run, side by side): for every space a latency profile samples (the channel
+space - ResNet-56 on digits, the quick start - and TinyNet), two searches each on the
+quick-start data: one under a FLOPs bound
 (the space's preset), one under a latency bound on an ONNX Runtime target
 (``latency.target=`` a profile made with ``runtime=onnxruntime``; the bound is a fraction
 of the base's predicted latency). Each winner is exported with ``format=all`` (which
@@ -29,8 +30,13 @@ import torch
 from searchkit.bench.common import options, write_report
 
 DEFAULTS = {"target": "this-cpu-ort-1t", "dir": "latency", "trials": 6, "latency_fraction": 0.5, "rounds": 10,
-            "threads": 1, "quick": False, "out": "reports/bench", "work": None}
-SPACES = {"channels": ["space=channels", "algo=abc"], "tinynet": ["space=tinynet", "algo=tpe"]}
+            "threads": 1, "quick": False, "out": "reports/bench", "work": None, "algo": "abc"}
+
+
+def _spaces() -> list[str]:
+    """The spaces a latency profile samples (they price latency from kernels)."""
+    from searchkit.costs.profiling import _profiled_spaces
+    return [name for name, _ in _profiled_spaces()]
 
 
 def _target(opt, work: Path) -> tuple[str, str, str]:
@@ -60,8 +66,9 @@ def _searches(opt, work: Path, target: str, tdir: str) -> list[dict]:
     quick = ["finetune.max_batches=2", "base.epochs=1", "finetune.epochs=1"] if opt["quick"] else []
     storage = f"sqlite:///{work / 'studies.db'}"
     out = []
-    for space, args in SPACES.items():
-        common = [*args, "data=digits", f"storage={storage}", "progress=false", f"trials={opt['trials']}", *quick]
+    for space in _spaces():
+        common = [f"space={space}", f"algo={opt['algo']}", "data=digits", f"storage={storage}", "progress=false",
+                  f"trials={opt['trials']}", *quick]
         lat = [f"latency.target={target}", f"latency.dir={tdir}"]
         setup = RunSetup.build(load_config([*common, *lat, "constraint={}"]), quiet=True)
         base_ms = setup.costs["latency"].base()

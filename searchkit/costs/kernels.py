@@ -81,7 +81,7 @@ def _conv_features(rows: np.ndarray) -> np.ndarray:
     macs = cout * ho * wo * (cin / g) * k * k
     dw = (g == cin) & (g > 1)
     # Last, so forests fitted before they existed still read their own columns: whether the
-    # channels fill whole vector blocks (onnxruntime's NCHWc convs need multiples of 8;
+    # widths fill whole vector blocks (onnxruntime's NCHWc convs need multiples of 8;
     # MobileNetV2 at its own widths ran 1.6x faster there than pruned to odd ones).
     return np.stack([_log(cin), _log(cout), k, s, _log(g), _log(h * w), bn, act, dw.astype(float),
                      _log(macs), _log(cin * h * w), _log(cout * ho * wo), _log(cout * cin / g * k * k),
