@@ -238,8 +238,8 @@ def cmd_export(overrides: list[str], quiet: bool) -> int:
     trial = _pop(overrides, "trial")
     extra = _pop(overrides, "finetune.epochs", 0) or 0
     fmt = _pop(overrides, "format")
-    from searchkit.deploy import formats
-    formats(fmt)  # a bad name fails before the study is read
+    from searchkit.deploy import parse_formats
+    parse_formats(fmt)  # a bad name fails before the study is read
     folders = export_study(str(name), str(storage), out=str(out), top=top, trial=trial,
                            extra_epochs=float(extra), overrides=overrides, format=fmt)
     if folders:

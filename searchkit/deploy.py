@@ -115,10 +115,12 @@ class FlatParameters(nn.Module):
         return torch.func.functional_call(self._net[0], {n: getattr(self, s) for n, s in self._names}, (x,))
 
 
-def save_program(net: nn.Module, size: Sequence[int], path: Path) -> dict:
+def save_program(net: nn.Module, size: Sequence[int], path: Path,
+                 folded: tuple[nn.Module, int] | None = None) -> dict:
     """Write ``net`` (BN folded, weights flat, inference mode, any batch size) as a
-    ``torch.export`` program; return what was done for ``arch.json``."""
-    folded, n = fold_batchnorm(net, size)
+    ``torch.export`` program; return what was done for ``arch.json``. ``folded``: what
+    :func:`fold_batchnorm` already gave for ``net`` (one fold for several formats)."""
+    folded, n = folded or fold_batchnorm(net, size)
     torch.export.save(_export(FlatParameters(folded), size), str(path))
     return {"file": Path(path).name, "batchnorm_folded": n, "dynamic_batch": True, "weights": "flat names",
             "load": f"torch.export.load('{Path(path).name}').module()(x)"}
@@ -144,10 +146,10 @@ def ort_session(path: str | Path, threads: int = 1, profile: str | Path | None =
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def to_onnx(net: nn.Module, size: Sequence[int], path: Path) -> int:
+def to_onnx(net: nn.Module, size: Sequence[int], path: Path, folded: tuple[nn.Module, int] | None = None) -> int:
     """Write ``net`` BN-folded as ONNX with a dynamic batch (torch's dynamo exporter);
     returns the BNs folded."""
-    folded, n = fold_batchnorm(net, size)
+    folded, n = folded or fold_batchnorm(net, size)
     example = torch.zeros(2, *size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -174,12 +176,13 @@ def compare_onnx(net: nn.Module, path: Path, size: Sequence[int], *, batch: int 
     return {"max_abs_diff": diff, "max_rel_diff": diff / max(float(np.abs(want).max()), 1e-12), "batch": batch}
 
 
-def save_onnx(net: nn.Module, size: Sequence[int], path: Path, *, tolerance: float = ONNX_TOLERANCE) -> dict:
+def save_onnx(net: nn.Module, size: Sequence[int], path: Path, *, tolerance: float = ONNX_TOLERANCE,
+              folded: tuple[nn.Module, int] | None = None) -> dict:
     """Write and check ``model.onnx``; raise :class:`DeployError` (and delete the file) if
     onnxruntime's output differs from ``net``'s by more than ``tolerance`` (relative)."""
     import onnxruntime
-    n = to_onnx(net, size, path)
-    check = compare_onnx(net, path, size)
+    n = to_onnx(net, size, path, folded)
+    check = compare_onnx(net, path, size)  # against the unfolded network: checks the fold too
     if check["max_rel_diff"] > tolerance:
         Path(path).unlink(missing_ok=True)
         raise DeployError(f"{Path(path).name}: onnxruntime's output differs from the torch network's by "
@@ -192,7 +195,7 @@ def save_onnx(net: nn.Module, size: Sequence[int], path: Path, *, tolerance: flo
 FORMATS = ("pt2", "onnx", "all")
 
 
-def formats(value: str | None) -> tuple[str, ...]:
+def parse_formats(value: str | None) -> tuple[str, ...]:
     """The export formats that ``format=`` names: pt2 (default), onnx, or all."""
     value = "pt2" if value in (None, "") else str(value)
     if value not in FORMATS:

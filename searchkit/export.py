@@ -98,15 +98,15 @@ def write_architecture(setup: RunSetup, genome: dict, built: Built, folder: Path
     folder.mkdir(parents=True, exist_ok=True)
     net, size = built.net.to("cpu").eval(), tuple(built.input_size)
     torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, folder / "weights.pt")
-    runtimes = {getattr(m, "runtime", "torch") for m in setup.costs.values() if hasattr(m, "export_record")}
-    if "onnxruntime" in runtimes and "onnx" not in formats:
-        formats = (*formats, "onnx")  # a latency bound on ONNX Runtime is verified on the ONNX file
+    # a cost verified on a program (latency on onnxruntime: model.onnx) has it written
+    formats = tuple(dict.fromkeys([*formats, *(f for m in setup.costs.values() for f in m.export_formats())]))
+    folded = deploy.fold_batchnorm(net, size)
     files, programs = {"weights": "weights.pt"}, {}
     if "pt2" in formats:
-        programs["pt2"] = deploy.save_program(net, size, folder / "model.pt2")
+        programs["pt2"] = deploy.save_program(net, size, folder / "model.pt2", folded)
         files["program"] = "model.pt2"
     if "onnx" in formats:
-        programs["onnx"] = deploy.save_onnx(net, size, folder / "model.onnx")
+        programs["onnx"] = deploy.save_onnx(net, size, folder / "model.onnx", folded=folded)
         files["onnx"] = "model.onnx"
     files.update(space.export(built, folder))
     costs = dict(costs or {})
@@ -137,7 +137,7 @@ def write_architecture(setup: RunSetup, genome: dict, built: Built, folder: Path
             elif "pt2" in programs:
                 loaded[runtime] = torch.export.load(str(folder / "model.pt2")).module()
             else:
-                loaded[runtime] = deploy.fold_batchnorm(net, size)[0]
+                loaded[runtime] = folded[0]
         return loaded[runtime]
     for name, model in setup.costs.items():
         extra = model.export_record(genome, shipped, size, setup.limits.get(name), cfg.constraint.get(name))
@@ -208,8 +208,8 @@ def export_study(name: str, storage: str, out: str | Path = "exports", top: int 
     if overrides:
         from searchkit.config import load_config
         cfg = load_config(overrides, base=cfg.to_dict())
-    from searchkit.deploy import formats
-    fmt = formats(format)
+    from searchkit.deploy import parse_formats
+    fmt = parse_formats(format)
     chosen = select_trials(study, top, trial)
     base_info = study.user_attrs.get(st.BASE_KEY, {})
     setup = RunSetup.build(cfg, quiet=True, train_base=False, known_base=base_info)

@@ -1,13 +1,10 @@
 """The shipped programs: BN folding on any graph, the ONNX check, and the deploy benchmark."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
 
+from benchrun import run_bench
 from searchkit import deploy
 
 
@@ -62,12 +59,8 @@ def test_an_onnx_file_that_disagrees_with_torch_is_refused_and_removed(tmp_path)
 
 @pytest.mark.slow
 def test_deploy_bench_quick_form(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "searchkit.bench", "deploy", "quick=true", f"out={tmp_path}",
-                           f"work={tmp_path / 'work'}"], capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    text = (tmp_path / "deploy.md").read_text()
+    data, text = run_bench("deploy", tmp_path, f"work={tmp_path / 'work'}", timeout=1500)
     assert "ORT speedup" in text and "Latency-bound winners" in text
-    data = json.loads((tmp_path / "deploy.json").read_text())
     runs = data["runs"]
     assert {(r["space"], r["search"]) for r in runs} == {(s, k) for s in ("channels", "tinynet")
                                                          for k in ("flops", "latency")}

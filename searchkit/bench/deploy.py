@@ -86,15 +86,13 @@ def _searches(opt, work: Path, target: str, tdir: str) -> list[dict]:
 def _nets(run: dict, work: Path, threads: int) -> dict[str, tuple]:
     """The winner and its base under each runtime: (callable, input size)."""
     from searchkit import deploy
-    from searchkit.config import load_config
     from searchkit.costs.ort import OrtModel
     from searchkit import study as st
     from searchkit.setup import RunSetup
     folder = Path(run["folder"])
     arch = json.loads((folder / "arch.json").read_text())
     study = st.load_existing(run["study"], f"sqlite:///{work / 'studies.db'}")
-    cfg = st.stored_config(study)
-    setup = RunSetup.build(load_config([], base=cfg.to_dict()), quiet=True, train_base=False,
+    setup = RunSetup.build(st.stored_config(study), quiet=True, train_base=False,
                            known_base=study.user_attrs.get(st.BASE_KEY, {}))
     space = setup.space
     winner = space.build(arch["genome"], seed=0).net
@@ -104,8 +102,9 @@ def _nets(run: dict, work: Path, threads: int) -> dict[str, tuple]:
     bsize = tuple(space.input_size(base_genome))
     bdir = work / "bases" / f"{run['space']}-{run['search']}"
     bdir.mkdir(parents=True, exist_ok=True)
-    deploy.save_program(base, bsize, bdir / "model.pt2")
-    deploy.save_onnx(base, bsize, bdir / "model.onnx")
+    folded = deploy.fold_batchnorm(base, bsize)
+    deploy.save_program(base, bsize, bdir / "model.pt2", folded)
+    deploy.save_onnx(base, bsize, bdir / "model.onnx", folded=folded)
     size = tuple(arch["input_size"])
     return {
         "winner/eager": (winner.eval(), size),

@@ -97,11 +97,17 @@ class CostModel(abc.ABC):
         """How reports read this cost: its unit, whether bounds may be fractions, a title."""
         return {"unit": self.unit, "relative": self.relative, "title": self.title or self.name}
 
+    def export_formats(self) -> tuple[str, ...]:
+        """The program formats ``export`` must write for :meth:`export_record` to measure
+        (beyond those asked for with ``format=``)."""
+        return ()
+
     def export_record(self, genome: Genome, program: Any, input_size: tuple, limit: float | None,
                       bound: float | None) -> dict | None:
         """What ``arch.json`` records of this cost for an exported network beyond its priced
-        value, or ``None``. ``program()`` loads the written program (the network a user
-        ships): latency is measured on it, not on the eager model."""
+        value, or ``None``. ``program(runtime)`` loads the written program of a runtime
+        (``"torch"``: ``model.pt2``; ``"onnxruntime"``: the ``model.onnx`` path), the
+        network a user ships: latency is measured on it, not on the eager model."""
         return None
 
     def identity(self) -> dict[str, Any]:

@@ -40,13 +40,23 @@ PREDICTOR_VERSION = 1
 
 
 # --- measuring ------------------------------------------------------------------------------
-def robust_median(samples: Sequence[float]) -> float:
-    """Median after dropping samples more than 3 MADs above the median (preemptions, page
-    faults); low outliers are kept: a kernel cannot run faster than it can."""
+def _kept(samples: Sequence[float]) -> list[float]:
+    """The samples at most 3 MADs above the median (preemptions and page faults dropped);
+    low outliers are kept: a kernel cannot run faster than it can."""
     med = statistics.median(samples)
     mad = statistics.median(abs(s - med) for s in samples) or med * 0.01
-    kept = [s for s in samples if s <= med + 3 * 1.4826 * mad]
-    return statistics.median(kept)
+    return [s for s in samples if s <= med + 3 * 1.4826 * mad]
+
+
+def robust_median(samples: Sequence[float]) -> float:
+    """Median of the samples after dropping high outliers."""
+    return statistics.median(_kept(samples))
+
+
+def robust_mean(samples: Sequence[float]) -> float:
+    """Mean of the samples after dropping high outliers: for a clock that counts whole
+    microseconds (onnxruntime's profiler), where a median of a 2.4 us kernel reads 2."""
+    return statistics.fmean(_kept(samples))
 
 
 def measure_chain(fns: Sequence[Callable[[], object]], *, passes: int = 9, warmup: int = 2) -> list[float]:
@@ -84,10 +94,11 @@ def measure_models_ms(models: Sequence[tuple[torch.nn.Module, Sequence[int]]], *
     """
     xs = []
     for model, size in models:
-        try:
-            model.eval()
-        except NotImplementedError:  # a torch.export program: exported in inference mode already
-            pass
+        if isinstance(model, torch.nn.Module):  # (an onnxruntime session is inference-only)
+            try:
+                model.eval()
+            except NotImplementedError:  # a torch.export program: exported in inference mode already
+                pass
         xs.append(torch.randn(batch, *size))
     per_round = np.empty((rounds, len(xs)))
     with torch.inference_mode():

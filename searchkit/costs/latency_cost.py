@@ -103,6 +103,9 @@ class LatencyCost(CostModel):
         """The runtime the target was profiled on: torch (eager) or onnxruntime."""
         return self.predictor.meta.get("runtime", "torch")
 
+    def export_formats(self) -> tuple[str, ...]:
+        return ("onnx",) if self.runtime == "onnxruntime" else ()
+
     def export_record(self, genome, program, input_size, limit, bound) -> dict:
         """Predicted latency on the target and, for comparison, the written program of the
         target's runtime (``model.pt2`` for torch, ``model.onnx`` in onnxruntime) measured

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from searchkit.costs.latency import robust_mean
 from searchkit.costs.trace import ACTS, ELTWISE, POOLS
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -33,9 +33,8 @@ _OPSET = 18
 
 
 def _helpers():
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    return onnx, TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # imported when a profile needs them
+    return TensorProto, helper, numpy_helper
 
 
 def _act_nodes(helper, code: int, x: str, y: str, p: str, inits: dict) -> list:
@@ -62,7 +61,7 @@ def _act_nodes(helper, code: int, x: str, y: str, p: str, inits: dict) -> list:
 
 def _kernel(kind: str, f: tuple[int, ...], p: str, rng: np.random.Generator):
     """``(inputs {name: array}, initializers {name: array}, nodes, output name)`` of one row."""
-    onnx, TensorProto, helper, _ = _helpers()
+    _, helper, _ = _helpers()
     r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     inputs, inits, out = {}, {}, f"{p}y"
     if kind == "conv":
@@ -123,7 +122,7 @@ def _kernel(kind: str, f: tuple[int, ...], p: str, rng: np.random.Generator):
 def chain_model(rows: Sequence[tuple[str, tuple[int, ...]]], seed: int = 0):
     """One ONNX graph holding every row as its own kernel (node names ``k<i>_...``, in row
     order), and the inputs to feed it."""
-    onnx, TensorProto, helper, numpy_helper = _helpers()
+    TensorProto, helper, numpy_helper = _helpers()
     rng = np.random.default_rng(seed)
     feeds, inits, nodes, outs = {}, [], [], []
     for i, (kind, fields) in enumerate(rows):
@@ -168,16 +167,7 @@ def measure_chain_ort(rows: Sequence[tuple[str, tuple[int, ...]]], *, threads: i
     for name, durs in by_node.items():
         i = int(_NODE.match(name).group(1))
         per_kernel[i] = per_kernel.get(i, 0.0) + np.asarray(durs[-passes:])
-    return [_trimmed_mean(per_kernel[i]) if i in per_kernel else 0.0 for i in range(len(rows))]
-
-
-def _trimmed_mean(samples: np.ndarray) -> float:
-    """Mean after dropping samples more than 3 MADs above the median: the profiler counts
-    whole microseconds, so a median of a 2.4 us kernel reads 2; the mean of the kept
-    samples does not round."""
-    med = float(np.median(samples))
-    mad = float(np.median(np.abs(samples - med))) or max(med * 0.01, 1e-6)
-    return float(samples[samples <= med + 3 * 1.4826 * mad].mean())
+    return [robust_mean(per_kernel[i].tolist()) if i in per_kernel else 0.0 for i in range(len(rows))]
 
 
 class OrtModel:
@@ -190,9 +180,6 @@ class OrtModel:
         self.session = ort_session(self.path, threads)
         self.input = self.session.get_inputs()[0].name
 
-    def eval(self) -> "OrtModel":
-        return self
-
     def __call__(self, x: torch.Tensor):
         return self.session.run(None, {self.input: x.numpy()})[0]
 
@@ -203,7 +190,7 @@ def ort_models(nets: Sequence[tuple[torch.nn.Module, Sequence[int]]], folder: st
     and opened in a session."""
     from searchkit.deploy import to_onnx
     out = []
-    os.makedirs(folder, exist_ok=True)
+    Path(folder).mkdir(parents=True, exist_ok=True)
     for i, (net, size) in enumerate(nets):
         path = Path(folder) / f"m{i}.onnx"
         to_onnx(net.eval(), tuple(size), path)

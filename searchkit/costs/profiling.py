@@ -205,6 +205,7 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
     started = time.perf_counter()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    onnx_dir = tempfile.TemporaryDirectory(prefix="searchkit-profile-")  # whole models as onnxruntime runs them
     try:
         rng = np.random.default_rng(seed)
         generic = [(kind, tuple(r)) for kind, n in SWEEPS[sweep].items() for r in KERNELS[kind].sweep(rng, n)]
@@ -225,7 +226,6 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         else:
             def timed(chain):
                 return measure_chain([KERNELS[kind].make(fields) for kind, fields in chain])
-        onnx_dir = tempfile.TemporaryDirectory(prefix="searchkit-profile-")
         built = runtime_models([(s.build(), s.input_size) for s in calib], runtime, threads, onnx_dir.name)
         whole: list[list[float]] = []
         # Every round times every kernel and every whole model again, so each is seen in
@@ -252,8 +252,7 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
                   for i, s in enumerate(calib)]
     finally:
         torch.set_num_threads(old_threads)
-        if "onnx_dir" in locals():
-            onnx_dir.cleanup()
+        onnx_dir.cleanup()
     # one row per distinct kernel: the median of its observations
     observed: dict[tuple, list[float]] = {}
     for key, sec in zip(rows, seconds):

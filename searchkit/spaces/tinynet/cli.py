@@ -78,8 +78,8 @@ def train_command(args: list[str]) -> int:
     name, target = given.pop("study", None), given.pop("flops", None)
     storage = str(given.pop("storage", DEFAULT_STORAGE))
     out = Path(str(given.pop("out", "exports")))
-    from searchkit.deploy import formats
-    fmt = formats(given.pop("format", None))
+    from searchkit.deploy import parse_formats
+    fmt = parse_formats(given.pop("format", None))
     if name is None or target is None:
         raise ConfigError("tinynet train needs study=NAME and flops=TARGET (e.g. flops=2M)")
     study = st.load_existing(str(name), storage)
