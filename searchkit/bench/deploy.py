@@ -71,8 +71,12 @@ def _searches(opt, work: Path, target: str, tdir: str) -> list[dict]:
                   f"trials={opt['trials']}", *quick]
         lat = [f"latency.target={target}", f"latency.dir={tdir}"]
         setup = RunSetup.build(load_config([*common, *lat, "constraint={}"]), quiet=True)
-        base_ms = setup.costs["latency"].base()
-        bound = round(opt["latency_fraction"] * base_ms, 4)
+        cost = setup.costs["latency"]
+        base_ms = cost.base()
+        # the fraction of the base, unless this machine's smallest architecture is slower than
+        # that (then a quarter of the way from the smallest to the base): a bound, not a refusal
+        floor_bound = (cost.floor() + 0.25 * (base_ms - cost.floor())) * (1 + cost.margin())
+        bound = round(max(opt["latency_fraction"] * base_ms, floor_bound) + 5e-5, 4)
         for kind, extra in (("flops", [f"study={space}-flops"]),
                             ("latency", [f"study={space}-latency", *lat, "constraint.flops=null",
                                          f"constraint.latency_ms={bound}"])):
@@ -151,7 +155,8 @@ def _report(runs: list[dict], opt: dict, target_line: str) -> str:
              "program and ONNX Runtime", "",
              f"Searches on digits ({opt['trials']} candidates each), winners exported with `format=all`; the "
              f"latency-bound searches price latency on {target_line} with a bound of "
-             f"{opt['latency_fraction']:g}x the base's predicted latency. Times: medians of {opt['rounds']} "
+             f"{opt['latency_fraction']:g}x the base's predicted latency (raised where this machine's smallest "
+             f"architecture is predicted slower than that; each run's bound is in its table row below). Times: medians of {opt['rounds']} "
              f"interleaved rounds, {opt['threads']} thread(s), every network in the same rounds.", "",
              "Speedup = base time / winner time on the same runtime; FLOPs factor = base FLOPs / winner FLOPs; "
              "'speedup / FLOPs factor' is the share of the FLOPs reduction that turns into speed (goal >= 0.7 "
