@@ -180,7 +180,7 @@ def test_darts_records_derived_cells_as_trials_and_resumes_after_sigkill(tmp_pat
 
 
 def test_darts_on_a_space_without_a_supernet_is_refused_before_any_training(tmp_path):
-    out = _cli(["search", "space=channels", "space.model=resnet20", "algo=darts"], tmp_path)
+    out = _cli(["search", "space=tinynet", "algo=darts"], tmp_path)
     assert out.returncode == 2 and "needs a space that offers a supernet" in out.stderr
     assert "training base" not in out.stderr and len(out.stderr.strip().splitlines()) <= 2
 

@@ -169,6 +169,28 @@ def test_search_under_a_latency_bound_trains_only_candidates_under_it(quick_targ
     assert trained and all(t.user_attrs["cost:latency"] <= bound / (1 + margin) * (1 + 1e-9) for t in trained)
 
 
+def test_a_one_shot_search_under_a_latency_bound_derives_genomes_under_it(quick_target, tmp_path):
+    """algo=darts prices the supernet's expected latency from the predictor's tables (a
+    hard bound in its loss); every derived genome is repaired under the bound, and export
+    measures it."""
+    common = ["space.model=resnet20", "data=synthetic", "base.epochs=0", "finetune.max_batches=1",
+              "constraint.flops=null", "latency.target=quick", f"latency.dir={quick_target}",
+              f"base.cache_dir={tmp_path / 'bases'}", f"storage=sqlite:///{tmp_path / 'db.sqlite'}",
+              "progress=false", "algo=darts", "algo.epochs=2", "algo.warmup=0", "algo.derive_every=1"]
+    lat = _setup(common).costs["latency"]
+    bound = lat.floor() + 0.3 * (lat.base() - lat.floor())
+    out = run_search(load_config(common + [f"constraint.latency_ms={bound}"]), quiet=True)
+    derived = [t for t in out.study.trials if "darts:epoch" in t.user_attrs]
+    assert sorted(t.user_attrs["darts:epoch"] for t in derived) == [1, 2]
+    assert all(t.user_attrs["cost:latency"] <= bound for t in derived)
+    # spent: the derived genomes are not the smallest architecture
+    assert max(t.user_attrs["cost:latency"] for t in derived) > lat.floor() + 0.15 * (lat.base() - lat.floor())
+    from searchkit.export import export_study
+    folder = export_study(out.study.study_name, f"sqlite:///{tmp_path / 'db.sqlite'}", out=tmp_path / "exp")[0]
+    record = json.loads((folder / "arch.json").read_text())["latency"]
+    assert record["predicted_ms"] <= bound and record["measured_ms"] > 0
+
+
 def test_fit_measures_its_own_held_out_error_and_the_margin_follows_it(tmp_path):
     """fit() predicts each calibration model from forests and a calibration fitted without
     it; the 90th percentile of the under-prediction becomes the default latency.margin."""

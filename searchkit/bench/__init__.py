@@ -15,4 +15,5 @@ BENCHMARKS = {
     "onexn": "searchkit.spaces.onexn.bench",
     "bnas": "searchkit.spaces.bnas.bench",
     "deploy": "searchkit.bench.deploy",
+    "oneshot": "searchkit.spaces.channels.oneshot_bench",
 }

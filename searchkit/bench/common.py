@@ -81,3 +81,30 @@ def write_report(name: str, markdown: str, data: dict, out_dir: str = "reports/b
     (path / f"{name}.json").write_text(json.dumps({**data, "machine": machine(), "command": command},
                                                   indent=2, sort_keys=True, default=str))
     return path / f"{name}.md"
+
+
+def latency_target(name: str, root: str, *, quick: bool, work: Path, runtime: str = "onnxruntime") -> tuple[str, str, str]:
+    """``(target, dir, how)``: the named fitted profile of ``runtime``, or (``quick``) a quick
+    profile of this machine fitted in ``work`` for a smoke run."""
+    from searchkit.costs.profiling import fit, load_predictor, profile, target_dir
+    if (target_dir(name, root) / "predictor.json").is_file():
+        got = load_predictor(name, root).meta.get("runtime", "torch")
+        if got != runtime:
+            raise SystemExit(f"searchkit.bench: error: target '{name}' was profiled on {got}, not {runtime}")
+        return name, str(root), f"`{name}` (full profile)"
+    if not quick:
+        raise SystemExit(f"searchkit.bench: error: no predictor for target '{name}' in {root}/; run "
+                         f"`searchkit latency profile target={name} runtime={runtime}` and "
+                         f"`searchkit latency fit target={name}` first (or quick=true)")
+    quick_root = work / "latency"
+    profile("quick", sweep="quick", root=quick_root, progress=False, log=lambda *a: None, runtime=runtime)
+    fit("quick", root=quick_root)
+    return "quick", str(quick_root), f"a quick {runtime} profile fitted for this run (a smoke test)"
+
+
+def latency_bound(cost, fraction: float) -> float:
+    """A bound of ``fraction`` of the base's predicted latency, raised where this machine's
+    smallest architecture is predicted slower than that (to a quarter of the way from it to
+    the base, plus the predictor's margin): a bound a search can meet, not a refusal."""
+    base, floor = cost.base(), cost.floor()
+    return round(max(fraction * base, (floor + 0.25 * (base - floor)) * (1 + cost.margin())) + 5e-5, 4)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from searchkit.bench.common import options, write_report
+from searchkit.bench.common import latency_bound, latency_target, options, write_report
 
 DEFAULTS = {"target": "this-cpu-ort-1t", "dir": "latency", "trials": 6, "latency_fraction": 0.5, "rounds": 10,
             "threads": 1, "quick": False, "out": "reports/bench", "work": None, "algo": "abc"}
@@ -37,25 +37,6 @@ def _spaces() -> list[str]:
     """The spaces a latency profile samples (they price latency from kernels)."""
     from searchkit.costs.profiling import _profiled_spaces
     return [name for name, _ in _profiled_spaces()]
-
-
-def _target(opt, work: Path) -> tuple[str, str, str]:
-    """The ONNX Runtime target: the named profile if fitted, else (quick) a quick one here."""
-    from searchkit.costs.profiling import fit, load_predictor, profile, target_dir
-    if (target_dir(opt["target"], opt["dir"]) / "predictor.json").is_file():
-        pred = load_predictor(opt["target"], opt["dir"])
-        if pred.meta.get("runtime") != "onnxruntime":
-            raise SystemExit(f"searchkit.bench: error: target '{opt['target']}' was profiled on "
-                             f"{pred.meta.get('runtime', 'torch')}, not onnxruntime")
-        return opt["target"], str(opt["dir"]), f"`{opt['target']}` (full profile)"
-    if not opt["quick"]:
-        raise SystemExit(f"searchkit.bench: error: no predictor for target '{opt['target']}' in {opt['dir']}/; run "
-                         f"`searchkit latency profile target={opt['target']} runtime=onnxruntime` and "
-                         f"`searchkit latency fit target={opt['target']}` first (or quick=true)")
-    root = work / "latency"
-    profile("ort-quick", sweep="quick", root=root, progress=False, log=lambda *a: None, runtime="onnxruntime")
-    fit("ort-quick", root=root)
-    return "ort-quick", str(root), "a quick ONNX Runtime profile fitted for this run (a smoke test)"
 
 
 def _searches(opt, work: Path, target: str, tdir: str) -> list[dict]:
@@ -71,12 +52,8 @@ def _searches(opt, work: Path, target: str, tdir: str) -> list[dict]:
                   f"trials={opt['trials']}", *quick]
         lat = [f"latency.target={target}", f"latency.dir={tdir}"]
         setup = RunSetup.build(load_config([*common, *lat, "constraint={}"]), quiet=True)
-        cost = setup.costs["latency"]
-        base_ms = cost.base()
-        # the fraction of the base, unless this machine's smallest architecture is slower than
-        # that (then a quarter of the way from the smallest to the base): a bound, not a refusal
-        floor_bound = (cost.floor() + 0.25 * (base_ms - cost.floor())) * (1 + cost.margin())
-        bound = round(max(opt["latency_fraction"] * base_ms, floor_bound) + 5e-5, 4)
+        base_ms = setup.costs["latency"].base()
+        bound = latency_bound(setup.costs["latency"], opt["latency_fraction"])
         for kind, extra in (("flops", [f"study={space}-flops"]),
                             ("latency", [f"study={space}-latency", *lat, "constraint.flops=null",
                                          f"constraint.latency_ms={bound}"])):
@@ -127,7 +104,7 @@ def main(argv: list[str]) -> int:
         opt.update(trials=2, rounds=3)
     work = Path(opt["work"]) if opt["work"] else Path(tempfile.mkdtemp(prefix="searchkit-deploy-"))
     work.mkdir(parents=True, exist_ok=True)
-    target, tdir, target_line = _target(opt, work)
+    target, tdir, target_line = latency_target(opt["target"], opt["dir"], quick=opt["quick"], work=work)
     runs = _searches(opt, work, target, tdir)
     torch.set_num_threads(int(opt["threads"]))
     nets, keys = [], []

@@ -276,5 +276,10 @@ class OffersSupernet(abc.ABC):
         partial-channel share)."""
 
     @abc.abstractmethod
-    def derive(self, supernet: nn.Module) -> Genome:
-        """The genome the supernet's architecture parameters stand for now."""
+    def derive(self, supernet: nn.Module, feasible: Callable[[Genome], bool] | None = None) -> Genome:
+        """The genome the supernet's architecture parameters stand for now; where the space
+        can, the most probable one that ``feasible`` accepts (the run's bounds).
+
+        A supernet may also offer ``expected_costs(models) -> {name: tensor}`` (differentiable
+        costs under its distribution, for the runner's penalty) and ``set_progress(f)``
+        (called each epoch with the share of the run done, e.g. to anneal a temperature)."""

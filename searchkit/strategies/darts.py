@@ -4,20 +4,26 @@
 It trains the space's supernet first-order DARTS style: each step, after ``warmup``
 epochs, one Adam step of the architecture parameters on a validation batch, then one SGD
 step of the weights on a training batch (cosine learning rate, gradient clipping at 5).
-Every ``derive_every`` epochs and at the end it derives a genome (``space.derive``) and
-records it through the session as an ordinary trial of the study (``source=darts``, user
-attr ``darts:epoch``): priced, checked against the constraints, trained with the same
-budget as black-box candidates, told. So report, export and ``top=pareto`` treat it like
-any other trial.
+A bound (``constraint.flops=0.3``, ``constraint.latency_ms=B``...) whose expected cost the
+supernet prices (``expected_costs``) is hard: the architecture loss adds
+``lambda (E[cost] / B - 1)`` and ``lambda`` follows dual ascent (up while the expectation
+exceeds ``B``, down to 0 below it). Every ``derive_every`` epochs and at the end it derives a
+genome (``space.derive``, repaired by the space to meet the bounds) and records it through
+the session as an ordinary trial of the study (``source=darts``, user attr ``darts:epoch``):
+priced, checked against the constraints, trained with the same budget as black-box
+candidates, told. So report, export and ``top=pareto`` treat it like any other trial.
+With a cost objective and no bound on it (``objectives=[accuracy,latency]``),
+``algo.targets`` derives one genome per target from the same supernet: a front.
 
 Resume: after each epoch the supernet, its architecture parameters, both optimizers, the
-scheduler, the epoch and the RNG state are saved (``torch.save`` of state dicts, loaded
-with ``weights_only=True``) as an Optuna artifact named in the study's user attrs. The same
-command after a crash continues from the last saved epoch; a derived trial that was
-already told is not recorded again.
+scheduler, the multipliers, the epoch and the RNG state are saved (``torch.save`` of state
+dicts, loaded with ``weights_only=True``) as an Optuna artifact named in the study's user
+attrs. The same command after a crash continues from the last saved epoch; a derived trial
+that was already told is not recorded again.
 
 Example:
-    >>> # searchkit search space=NAME algo=darts algo.epochs=4   (a space that offers a supernet)
+    >>> # searchkit search space=channels algo=darts constraint.flops=0.3 algo.epochs=6
+    >>> # searchkit search space=bnas algo=darts algo.epochs=4
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ log = logging.getLogger("searchkit")
 
 CHECKPOINT = "darts:checkpoint"  # study user attr: {"artifact": id, "epoch": n}
 EPOCH = "darts:epoch"            # trial user attr: the supernet epoch a genome was derived at
+TARGET = "darts:target"          # trial user attr: the cost target it was derived for, if any
 
 
 @dataclass(frozen=True)
@@ -65,15 +72,34 @@ class DartsOptions:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 3e-4
-    arch_lr: float = 6e-4
+    # Architecture Adam lr (unset: the supernet's own default; DARTS' 6e-4 for cells) and wd.
+    arch_lr: float | None = None
     arch_weight_decay: float = 1e-3
     batch_size: int = 32
+    # Hard bounds: each bound's Lagrange multiplier rises by penalty_lr x its relative excess
+    # of the expected cost per architecture step (dual ascent) and falls back to 0 below it.
+    penalty_lr: float = 0.05
+    # Gumbel-softmax temperature of supernets that sample (annealed exponentially).
+    tau_start: float = 5.0
+    tau_end: float = 0.5
+    # How a supernet that can reads a genome off its distribution: "expected" (the choice
+    # nearest each unit's expected width) or "argmax" (each unit's most probable choice).
+    derive: str = "expected"
+    # Cost objectives without a bound (objectives=[accuracy,COST]): derive one genome per
+    # target (fractions of the base's cost for relative costs, else the cost's unit).
+    targets: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not 0 <= self.warmup < self.epochs:
             raise ValueError("algo.epochs must be >= 1 and algo.warmup in [0, epochs)")
         if self.derive_every < 1 or self.k < 1 or self.batch_size < 2:
             raise ValueError("algo.derive_every, algo.k must be >= 1 and algo.batch_size >= 2")
+        if self.penalty_lr < 0 or not 0 < self.tau_end <= self.tau_start:
+            raise ValueError("algo.penalty_lr must be >= 0 and 0 < algo.tau_end <= algo.tau_start")
+        if self.derive not in ("expected", "argmax"):
+            raise ValueError(f"algo.derive={self.derive} is not valid (choices: expected, argmax)")
+        if any(t <= 0 for t in self.targets):
+            raise ValueError("algo.targets must be positive")
 
 
 class DartsRunner:
@@ -105,10 +131,7 @@ class DartsRunner:
         path.mkdir(parents=True, exist_ok=True)
         return optuna.artifacts.FileSystemArtifactStore(str(path))
 
-    def _save(self, epoch: int, net, w_opt, a_opt, sched, gen: torch.Generator) -> None:
-        state = {"epoch": torch.tensor(epoch), "net": net.state_dict(), "w_opt": w_opt.state_dict(),
-                 "a_opt": a_opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
-                 "torch_rng": torch.get_rng_state()}
+    def _save(self, epoch: int, state: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, f"supernet-{epoch}.pt")
             torch.save(state, path)
@@ -136,13 +159,16 @@ class DartsRunner:
         outcome = SearchOutcome(self.study, self.cfg, self.setup, self.session.evaluated_count())
         outcome.recovered = st.recover_stale_trials(self.study)
         _seed_all(self.cfg.seed)
-        net = space.supernet(k=opt.k).to(self.device)
+        net = space.supernet(k=opt.k, tau_start=opt.tau_start, tau_end=opt.tau_end, rule=opt.derive).to(self.device)
         w_opt = torch.optim.SGD(net.weight_parameters(), lr=opt.lr, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay)
-        a_opt = torch.optim.Adam(net.arch_parameters(), lr=opt.arch_lr, betas=(0.5, 0.999),
+        arch_lr = opt.arch_lr if opt.arch_lr is not None else getattr(net, "arch_lr", 6e-4)
+        a_opt = torch.optim.Adam(net.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999),
                                  weight_decay=opt.arch_weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, opt.epochs)
         gen = torch.Generator().manual_seed(self.cfg.seed)
+        bounds = self._penalised(net)
+        lam = torch.zeros(len(bounds), dtype=torch.float64)  # one Lagrange multiplier per bound
         start = 0
         saved = self._load()
         if saved is not None:
@@ -152,6 +178,7 @@ class DartsRunner:
             sched.load_state_dict(saved["sched"])
             gen.set_state(saved["gen"])
             torch.set_rng_state(saved["torch_rng"])
+            lam = saved.get("lam", lam)
             start = int(saved["epoch"])
             if not self.quiet:
                 log.info("supernet continues from epoch %d of %d", start, opt.epochs)
@@ -160,6 +187,8 @@ class DartsRunner:
         for epoch in range(start, opt.epochs):
             began = time.monotonic()
             net.train()
+            if hasattr(net, "set_progress"):
+                net.set_progress(epoch / max(1, opt.epochs - 1))
             val_gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
             val = iter(_cycle(data.val, opt.batch_size, val_gen))
             seen = correct = 0
@@ -168,7 +197,10 @@ class DartsRunner:
                 if epoch >= opt.warmup:
                     xv, yv = next(val)
                     a_opt.zero_grad()
-                    loss_fn(net(xv.to(self.device)), yv.to(self.device)).backward()
+                    loss = loss_fn(net(xv.to(self.device)), yv.to(self.device))
+                    if bounds:
+                        loss = loss + self._penalty(net, bounds, lam)
+                    loss.backward()
                     a_opt.step()
                 w_opt.zero_grad()
                 out = net(x)
@@ -179,30 +211,91 @@ class DartsRunner:
                 seen += len(y)
                 correct += int((out.argmax(1) == y).sum())
             sched.step()
-            self._save(epoch + 1, net, w_opt, a_opt, sched, gen)
+            state = {"epoch": torch.tensor(epoch + 1), "net": net.state_dict(), "w_opt": w_opt.state_dict(),
+                     "a_opt": a_opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                     "torch_rng": torch.get_rng_state(), "lam": lam}
+            self._save(epoch + 1, state)
             if not self.quiet:
-                log.info("supernet epoch %d/%d: train accuracy %.4f, %.1f s", epoch + 1, opt.epochs,
-                         correct / max(seen, 1), time.monotonic() - began)
+                log.info("supernet epoch %d/%d: train accuracy %.4f, %.1f s%s", epoch + 1, opt.epochs,
+                         correct / max(seen, 1), time.monotonic() - began, _bound_line(net, bounds, lam, self.setup))
             if (epoch + 1) % opt.derive_every == 0 or epoch + 1 == opt.epochs:
-                self._record(space.derive(net), epoch + 1, outcome)
+                # training a derived genome reseeds torch: the supernet's stream must not see it,
+                # or a run resumed from this epoch's checkpoint would draw other Gumbel noise
+                with torch.random.fork_rng(devices=[]):
+                    self._derive(net, epoch + 1, outcome)
         outcome.evaluated = self.session.evaluated_count()
         return outcome
 
-    def _record(self, genome: dict, epoch: int, outcome: SearchOutcome) -> None:
+    # -- costs in the loss -----------------------------------------------------------------
+    def _penalised(self, net) -> dict[str, float]:
+        """``{cost: limit}`` of the run's bounds the supernet prices in expectation (others
+        are met by the derivation's repair alone)."""
+        limits = self.setup.limits
+        if not limits:
+            return {}
+        priced = net.expected_costs(self.setup.costs) if hasattr(net, "expected_costs") else {}
+        missing = [n for n in limits if n not in priced]
+        if missing and not self.quiet:
+            log.warning("the supernet of space=%s has no expected %s: that bound is met by the derived "
+                        "genomes' repair only, not in the loss", self.cfg.space.name, ", ".join(missing))
+        return {n: float(limits[n]) for n in limits if n in priced}
+
+    def _penalty(self, net, bounds: dict[str, float], lam: torch.Tensor) -> torch.Tensor:
+        """``sum lambda_c (E[c] / B_c - 1)``, then one dual-ascent step of each multiplier."""
+        expected = net.expected_costs(self.setup.costs)
+        total = 0.0
+        for i, (name, limit) in enumerate(bounds.items()):
+            excess = expected[name] / limit - 1.0
+            total = total + float(lam[i]) * excess
+            lam[i] = max(0.0, float(lam[i]) + self.opt.penalty_lr * float(excess.detach()))
+        return total
+
+    # -- derived genomes -------------------------------------------------------------------
+    def _targets(self) -> list[tuple[str, float, float]]:
+        """``(cost, target, limit)`` per ``algo.targets`` entry for each unbounded cost objective."""
+        out = []
+        for name in self.cfg.objectives[1:]:
+            if name in self.setup.limits or name not in self.setup.costs:
+                continue
+            model = self.setup.costs[name]
+            out += [(name, t, model.limit(t)) for t in self.opt.targets]
+        return out
+
+    def _derive(self, net, epoch: int, outcome: SearchOutcome) -> None:
+        space, pricer = self.setup.space, self.setup.pricer
+        feasible = (lambda g: pricer.price(g).feasible) if self.setup.limits else None
+        self._record(space.derive(net, feasible), epoch, outcome)
+        for name, target, limit in self._targets():  # a front from the one supernet
+            def meets(g, name=name, limit=limit):
+                priced = pricer.price(g)
+                return priced.feasible and priced.costs[name] <= limit
+            self._record(space.derive(net, meets), epoch, outcome, target=f"{name}<={target:g}")
+
+    def _record(self, genome: dict, epoch: int, outcome: SearchOutcome, target: str | None = None) -> None:
         done = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(EPOCH) == epoch
-                and t.state.is_finished()]
+                and t.user_attrs.get(TARGET) == target and t.state.is_finished()]
         if done:  # told before a crash: not recorded twice
             return
         # a derived trial left RUNNING by a crash was failed by recovery; record it afresh
         store = self._store() if self.cfg.artifacts != "none" else None
-        trial = self.session.record_genome(genome, evaluator.evaluate, user_attrs={EPOCH: epoch}, store=store)
+        attrs = {EPOCH: epoch, **({TARGET: target} if target else {})}
+        trial = self.session.record_genome(genome, evaluator.evaluate, user_attrs=attrs, store=store)
         outcome.new_trials.append(trial.number)
         if not self.quiet:
             value = trial.values[0] if trial.values else None
-            log.info("derived at epoch %d -> trial %d: %s%s", epoch, trial.number,
-                     "infeasible" if trial.user_attrs.get(st.INFEASIBLE) else
+            log.info("derived at epoch %d%s -> trial %d: %s%s", epoch, f" ({target})" if target else "",
+                     trial.number, "infeasible" if trial.user_attrs.get(st.INFEASIBLE) else
                      f"val accuracy {value:.4f}" if value is not None else trial.state.name.lower(),
                      f" ({self.setup.space.describe(genome).get('summary', '')})")
+
+
+def _bound_line(net, bounds: dict[str, float], lam: torch.Tensor, setup) -> str:
+    if not bounds:
+        return ""
+    with torch.no_grad():
+        expected = net.expected_costs(setup.costs)
+    return "; " + ", ".join(f"expected {n} {float(expected[n]) / limit:.3f} x its bound (lambda {float(lam[i]):.3g})"
+                            for i, (n, limit) in enumerate(bounds.items()))
 
 
 def _cycle(dataset, batch_size: int, generator: torch.Generator):
@@ -216,4 +309,4 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["CHECKPOINT", "DartsOptions", "DartsRunner", "EPOCH"]
+__all__ = ["CHECKPOINT", "DartsOptions", "DartsRunner", "EPOCH", "TARGET"]

@@ -173,8 +173,8 @@ class BNASSpace(BinaryWeights, OffersSupernet, Space):
         from searchkit.spaces.bnas.supernet import Supernet
         return Supernet(self, k=int(options.get("k", 4)))
 
-    def derive(self, supernet) -> Genome:
-        return supernet.derive()
+    def derive(self, supernet, feasible=None) -> Genome:
+        return supernet.derive()  # a cell's cost is not bounded here: ``feasible`` is not used
 
     def describe(self, genome: Genome) -> dict[str, Any]:
         def cell(c):

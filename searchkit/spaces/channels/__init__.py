@@ -35,7 +35,7 @@ from optuna.distributions import IntDistribution
 from torch import nn
 
 from searchkit.core.genome import Genome
-from searchkit.core.space import Built, LatencyKernels, NeedsBase, Space, SpaceEnv
+from searchkit.core.space import Built, LatencyKernels, NeedsBase, OffersSupernet, Space, SpaceEnv
 from searchkit.registry import MODELS
 from searchkit.spaces.channels.surgery import (RULES, apply_history, channel_units, keep_counts,
                                                pruned_shape_model, select_channels)
@@ -70,7 +70,7 @@ class ChannelOptions:
             raise ValueError(f"space.units={self.units} is not valid (choices: auto, inner, all)")
 
 
-class ChannelSpace(NeedsBase, LatencyKernels, Space):
+class ChannelSpace(NeedsBase, LatencyKernels, OffersSupernet, Space):
     """Per-unit preserved fractions over a base network's prunable channel units."""
 
     name = "channels"
@@ -174,6 +174,17 @@ class ChannelSpace(NeedsBase, LatencyKernels, Space):
         return {"summary": f"keep {genome['keep']}",
                 "layers": {"names": [u.name for u in self.units], "base": [u.channels for u in self.units],
                            "values": kept, "label": "channels"}}
+
+    # -- one-shot search ----------------------------------------------------------------
+    def supernet(self, **options: Any):
+        """The base with a Gumbel-softmax width choice per unit
+        (:mod:`~searchkit.spaces.channels.supernet`; ``tau_start``, ``tau_end``, ``rule``)."""
+        from searchkit.spaces.channels.supernet import ChannelSupernet
+        return ChannelSupernet(self, **{k: options[k] for k in ("tau_start", "tau_end", "rule") if k in options})
+
+    def derive(self, supernet, feasible=None) -> Genome:
+        check = None if feasible is None else (lambda keep: feasible(self.genome(keep)))
+        return self.genome(supernet.derive(check))
 
     # -- latency ----------------------------------------------------------------------
     @functools.cached_property
