@@ -151,12 +151,32 @@ def evaluate_accuracy(
     return correct.item() / count, loss_sum.item() / count
 
 
-def _stale_norms(model: nn.Module, mode: str) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorms to recalibrate before validating (see ``TrainBudget.bn_recalibrate``)."""
+STALE_SHARE = 0.05  # "auto" recalibrates when more of a BN's running statistics than this predate training
+
+
+def _stale_norms(model: nn.Module, mode: str, steps: int | None = None) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorms to recalibrate before validating (see ``TrainBudget.bn_recalibrate``).
+
+    ``auto``: every BN if one has a momentum under 0.1, or if ``steps`` of training leave more
+    than 5% of a BN's running statistics from before it (``(1 - momentum) ** steps``): after
+    pruning those are the base's, so 18 steps at momentum 0.1 (15% stale) scored a ResNet-20
+    at 30% FLOPs 0.43 on digits' validation split, 0.96 recalibrated.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        >>> len(_stale_norms(net, "auto", steps=18)), len(_stale_norms(net, "auto", steps=36))
+        (1, 0)
+    """
     norms = [m for m in model.modules()
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if mode == "off" or (mode == "auto" and all(m.momentum is not None and m.momentum >= 0.1 for m in norms)):
+    if mode == "off":
         return []
+    if mode == "auto":
+        slow = any(m.momentum is not None and m.momentum < 0.1 for m in norms)
+        short = steps is not None and any(m.momentum is not None and (1 - m.momentum) ** steps > STALE_SHARE
+                                          for m in norms)
+        if not (slow or short):
+            return []
     return norms
 
 
@@ -250,7 +270,7 @@ def finetune(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(budget.schedule, total))
     criterion = nn.CrossEntropyLoss(label_smoothing=budget.label_smoothing)
 
-    stale = _stale_norms(model, budget.bn_recalibrate)
+    stale = _stale_norms(model, budget.bn_recalibrate, total)
 
     def validate() -> tuple[float, float]:
         if stale:

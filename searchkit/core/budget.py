@@ -78,8 +78,9 @@ class TrainBudget:
     # Validate (and report to the pruner) every this many steps; unset: once per epoch.
     eval_every: int | None = None
     # Recompute BatchNorm statistics on the training split before validating: "auto" when a
-    # BN's momentum is under 0.1 (torchvision's MobileNetV3 and EfficientNet use 0.01, so a
-    # short fine-tune leaves them the unpruned base's), "on" or "off".
+    # BN's momentum is under 0.1 (torchvision's MobileNetV3 and EfficientNet use 0.01) or the
+    # fine-tune is too short to replace 95% of the base's statistics (under 29 steps at 0.1),
+    # "on" or "off".
     bn_recalibrate: str = "auto"
 
     def __post_init__(self) -> None:
