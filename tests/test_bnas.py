@@ -150,7 +150,8 @@ def test_black_box_search_exports_a_network_that_rebuilds_from_json(tmp_path):
 
 @pytest.mark.slow
 def test_darts_records_derived_cells_as_trials_and_resumes_after_sigkill(tmp_path):
-    args = SMALL + ["algo=darts", "algo.epochs=3", "algo.warmup=1", "algo.derive_every=1", "seed=3"]
+    args = SMALL + ["algo=darts", "algo.epochs=3", "algo.warmup=1", "algo.derive_every=1", "seed=3",
+                    "data.max_train=160"]
     straight = tmp_path / "straight"
     straight.mkdir()
     out = _cli(args, straight)

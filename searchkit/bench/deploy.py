@@ -30,7 +30,8 @@ import torch
 from searchkit.bench.common import latency_bound, latency_target, options, write_report
 
 DEFAULTS = {"target": "this-cpu-ort-1t", "dir": "latency", "trials": 6, "latency_fraction": 0.5, "rounds": 10,
-            "threads": 1, "quick": False, "out": "reports/bench", "work": None, "algo": "abc"}
+            "threads": 1, "quick": False, "out": "reports/bench", "work": None, "algo": "abc",
+            "searches": ["flops", "latency"]}
 
 
 def _spaces() -> list[str]:
@@ -54,9 +55,10 @@ def _searches(opt, work: Path, target: str, tdir: str) -> list[dict]:
         setup = RunSetup.build(load_config([*common, *lat, "constraint={}"]), quiet=True)
         base_ms = setup.costs["latency"].base()
         bound = latency_bound(setup.costs["latency"], opt["latency_fraction"])
-        for kind, extra in (("flops", [f"study={space}-flops"]),
-                            ("latency", [f"study={space}-latency", *lat, "constraint.flops=null",
-                                         f"constraint.latency_ms={bound}"])):
+        kinds = (("flops", [f"study={space}-flops"]),
+                 ("latency", [f"study={space}-latency", *lat, "constraint.flops=null",
+                              f"constraint.latency_ms={bound}"]))
+        for kind, extra in (k for k in kinds if k[0] in opt["searches"]):
             result = run_search(load_config([*common, *extra]), quiet=True)
             folder = export_study(result.study.study_name, storage, out=work / "exports", format="all")[0]
             out.append({"space": space, "search": kind, "study": result.study.study_name, "folder": str(folder),
@@ -81,11 +83,12 @@ def _nets(run: dict, work: Path, threads: int) -> dict[str, tuple]:
     base_genome = space.base_genome()
     base = space.build(base_genome, seed=0).net.eval()
     bsize = tuple(space.input_size(base_genome))
-    bdir = work / "bases" / f"{run['space']}-{run['search']}"
-    bdir.mkdir(parents=True, exist_ok=True)
-    folded = deploy.fold_batchnorm(base, bsize)
-    deploy.save_program(base, bsize, bdir / "model.pt2", folded)
-    deploy.save_onnx(base, bsize, bdir / "model.onnx", folded=folded)
+    bdir = work / "bases" / run["space"]  # one base per space: both searches share it
+    if not (bdir / "model.onnx").is_file():
+        bdir.mkdir(parents=True, exist_ok=True)
+        folded = deploy.fold_batchnorm(base, bsize)
+        deploy.save_program(base, bsize, bdir / "model.pt2", folded)
+        deploy.save_onnx(base, bsize, bdir / "model.onnx", folded=folded)
     size = tuple(arch["input_size"])
     return {
         "winner/eager": (winner.eval(), size),
@@ -100,8 +103,8 @@ def _nets(run: dict, work: Path, threads: int) -> dict[str, tuple]:
 def main(argv: list[str]) -> int:
     from searchkit.costs.latency import measure_models_ms
     opt = options(argv, DEFAULTS)
-    if opt["quick"]:
-        opt.update(trials=2, rounds=3)
+    if opt["quick"]:  # the smoke run: the latency-bound searches only (export, ORT, the bound)
+        opt.update(trials=2, rounds=3, searches=[k for k in opt["searches"] if k == "latency"] or opt["searches"])
     work = Path(opt["work"]) if opt["work"] else Path(tempfile.mkdtemp(prefix="searchkit-deploy-"))
     work.mkdir(parents=True, exist_ok=True)
     target, tdir, target_line = latency_target(opt["target"], opt["dir"], quick=opt["quick"], work=work)

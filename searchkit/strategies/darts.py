@@ -299,6 +299,10 @@ def _bound_line(net, bounds: dict[str, float], lam: torch.Tensor, setup) -> str:
 
 
 def _cycle(dataset, batch_size: int, generator: torch.Generator):
+    """Batches of ``dataset`` forever (a split smaller than a batch is one whole batch)."""
+    if len(dataset) == 0:
+        raise ConfigError("algo=darts needs a non-empty validation split for the architecture steps")
+    batch_size = min(batch_size, len(dataset))
     while True:
         yield from _batches(dataset, batch_size, shuffle=True, generator=generator, drop_last=True)
 
