@@ -151,6 +151,7 @@ def evaluate_accuracy(
     return correct.item() / count, loss_sum.item() / count
 
 
+RECALIBRATE_IMAGES = 512
 STALE_SHARE = 0.05  # "auto" recalibrates when more of a BN's running statistics than this predate training
 
 
@@ -173,8 +174,8 @@ def _stale_norms(model: nn.Module, mode: str, steps: int | None = None) -> list[
         return []
     if mode == "auto":
         slow = any(m.momentum is not None and m.momentum < 0.1 for m in norms)
-        short = steps is not None and any(m.momentum is not None and (1 - m.momentum) ** steps > STALE_SHARE
-                                          for m in norms)
+        short = bool(steps) and any(m.momentum is not None and (1 - m.momentum) ** steps > STALE_SHARE
+                                    for m in norms)  # no training at all: evaluate only, change nothing
         if not (slow or short):
             return []
     return norms
@@ -182,7 +183,11 @@ def _stale_norms(model: nn.Module, mode: str, steps: int | None = None) -> list[
 
 def recalibrate_norms(model: nn.Module, norms: list, dataset: Dataset, batch_size: int,
                       device: torch.device) -> None:
-    """Running statistics of ``norms`` = exact averages over one pass of ``dataset``."""
+    """Running statistics of ``norms`` = exact averages over one pass of ``dataset`` (at most
+    ``RECALIBRATE_IMAGES`` of it, evenly spaced: plenty for per-channel means and variances)."""
+    if len(dataset) > RECALIBRATE_IMAGES:
+        dataset = torch.utils.data.Subset(dataset, [int(i) for i in torch.linspace(0, len(dataset) - 1,
+                                                                                  RECALIBRATE_IMAGES)])
     saved = [(m, m.momentum) for m in norms]
     for m in norms:
         m.reset_running_stats()

@@ -22,8 +22,8 @@ attrs. The same command after a crash continues from the last saved epoch; a der
 that was already told is not recorded again.
 
 Example:
-    >>> # searchkit search space=channels algo=darts constraint.flops=0.3 algo.epochs=6
-    >>> # searchkit search space=bnas algo=darts algo.epochs=4
+    >>> # searchkit search space=NAME algo=darts constraint.flops=0.3 algo.epochs=6
+    >>> # (a space that offers a supernet; see the README's one-shot and binarized-cell sections)
 """
 
 from __future__ import annotations
