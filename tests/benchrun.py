@@ -1,4 +1,4 @@
-"""Run a benchmark's quick form as a user would, and read what it wrote."""
+"""Run a benchmark's quick form as a user would, and read what it wrote; kill a run mid-way."""
 
 import json
 import subprocess
@@ -12,3 +12,19 @@ def run_bench(name: str, out: Path, *options: str, timeout: float = 900) -> tupl
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / f"{name}.json").read_text()), (out / f"{name}.md").read_text()
+
+
+def kill_when(args: list[str], cwd: Path, marker: str, root: Path) -> None:
+    """Run ``searchkit ARGS`` in ``cwd`` and SIGKILL it right after it prints ``marker``."""
+    import os
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "searchkit.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        if marker in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(log)

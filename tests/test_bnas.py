@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from searchkit.spaces.bnas import BNASOptions, BNASSpace
 from searchkit.spaces.bnas.binary import BinaryConv2d, binarize
 from searchkit.spaces.bnas.costs import count_binary
 from searchkit.spaces.bnas.supernet import Supernet
+
+from benchrun import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["search", "space=bnas", "space.C=4", "space.cells=2", "finetune.epochs=0.25", "progress=false",
@@ -158,16 +159,7 @@ def test_darts_records_derived_cells_as_trials_and_resumes_after_sigkill(tmp_pat
     assert out.returncode == 0, out.stderr
     killed = tmp_path / "killed"
     killed.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "searchkit.cli", *args], cwd=killed, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    log = []
-    for line in proc.stdout:  # kill it right after its second derived trial is told
-        log.append(line)
-        if "derived at epoch 2" in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(log)
+    kill_when(args, killed, "derived at epoch 2", ROOT)  # right after its second derived trial is told
     out = _cli(args, killed)
     assert out.returncode == 0, out.stderr
     assert "supernet continues from epoch 2" in out.stderr

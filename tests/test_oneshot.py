@@ -5,7 +5,6 @@ and a killed search resumes to the same genomes."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ from searchkit.core.space import SpaceEnv
 from searchkit.costs.latency_cost import LatencyCost
 from searchkit.models import build_base
 from searchkit.spaces.channels import ChannelOptions, ChannelSpace
+
+from benchrun import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 # synthetic data and an untrained base: these tests check bounds, records and resume, not accuracy
@@ -138,16 +139,7 @@ def test_a_flops_bounded_one_shot_search_meets_its_bound_and_resumes_after_sigki
     assert trained and all(t.state == optuna.trial.TrialState.COMPLETE and t.values[0] > 0 for t in trained)
     killed = tmp_path / "killed"
     killed.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "searchkit.cli", *args], cwd=killed, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    log = []
-    for line in proc.stdout:  # killed right after its second derived trial is told
-        log.append(line)
-        if "derived at epoch 2" in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(log)
+    kill_when(args, killed, "derived at epoch 2", ROOT)  # right after its second derived trial is told
     out = _cli(args, killed)
     assert out.returncode == 0, out.stderr
     assert "supernet continues from epoch 2" in out.stderr

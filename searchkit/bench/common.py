@@ -108,3 +108,33 @@ def latency_bound(cost, fraction: float) -> float:
     the base, plus the predictor's margin): a bound a search can meet, not a refusal."""
     base, floor = cost.base(), cost.floor()
     return round(max(fraction * base, (floor + 0.25 * (base - floor)) * (1 + cost.margin())) + 5e-5, 4)
+
+
+def quick_options(opt: dict[str, Any], argv: list[str], quick: dict[str, Any]) -> dict[str, Any]:
+    """``opt`` with a benchmark's ``quick=true`` settings, except those given on the command line."""
+    if not opt["quick"]:
+        return opt
+    return {**opt, **{k: v for k, v in quick.items() if not any(a.startswith(f"{k}=") for a in argv)}}
+
+
+def work_dir(opt: dict[str, Any], prefix: str) -> Path:
+    """``work=DIR`` (reused by a later run: its trained bases), else a fresh temporary folder."""
+    import tempfile
+    work = Path(opt["work"]) if opt["work"] else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def run_cells(fn, cells: list[tuple], jobs: int) -> list[dict]:
+    """``fn(*cell)`` for every cell, ``jobs`` at a time in spawned processes; their rows joined."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    rows: list[dict] = []
+    if jobs > 1:
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            for f in cf.as_completed([pool.submit(fn, *cell) for cell in cells]):
+                rows += f.result()
+    else:
+        for cell in cells:
+            rows += fn(*cell)
+    return rows

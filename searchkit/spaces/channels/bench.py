@@ -21,13 +21,10 @@ Example:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
-import tempfile
 import time
 from pathlib import Path
 
-from searchkit.bench.common import median, options, write_report
+from searchkit.bench.common import median, options, quick_options, run_cells, work_dir, write_report
 
 DEFAULTS = {"models": ["resnet56", "mobilenet_v2"], "budgets": [0.15, 0.25, 0.35], "seeds": 5, "trials": 12,
             "algos": ["abc", "ga", "tpe", "random"], "pruners": ["uniform", "magnitude", "taylor"],
@@ -196,27 +193,15 @@ def _efficiency(rows: list[dict], opt: dict) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    opt = options(argv, DEFAULTS)
-    if opt["quick"]:
-        opt = {**opt, **{k: v for k, v in QUICK.items() if not any(a.startswith(f"{k}=") for a in argv)}}
+    opt = quick_options(options(argv, DEFAULTS), argv, QUICK)
     started = time.perf_counter()
-    # work=DIR reuses the bases trained there by an earlier run (same settings, same cache key)
-    work = Path(opt["work"]) if opt["work"] else Path(tempfile.mkdtemp(prefix="searchkit-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(opt, "searchkit-bench-")  # work=DIR reuses the bases trained there (same cache key)
     bases = {}
     for model in opt["models"]:
         bases[model] = _train_base(opt, model, work)
         print(f"base {model}: val accuracy {bases[model][1]:.4f}, {bases[model][2]} units", flush=True)
     cells = [(m, b, s) for m in opt["models"] for b in opt["budgets"] for s in range(int(opt["seeds"]))]
-    rows: list[dict] = []
-    if int(opt["jobs"]) > 1:
-        with cf.ProcessPoolExecutor(int(opt["jobs"]), mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_cell, opt, m, b, s, bases[m][0], str(work)) for m, b, s in cells]
-            for f in cf.as_completed(futures):
-                rows += f.result()
-    else:
-        for m, b, s in cells:
-            rows += run_cell(opt, m, b, s, bases[m][0], str(work))
+    rows = run_cells(run_cell, [(opt, m, b, s, bases[m][0], str(work)) for m, b, s in cells], int(opt["jobs"]))
     wall = time.perf_counter() - started
     infeasible = sorted({f"{r['model']} at {r['budget']:.0%}: {r['infeasible']}" for r in rows if "infeasible" in r})
     rows = [r for r in rows if "infeasible" not in r]

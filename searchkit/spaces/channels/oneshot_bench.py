@@ -18,14 +18,12 @@ Example:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import multiprocessing as mp
-import tempfile
 import time
 from pathlib import Path
 
-from searchkit.bench.common import latency_bound, latency_target, median, options, write_report
+from searchkit.bench.common import (latency_bound, latency_target, median, options, quick_options, run_cells,
+                                    work_dir, write_report)
 
 DEFAULTS = {"model": "resnet56", "data": "digits", "flops": 0.3, "latency_fraction": 0.5, "seeds": 3,
             "trials": 24, "algos": ["abc", "tpe"], "darts_epochs": 6, "warmup": 2, "derive_every": 2,
@@ -102,12 +100,9 @@ def main(argv: list[str]) -> int:
 
     from searchkit.config import load_config
     from searchkit.setup import RunSetup
-    opt = options(argv, DEFAULTS)
-    if opt["quick"]:
-        opt = {**opt, **{k: v for k, v in QUICK.items() if not any(a.startswith(f"{k}=") for a in argv)}}
+    opt = quick_options(options(argv, DEFAULTS), argv, QUICK)
     started = time.perf_counter()
-    work = Path(opt["work"]) if opt["work"] else Path(tempfile.mkdtemp(prefix="searchkit-oneshot-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(opt, "searchkit-oneshot-")
     setup = RunSetup.build(load_config(_common(opt, work) + ["seed=0"]), quiet=True)
     checkpoint = work / f"base-{opt['model']}.pt"
     torch.save(setup.base.module.state_dict(), checkpoint)
@@ -125,15 +120,8 @@ def main(argv: list[str]) -> int:
         bounds["latency"] = ([*lat, f"constraint.latency_ms={ms}"],
                              f"latency <= {ms:g} ms on {target_line} (base predicted {cost.base():.3f} ms)")
     cells = [(k, s) for k in bounds for s in range(int(opt["seeds"]))]
-    rows: list[dict] = []
-    if int(opt["jobs"]) > 1:
-        with cf.ProcessPoolExecutor(int(opt["jobs"]), mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_cell, opt, k, bounds[k][0], s, str(checkpoint), str(work)) for k, s in cells]
-            for f in cf.as_completed(futures):
-                rows += f.result()
-    else:
-        for k, s in cells:
-            rows += run_cell(opt, k, bounds[k][0], s, str(checkpoint), str(work))
+    rows = run_cells(run_cell, [(opt, k, bounds[k][0], s, str(checkpoint), str(work)) for k, s in cells],
+                     int(opt["jobs"]))
     _measure(rows, opt, work)
     wall = time.perf_counter() - started
     lines = _report(rows, opt, bounds, base_val, wall)
