@@ -1,8 +1,9 @@
-"""The quick forms of the 1×N and supernet benchmarks run and write what their reports promise."""
+"""The quick forms of the 1×N and bnas benchmarks run and write what their reports promise."""
 
 import pytest
 
 from benchrun import run_bench
+from searchkit.spaces.bnas import xnor
 from searchkit.spaces.onexn import kernel
 
 
@@ -17,8 +18,10 @@ def test_onexn_bench_quick_form(tmp_path):
     assert "CPU:" in md and "Kernel dispatched to" in md and "paper's ordering" in md
 
 
+@pytest.mark.skipif(not xnor.load(), reason="the XNOR kernel could not be built here")
 def test_bnas_bench_quick_form(tmp_path):
-    data, _ = run_bench("bnas", tmp_path, timeout=600)
-    rows = data["rows"]
-    by_k = {r["k"]: r for r in rows}
+    data, md = run_bench("bnas", tmp_path, timeout=600)
+    by_k = {r["k"]: r for r in data["supernet"]}
     assert set(by_k) == {1, 2, 4} and by_k[4]["mib"] < by_k[1]["mib"]  # partial channels save memory
+    assert data["kernel"] and all(r["exact"] and r["xnor_ms"] > 0 for r in data["kernel"])
+    assert len(data["latency"]) == 6 and "Spearman" in md and "XNOR kernel ISA" not in md and "dispatched to" in md

@@ -110,6 +110,55 @@ def test_the_supernet_trains_both_parameter_sets_and_derives_a_cell():
     assert all(len({i for _, i in node}) == 2 for node in g["normal"])  # two distinct inputs
 
 
+@pytest.mark.parametrize("preset", ["bnas", "binary"])
+def test_expected_costs_are_the_priced_costs_of_a_certain_cell(preset):
+    space = BNASSpace(BNASOptions(C=8, cells=5, preset=preset), side=9)  # an odd side: ceil halving
+    net = Supernet(space, k=4)
+    rng = np.random.default_rng(0)
+    genome = dict(space.base_genome())
+    with torch.no_grad():
+        for t in ("normal", "reduce"):
+            net.alpha[t].fill_(-30.0)
+            net.beta[t].fill_(-30.0)
+            cell, start = [], 0
+            for i in range(4):
+                node = []
+                for j in rng.choice(i + 2, 2, replace=False):
+                    op = space.ops[rng.integers(len(space.ops))]
+                    net.alpha[t][start + j, net.op_names.index(op)] = 30.0
+                    net.beta[t][start + j] = 30.0
+                    node.append([op, int(j)])
+                cell.append(node)
+                start += i + 2
+            genome[t] = cell
+    genome = space.canonical(genome)
+    assert space.derive(net) == genome
+    flops, params = space.flops_params(genome)
+    truth = {"flops": flops, "params": params, **space.binary_costs(genome)}
+    got = net.expected_costs(dict.fromkeys(truth))
+    for name, value in truth.items():
+        assert float(got[name].detach()) == pytest.approx(value, rel=1e-5), name
+    got["ops"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
+
+
+def test_a_bounded_derivation_swaps_the_least_likely_ops_for_cheaper_ones():
+    space = BNASSpace(BNASOptions(C=8, cells=3))
+    net = Supernet(space, k=4)
+    with torch.no_grad():
+        for t in ("normal", "reduce"):
+            net.alpha[t][:, net.op_names.index("sep_conv_5x5")] = 3.0
+            net.alpha[t][:, net.op_names.index("sep_conv_3x3")] = 2.0
+    unbounded = space.derive(net)
+    smaller = space.canonical({**unbounded, **{t: [[["sep_conv_3x3", j] for _, j in node] for node in unbounded[t]]
+                                               for t in ("normal", "reduce")}})
+    limit = space.binary_costs(smaller)["ops"]
+    g = space.derive(net, lambda g: space.binary_costs(g)["ops"] <= limit)
+    # the next most likely op, on the same edges, everywhere: no swap to a less likely op was needed
+    assert g == smaller and unbounded != smaller
+    assert space.derive(net, lambda g: False) != unbounded  # nothing feasible: the cheapest it reached
+
+
 def test_partial_channels_cut_activation_memory():
     space = BNASSpace(BNASOptions(C=8, cells=3))
     saved = {}
@@ -170,6 +219,15 @@ def test_darts_records_derived_cells_as_trials_and_resumes_after_sigkill(tmp_pat
         return sorted((t.user_attrs["darts:epoch"], t.user_attrs["archid"]) for t in done)
     a, b = derived(straight), derived(killed)
     assert [e for e, _ in a] == [1, 2, 3] and a == b  # the same cells, none lost or twice
+
+
+def test_darts_steers_the_cells_under_an_ops_bound(tmp_path):
+    out = _cli(SMALL + ["algo=darts", "algo.epochs=1", "algo.warmup=0", "constraint.ops=0.4", "data.max_train=96"],
+               tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "expected ops" in out.stderr and "x its bound (lambda" in out.stderr  # the bound is in the loss
+    derived = [ln for ln in out.stderr.splitlines() if "derived at epoch" in ln]
+    assert len(derived) == 1 and "infeasible" not in derived[0], out.stderr
 
 
 def test_darts_on_a_space_without_a_supernet_is_refused_before_any_training(tmp_path):

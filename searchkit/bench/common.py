@@ -26,6 +26,40 @@ def machine() -> dict[str, Any]:
             "searchkit": __version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def cpu_with_flags(flags: tuple[str, ...] = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_vpopcntdq",
+                                            "avx2", "fma", "popcnt")) -> str:
+    """The CPU model and which of ``flags`` it has (kernel benchmarks print what they ran on)."""
+    from searchkit.costs.profiling import cpu_model
+    have: set[str] = set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in flags if f in have]
+    return f"{cpu_model()} ({' '.join(isa) or 'no x86 vector flags found'})"
+
+
+def interleaved_times(fns: dict, rounds: int, budget: float = 0.05) -> dict[str, float]:
+    """Median seconds per call of each fn, rounds interleaved; each round ~``budget`` s."""
+    reps = {}
+    for k, f in fns.items():
+        f()
+        start = time.perf_counter()
+        f()
+        reps[k] = max(1, int(budget / max(time.perf_counter() - start, 1e-7)))
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps[k]):
+                f()
+            out[k].append((time.perf_counter() - start) / reps[k])
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
 def options(argv: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
     """``key=value`` options over ``defaults``; unknown keys are errors."""
     out = dict(defaults)

@@ -174,7 +174,37 @@ class BNASSpace(BinaryWeights, OffersSupernet, Space):
         return Supernet(self, k=int(options.get("k", 4)))
 
     def derive(self, supernet, feasible=None) -> Genome:
-        return supernet.derive()  # a cell's cost is not bounded here: ``feasible`` is not used
+        """The supernet's cell; with ``feasible``, repaired until it accepts the cell: each
+        step swaps one op for a cheaper one (earlier in ``self.ops``), the swap that loses
+        least of softmax(α)'s log-probability, until none is left to make."""
+        genome = supernet.derive()
+        if feasible is None:
+            return genome
+        import torch
+        logp = {t: torch.log_softmax(supernet.alpha[t].detach()[:, 1:], dim=-1) for t in ("normal", "reduce")}
+        while not feasible(genome):
+            swaps = []
+            for t in ("normal", "reduce"):
+                start = 0
+                for i, node in enumerate(genome[t]):
+                    for k, (op, j) in enumerate(node):
+                        row = logp[t][start + int(j)]
+                        here = self.ops.index(op)
+                        swaps += [(float(row[here] - row[o]), t, i, k, o) for o in range(here)]
+                    start += i + 2
+            if not swaps:
+                return genome  # the cheapest cell of these edges breaks a bound: recorded infeasible
+            _, t, i, k, o = min(swaps)
+            cell = [[list(p) for p in node] for node in genome[t]]
+            cell[i][k][0] = self.ops[o]
+            genome = self.canonical({**genome, t: cell})
+        return genome
+
+    def export(self, built: Built, folder) -> dict[str, str]:
+        """W1A1 cells (``preset=binary``) also ship packed: ``binary.safetensors`` and a
+        ``model_xnor.pt2`` running them as XNOR-popcount (see ``format.py``)."""
+        from searchkit.spaces.bnas.format import write_binary
+        return write_binary(self, built, folder)
 
     def describe(self, genome: Genome) -> dict[str, Any]:
         def cell(c):

@@ -1,12 +1,15 @@
-"""Supernet benchmark of ``space=bnas``: activation memory and step time of the PC-DARTS
-supernet at partial-channel shares K = 1, 2, 4, side by side in one run.
+"""Benchmarks of ``space=bnas``, side by side in one run (``parts=[supernet,kernel,latency]``):
 
-Memory is what autograd saves for the backward pass (every tensor a saved-tensors hook sees),
-the number partial channels exist to cut; step time is forward + backward + both optimizer
-steps, median of interleaved rounds, one thread.
+- ``supernet``: activation memory and step time of the PC-DARTS supernet at partial-channel
+  shares K = 1, 2, 4. Memory is what autograd saves for the backward pass; step time is
+  forward + backward + both optimizer steps, median of interleaved rounds, one thread.
+- ``kernel``: the XNOR-popcount op against torch's float conv of the same shape (oneDNN) and
+  against the W1A1 conv as torch runs it (sign, then a float conv), batch 1, one thread.
+- ``latency``: random ``preset=binary`` cells run as XNOR programs; Spearman's ρ of their
+  measured latency against ``word_ops``, ``ops`` (FLOPs + BOPs/64) and ``flops``.
 
 Example:
-    python -m searchkit.bench bnas               # ~3 min on 2 cores
+    python -m searchkit.bench bnas               # ~6 min on 2 cores
     python -m searchkit.bench bnas quick=true    # a smoke run
 """
 
@@ -15,11 +18,18 @@ from __future__ import annotations
 import statistics
 import time
 
-from searchkit.bench.common import options, write_report
+from searchkit.bench.common import cpu_with_flags, interleaved_times, options, write_report
 
-DEFAULTS = {"ks": [1, 2, 4], "C": 16, "cells": 5, "batch": 32, "sides": [16, 8], "rounds": 5, "preset": "bnas",
+DEFAULTS = {"parts": ["supernet", "kernel", "latency"], "ks": [1, 2, 4], "C": 16, "cells": 5, "batch": 32,
+            "sides": [16, 8], "rounds": 5, "preset": "bnas",
+            # kernel: (cin, cout, k, groups, side) per shape; latency: random binary cells at this side
+            "shapes": [[64, 64, 3, 1, 32], [128, 128, 3, 1, 16], [256, 256, 3, 1, 8], [128, 128, 1, 1, 16],
+                       [128, 128, 3, 4, 16], [64, 64, 5, 1, 16]],
+            "cells_sampled": 50, "latency_C": 16, "latency_side": 32,
             "quick": False, "out": "reports/bench"}
-QUICK = {"C": 8, "cells": 3, "batch": 8, "sides": [8], "rounds": 2}
+QUICK = {"C": 8, "cells": 3, "batch": 8, "sides": [8], "rounds": 2, "shapes": [[64, 64, 3, 1, 16]],
+         "cells_sampled": 6, "latency_C": 8, "latency_side": 8}
+GOALS = {(64, 64, 3, 1, 32): 3.0, (128, 128, 3, 1, 16): 5.0}  # the issue's: float conv time / XNOR time
 
 
 def _saved_bytes(net, x, y) -> int:
@@ -36,16 +46,12 @@ def _saved_bytes(net, x, y) -> int:
     return total[0]
 
 
-def main(argv: list[str]) -> int:
-    opt = options(argv, DEFAULTS)
-    if opt["quick"]:
-        opt = {**opt, **{k: v for k, v in QUICK.items() if not any(a.startswith(f"{k}=") for a in argv)}}
+def _supernet(opt) -> tuple[list[dict], list[str]]:
     import torch
     import torch.nn.functional as F
 
     from searchkit.spaces.bnas import BNASOptions, BNASSpace
     from searchkit.spaces.bnas.supernet import Supernet
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     space = BNASSpace(BNASOptions(preset=opt["preset"], C=int(opt["C"]), cells=int(opt["cells"])), 10, 3)
     rows = []
@@ -78,24 +84,124 @@ def main(argv: list[str]) -> int:
                          "mem_ratio": memory[k] / memory[ref],
                          "time_ratio": med / statistics.median(times[ref])})
             print(f"{side}px K={k}: {memory[k] / 2 ** 20:.0f} MiB saved, step {med:.3f} s", flush=True)
-    lines = ["# PC-DARTS supernet of space=bnas: partial channels", "",
+    lines = ["## Supernet: partial channels", "",
              f"Preset `{opt['preset']}`, C={opt['C']}, {opt['cells']} cells, batch {opt['batch']}, one thread; "
              f"saved activations of one step (autograd's saved tensors) and the median step time of "
-             f"{opt['rounds']} interleaved rounds (forward, backward, weight and architecture updates).", ""]
-    if opt["quick"]:
-        lines += ["**Quick form (a smoke run).**", ""]
-    lines += ["| input | K | saved activations (MiB) | vs K=1 | step (s) | vs K=1 |", "|---|---|---|---|---|---|"]
+             f"{opt['rounds']} interleaved rounds (forward, backward, weight and architecture updates).", "",
+             "| input | K | saved activations (MiB) | vs K=1 | step (s) | vs K=1 |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['side']}×{r['side']} | {r['k']} | {r['mib']:.0f} | {r['mem_ratio']:.2f}× | {r['step_s']:.3f} | "
               f"{r['time_ratio']:.2f}× |" for r in rows]
     top = max(opt["ks"])
     for side in opt["sides"]:
         r = next(r for r in rows if r["side"] == side and r["k"] == top)
-        lines.append("")
-        lines.append(f"At {side}×{side}, K={top}: memory {r['mem_ratio']:.2f}× (goal ≤ 0.35×: "
-                     f"{'met' if r['mem_ratio'] <= 0.35 else 'missed'}), step time {r['time_ratio']:.2f}× (goal ≤ 0.5×: "
-                     f"{'met' if r['time_ratio'] <= 0.5 else 'missed'}).")
-    lines += ["", "Not measured here yet (see docs/bnas.md): operation-space reduction, darts against random cells "
-              "and black-box arms, the binary kernel, word-level ops against latency."]
-    path = write_report("bnas", "\n".join(lines) + "\n", {"options": opt, "rows": rows}, opt["out"])
+        lines += ["", f"At {side}×{side}, K={top}: memory {r['mem_ratio']:.2f}× (goal ≤ 0.35×: "
+                  f"{'met' if r['mem_ratio'] <= 0.35 else 'missed'}), step time {r['time_ratio']:.2f}× (goal ≤ 0.5×: "
+                  f"{'met' if r['time_ratio'] <= 0.5 else 'missed'})."]
+    return rows, lines
+
+
+def _kernel(opt) -> tuple[list[dict], list[str]]:
+    import torch
+
+    from searchkit.spaces.bnas import xnor
+    from searchkit.spaces.bnas.binary import BinaryConv2d
+    rows = []
+    torch.manual_seed(0)
+    for cin, cout, k, groups, side in opt["shapes"]:
+        conv = BinaryConv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False, scaling="channel",
+                            binary_input=True).eval()
+        dense = torch.nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False).eval()
+        fast = xnor.XnorConv2d.of(conv)
+        x = torch.randn(1, cin, side, side)
+        with torch.no_grad():
+            exact = torch.equal(torch.round(fast(x) / conv.scale().view(1, -1, 1, 1)),
+                                torch.round(conv(x) / conv.scale().view(1, -1, 1, 1)))
+            t = interleaved_times({"dense": lambda: dense(x), "w1a1_torch": lambda: conv(x),
+                                   "xnor": lambda: fast(x)}, int(opt["rounds"]) + 4)
+        goal = GOALS.get((cin, cout, k, groups, side))
+        rows.append({"shape": [cin, cout, k, groups, side], "exact": exact, **{f"{n}_ms": v * 1e3 for n, v in t.items()},
+                     "vs_dense": t["dense"] / t["xnor"], "vs_torch_w1a1": t["w1a1_torch"] / t["xnor"], "goal": goal})
+        print(f"{cin}->{cout} k{k} g{groups} @{side}: dense {t['dense'] * 1e3:.3f} ms, xnor {t['xnor'] * 1e3:.3f} ms "
+              f"({t['dense'] / t['xnor']:.2f}x), exact={exact}", flush=True)
+    lines = ["## Binary kernel: XNOR-popcount against float convs", "",
+             f"Batch 1, one thread, median of interleaved rounds. Kernel dispatched to **{xnor.isa()}**. "
+             "`dense`: torch's float conv of the shape (oneDNN); `W1A1 in torch`: the same binary conv as "
+             "training runs it (sign, then a float conv); ratios are their time / the XNOR op's. "
+             "`exact`: the op's integer dot products equal the float conv of the signs.", "",
+             "| Cin→Cout | k | groups | side | dense (ms) | W1A1 in torch (ms) | XNOR (ms) | vs dense | vs W1A1 torch "
+             "| exact | goal |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cin, cout, k, g, side = r["shape"]
+        goal = "" if r["goal"] is None else f"≥ {r['goal']:g}×: {'met' if r['vs_dense'] >= r['goal'] else 'MISSED'}"
+        lines.append(f"| {cin}→{cout} | {k} | {g} | {side}² | {r['dense_ms']:.3f} | {r['w1a1_torch_ms']:.3f} | "
+                     f"{r['xnor_ms']:.3f} | {r['vs_dense']:.2f}× | {r['vs_torch_w1a1']:.2f}× | {r['exact']} | {goal} |")
+    return rows, lines
+
+
+def _latency(opt) -> tuple[list[dict], list[str]]:
+    import random
+
+    import pandas as pd
+    import torch
+
+    from searchkit.core.genome import archid
+    from searchkit.spaces.bnas import BNASOptions, BNASSpace
+    from searchkit.spaces.bnas.xnor import xnor_program
+    space = BNASSpace(BNASOptions(preset="binary", C=int(opt["latency_C"]), cells=int(opt["cells"])), 10, 3,
+                      int(opt["latency_side"]))
+    dists = space.distributions()
+    rng = random.Random(0)
+    x = torch.randn(1, 3, space.side, space.side)
+    rows = []
+    for i in range(int(opt["cells_sampled"])):
+        genome = space.genome_of({k: rng.choice(d.choices) for k, d in dists.items()})
+        net = xnor_program(space.build(genome, seed=i).net.eval())
+        with torch.no_grad():
+            ms = interleaved_times({"net": lambda: net(x)}, int(opt["rounds"]), budget=0.03)["net"] * 1e3
+        flops, _ = space.flops_params(genome)
+        rows.append({"archid": archid(genome), "ms": ms, "flops": flops, **space.binary_costs(genome)})
+    frame = pd.DataFrame(rows)
+    rho = {c: float(frame["ms"].corr(frame[c], method="spearman")) for c in ("word_ops", "ops", "flops")}
+    # how far each count is from proportional to time: spread of ms per count unit, max/min
+    spread = {c: float((frame["ms"] / frame[c]).max() / (frame["ms"] / frame[c]).min()) for c in rho}
+    print("spearman rho vs latency: " + ", ".join(f"{c} {v:.3f}" for c, v in rho.items()), flush=True)
+    lines = ["## Word-level ops against measured latency", "",
+             f"{len(rows)} random `preset=binary` cells (C={opt['latency_C']}, {opt['cells']} cells, "
+             f"{space.side}×{space.side} input), each run as its XNOR program (binary convs packed), batch 1, one "
+             "thread. Spearman's ρ between the measured latency and each count; `spread`: the largest over "
+             "the smallest latency per unit of the count (1.0 would be exactly proportional).", "",
+             "| count | Spearman ρ | spread |", "|---|---|---|"]
+    lines += [f"| `{c}` | {rho[c]:.3f} | {spread[c]:.2f} |" for c in rho]
+    lines += ["", f"Goal ρ ≥ 0.8 for `word_ops`: {'met' if rho['word_ops'] >= 0.8 else 'MISSED'}."]
+    return rows, lines + [""] + [f"Latency range: {frame['ms'].min():.3f}–{frame['ms'].max():.3f} ms."]
+
+
+def main(argv: list[str]) -> int:
+    opt = options(argv, DEFAULTS)
+    if opt["quick"]:
+        opt = {**opt, **{k: v for k, v in QUICK.items() if not any(a.startswith(f"{k}=") for a in argv)}}
+    import torch
+
+    from searchkit.spaces.bnas import xnor
+    torch.set_num_threads(1)
+    unknown = set(opt["parts"]) - {"supernet", "kernel", "latency"}
+    if unknown:
+        raise SystemExit(f"bench bnas: unknown parts {sorted(unknown)} (parts: supernet, kernel, latency)")
+    if {"kernel", "latency"} & set(opt["parts"]) and not xnor.load():
+        raise SystemExit("bench bnas: the XNOR kernel could not be built here (g++ and ninja are needed); "
+                         "run parts=[supernet]")
+    cpu = cpu_with_flags()
+    print(f"CPU: {cpu}; XNOR kernel ISA: {xnor.isa()}", flush=True)
+    lines = ["# space=bnas: supernet, binary kernel, word-level ops", "", f"CPU: {cpu}.", ""]
+    if opt["quick"]:
+        lines += ["**Quick form (a smoke run).**", ""]
+    data = {"options": opt, "cpu": cpu, "isa": xnor.isa()}
+    for part, fn in (("supernet", _supernet), ("kernel", _kernel), ("latency", _latency)):
+        if part in opt["parts"]:
+            data[part], more = fn(opt)
+            lines += more + [""]
+    lines += ["Not measured here yet (see docs/bnas.md): operation-space reduction, darts against random cells "
+              "and black-box arms."]
+    path = write_report("bnas", "\n".join(lines) + "\n", data, opt["out"])
     print(f"wrote {path}")
     return 0

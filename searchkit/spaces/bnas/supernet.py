@@ -7,6 +7,11 @@
   the edge choice is stable when K drops channel information.
 - ``derive``: per node the two incoming edges with the largest softmax(α)[op]·softmax(β),
   each with its best op other than ``none`` (DARTS' rule).
+- ``expected_costs``: the derived network's ``flops``, ``params``, ``ops``, ``word_ops`` and
+  ``size_bytes`` in expectation, differentiable in α and β (for the runner's bound penalty):
+  the fixed part (stem, preprocessing, head) plus, per node, two edges drawn by softmax(β),
+  each with an op drawn by softmax(α) over the ops other than ``none``; every op priced at
+  full width where it sits (its cell's channels, stride and side).
 
 Example:
     >>> import torch
@@ -16,6 +21,9 @@ Example:
     >>> tuple(net(torch.randn(2, 3, 8, 8)).shape), len(list(net.arch_parameters()))
     ((2, 10), 4)
     >>> space.check(net.derive()) is None
+    True
+    >>> e = net.expected_costs({"ops": None})
+    >>> bool(0 < e["ops"] < space.binary_costs(space.base_genome())["ops"])
     True
 """
 
@@ -27,6 +35,8 @@ from torch import nn
 
 from searchkit.spaces.bnas.network import canonical
 from searchkit.spaces.bnas.ops import FactorizedReduce, make_op, relu_conv_bn
+
+COSTS = ("flops", "params", "ops", "word_ops", "size_bytes")
 
 NODES = 4
 EDGES = sum(range(2, NODES + 2))  # 14: node i reads the 2 cell inputs and the i earlier nodes
@@ -100,6 +110,8 @@ class Supernet(nn.Module):
         self.alpha = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(EDGES, n)) for t in ("normal", "reduce")})
         self.beta = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(EDGES)) for t in ("normal", "reduce")})
         self._macro = dict(m)
+        self._space = space
+        self._costs: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
     def arch_parameters(self):
         return [*self.alpha.values(), *self.beta.values()]
@@ -115,6 +127,60 @@ class Supernet(nn.Module):
             t = "reduce" if cell.reduction else "normal"
             s0, s1 = s1, cell(s0, s1, weights[t], self.beta[t])
         return self.classifier(torch.flatten(self.pool(s1), 1))
+
+    def expected_costs(self, models) -> dict[str, torch.Tensor]:
+        """Differentiable expected costs (see the module docstring) of the ``models`` named."""
+        fixed, table = self._cost_table()
+        total = fixed.to(self.alpha["normal"].dtype)
+        for t, per_op in table.items():
+            p = F.softmax(self.alpha[t][:, 1:], dim=-1)  # the op an edge derives: never "none"
+            edge = (p.unsqueeze(-1) * per_op).sum(1)    # (EDGES, costs)
+            start = 0
+            for i in range(NODES):
+                n = i + 2
+                b = F.softmax(self.beta[t][start:start + n], dim=-1)
+                total = total + 2 * (b.unsqueeze(-1) * edge[start:start + n]).sum(0)
+                start += n
+        return {name: total[COSTS.index(name)] for name in models if name in COSTS}
+
+    def _cost_table(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(fixed costs, {cell type: (EDGES, ops, costs) summed over that type's cells})."""
+        if self._costs is not None:
+            return self._costs
+        from searchkit.spaces.bnas.costs import count_binary
+        space, m = self._space, self._macro
+        ops, priced = self.op_names[1:], {}
+
+        def cost(name, c, stride, side):
+            key = (name, c, stride, side)
+            if key not in priced:
+                counted = count_binary(make_op(self.preset, name, c, stride), (c, side, side))
+                priced[key] = torch.tensor([float(counted[k]) for k in COSTS], dtype=torch.float64)
+            return priced[key]
+
+        table = {t: torch.zeros(EDGES, len(ops), len(COSTS), dtype=torch.float64) for t in ("normal", "reduce")}
+        side, c = space.side, m["C"]
+        for i in range(m["cells"]):
+            reduction = i in set(m["reductions"])
+            c, t = (2 * c, "reduce") if reduction else (c, "normal")
+            out = (side + 1) // 2 if reduction else side
+            for e, j in enumerate(j for node in range(NODES) for j in range(node + 2)):
+                stride = 2 if reduction and j < 2 else 1
+                for o, name in enumerate(ops):
+                    table[t][e, o] += cost(name, c, stride, side if j < 2 else out)
+            side = out
+        base = space.base_genome()
+        flops, params = space.flops_params(base)
+        whole = torch.tensor([flops, params, *(space.binary_costs(base)[k] for k in COSTS[2:])], dtype=torch.float64)
+        chosen = torch.zeros(len(COSTS), dtype=torch.float64)
+        for t in ("normal", "reduce"):
+            start = 0
+            for i, node in enumerate(base[t]):
+                for name, j in node:
+                    chosen += table[t][start + int(j), ops.index(name)]
+                start += i + 2
+        self._costs = (whole - chosen, {t: v.float() for t, v in table.items()})
+        return self._costs
 
     @torch.no_grad()
     def derive(self) -> dict:
@@ -135,4 +201,4 @@ class Supernet(nn.Module):
         return canonical(genome)
 
 
-__all__ = ["EDGES", "MixedOp", "SearchCell", "Supernet", "channel_shuffle"]
+__all__ = ["COSTS", "EDGES", "MixedOp", "SearchCell", "Supernet", "channel_shuffle"]

@@ -22,9 +22,8 @@ Example:
 from __future__ import annotations
 
 import statistics
-import time
 
-from searchkit.bench.common import options, write_report
+from searchkit.bench.common import cpu_with_flags, interleaved_times, options, write_report
 
 POINTWISE = [(24, 144, 56), (144, 24, 56), (96, 576, 14), (576, 160, 7), (320, 1280, 7)]
 CONV3 = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7)]
@@ -40,38 +39,6 @@ DEFAULTS = {"parts": ["kernel", "network", "accuracy"], "sparsity": [0.5, 0.75, 
 QUICK = {"sparsity": [0.75], "blocks": [16], "threads": [1], "batches": [1], "sides": [32], "rounds": 3,
          "acc_model": "resnet20", "seeds": 1, "trials": 2, "base_epochs": 1, "finetune_epochs": 0.25,
          "final_epochs": 0.25}
-
-
-def _cpu() -> str:
-    from searchkit.costs.profiling import cpu_model
-    flags = set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    isa = [f for f in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx2", "fma") if f in flags]
-    return f"{cpu_model()} ({' '.join(isa) or 'no x86 vector flags found'})"
-
-
-def _time(fns: dict, rounds: int, budget: float = 0.05) -> dict[str, float]:
-    """Median seconds per call of each fn, rounds interleaved; each round ~``budget`` s."""
-    reps = {}
-    for k, f in fns.items():
-        f()
-        start = time.perf_counter()
-        f()
-        reps[k] = max(1, int(budget / max(time.perf_counter() - start, 1e-7)))
-    out = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            start = time.perf_counter()
-            for _ in range(reps[k]):
-                f()
-            out[k].append((time.perf_counter() - start) / reps[k])
-    return {k: statistics.median(v) for k, v in out.items()}
 
 
 def _masked(cout: int, cin: int, k: int, n: int, p: float, gen):
@@ -118,7 +85,7 @@ def kernel_rows(opt: dict) -> list[dict]:
                         if k == 1:
                             forms["gemm"] = lambda x=x, w=w2: torch.matmul(w, x.flatten(2))
                         with torch.no_grad():
-                            t0 = _time(forms, 3, budget=0.02)
+                            t0 = interleaved_times(forms, 3, budget=0.02)
                         dense = forms[min(t0, key=t0.get)]
                         sparse_csr = (lambda x=x, c=csr, cin=cin: torch.stack([c @ xi.reshape(cin, -1) for xi in x])
                                       ) if k == 1 else None
@@ -130,7 +97,7 @@ def kernel_rows(opt: dict) -> list[dict]:
                         if sparse_csr is not None:
                             fns["csr"] = sparse_csr
                         with torch.no_grad():
-                            t = _time(fns, opt["rounds"])
+                            t = interleaved_times(fns, opt["rounds"])
                         rows.append({"kind": kind, "cin": cin, "cout": cout, "side": side, "N": n, "p": p,
                                      "dense_form": "linear" if k == 0 else min(t0, key=t0.get),
                                      "batch": batch, "threads": threads, "dense_us": t["dense"] * 1e6,
@@ -167,7 +134,7 @@ def network_rows(opt: dict) -> list[dict]:
             for threads in opt["threads"]:
                 torch.set_num_threads(threads)
                 with torch.no_grad():
-                    t = _time({"eager": lambda: net(x), "dense_pt2": lambda: dense_pt2(x),
+                    t = interleaved_times({"eager": lambda: net(x), "dense_pt2": lambda: dense_pt2(x),
                                "sparse_pt2": lambda: sparse_pt2(x)}, opt["rounds"], budget=0.3)
                 nz = space.nonzero_costs(genome)[0] / space.flops_params(genome)[0]
                 rows.append({"side": side, "p": p, "threads": threads, "nonzero_macs": nz,
@@ -189,7 +156,7 @@ def main(argv: list[str]) -> int:
     if not kernel.load():
         print("searchkit.bench: error: the 1xN kernel could not be built here (see the warning)")
         return 2
-    cpu = _cpu()
+    cpu = cpu_with_flags()
     print(f"CPU: {cpu}; kernel ISA: {kernel.isa()}", flush=True)
     import tempfile
 

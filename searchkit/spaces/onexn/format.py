@@ -25,11 +25,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from searchkit.core import tensorfile
 from searchkit.core.errors import UserError
 
 FORMAT = "searchkit-onexn/1"
@@ -47,26 +47,20 @@ def program_of(space, built):
 
 def write_sparse(space, built, folder, *, program: bool = True) -> dict[str, str]:
     """Write ``sparse.safetensors`` (and ``model_sparse.pt2``) for ``built``; ``{role: file}``."""
-    from safetensors.torch import save_file
-
     from searchkit.spaces.onexn.sparse import BlockSparseConv2d
     folder = Path(folder)
     prog = program_of(space, built)
-    tensors, layers = {}, {}
-    for name, mod in prog.named_modules():
-        if isinstance(mod, BlockSparseConv2d):
-            layers[name] = {"N": mod.n, "in": mod.in_channels, "out": mod.out_channels, "k": mod.kernel_size,
-                            "stride": mod.stride, "linear": mod.linear, "act": mod.act}
-    for key, value in prog.state_dict().items():
-        tensors[key] = value.detach().cpu().contiguous()
+    layers = {name: {"N": mod.n, "in": mod.in_channels, "out": mod.out_channels, "k": mod.kernel_size,
+                     "stride": mod.stride, "linear": mod.linear, "act": mod.act}
+              for name, mod in prog.named_modules() if isinstance(mod, BlockSparseConv2d)}
     x = torch.randn(2, *space.input_size())
     with torch.no_grad():
         want, got = built.net(x), prog(x)
     diff = float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
     if diff > 1e-4:
         raise SparseFormatError(f"the sparse program differs from the masked network by {diff:.1e} (relative)")
-    meta = {"searchkit": json.dumps({"format": FORMAT, "model": space.options.model, "layers": layers})}
-    save_file(tensors, str(folder / "sparse.safetensors"), metadata=meta)
+    tensorfile.write(folder / "sparse.safetensors", prog.state_dict(), FORMAT,
+                     {"model": space.options.model, "layers": layers})
     files = {"sparse": "sparse.safetensors"}
     if program:
         size = tuple(space.input_size())
@@ -80,21 +74,8 @@ def write_sparse(space, built, folder, *, program: bool = True) -> dict[str, str
 def read_sparse(path) -> tuple[dict, dict[str, torch.Tensor]]:
     """``(layers, tensors)`` of a sparse file, every block index checked; one-line
     :class:`SparseFormatError` for anything malformed."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     path = Path(path)
-    if not path.is_file():
-        raise SparseFormatError(f"no sparse weight file at {path}")
-    try:
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-        info = json.loads(meta["searchkit"])
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise SparseFormatError(f"{path.name} is not a searchkit 1xN file ({str(exc).splitlines()[0][:120]})")
-    if info.get("format") != FORMAT:
-        raise SparseFormatError(f"{path.name}: format {info.get('format')!r}, expected {FORMAT!r}")
+    info, tensors = tensorfile.read(path, FORMAT, SparseFormatError, "1xN")
     for name, g in info.get("layers", {}).items():
         try:
             crow, col, val = (tensors[f"{name}.{k}"] for k in ("crow_indices", "col_indices", "values"))

@@ -20,11 +20,11 @@ Example:
 from __future__ import annotations
 
 import functools
-import os
-import warnings
 from pathlib import Path
 
 import torch
+
+from searchkit.core import native
 
 ISAS = ("portable", "avx2", "avx512")
 
@@ -77,33 +77,15 @@ def _fake_conv(x, crow, col, values, bias, k, stride, act):
 
 
 def build_dir() -> Path:
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searchkit" / "onexn"
-    return root / f"torch-{torch.__version__.split('+')[0]}"
+    return native.build_dir("onexn")
 
 
 @functools.cache
 def load() -> bool:
     """Build (once per machine, ~1 min) and load the compiled op; ``False`` with one warning
     if no compiler is found (then models run the pure-torch reference)."""
-    if os.environ.get("SEARCHKIT_ONEXN_KERNEL", "1") == "0":
-        return False
-    import logging
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime": none needed
-    try:
-        from torch.utils.cpp_extension import load as cpp_load
-        folder = build_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        cpp_load(name="searchkit_onexn", sources=[str(Path(__file__).with_name("kernel.cpp"))],
-                 extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], is_python_module=False, build_directory=str(folder), verbose=False)
-        torch.library.register_fake("searchkit::onexn_mm")(_fake)
-        torch.library.register_fake("searchkit::onexn_conv")(_fake_conv)
-        return True
-    except Exception as exc:  # no compiler, no ninja, a failed build: run slower, but run
-        text = str(exc).splitlines() or [type(exc).__name__]
-        why = next((ln for ln in text if "error" in ln.lower() and "Error building" not in ln), text[0])
-        warnings.warn(f"1xN kernel unavailable ({why.strip()[:160]}); "
-                      "using the slower pure-torch path", RuntimeWarning, stacklevel=2)
-        return False
+    return native.build("onexn", Path(__file__).with_name("kernel.cpp"),
+                        {"searchkit::onexn_mm": _fake, "searchkit::onexn_conv": _fake_conv}, "1xN kernel")
 
 
 def isa() -> str:
