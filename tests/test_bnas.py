@@ -16,9 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from searchkit.spaces.bnas import BNASOptions, BNASSpace
+from searchkit.spaces.bnas import BNASOptions, BNASSpace, xnor
 from searchkit.spaces.bnas.binary import BinaryConv2d, binarize
 from searchkit.spaces.bnas.costs import count_binary
+from searchkit.spaces.bnas.format import load_binary
 from searchkit.spaces.bnas.supernet import Supernet
 
 from benchrun import kill_when
@@ -183,7 +184,7 @@ def _cli(args, cwd, **kw):
 
 @pytest.mark.slow
 def test_black_box_search_exports_a_network_that_rebuilds_from_json(tmp_path):
-    out = _cli(SMALL + ["algo=ga", "trials=2"], tmp_path)
+    out = _cli(SMALL + ["space.preset=binary", "algo=ga", "trials=2"], tmp_path)
     assert out.returncode == 0, out.stderr
     out = _cli(["export", "study=bnas-digits-ga"], tmp_path)
     assert out.returncode == 0, out.stderr
@@ -195,7 +196,14 @@ def test_black_box_search_exports_a_network_that_rebuilds_from_json(tmp_path):
     net.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     x = torch.randn(2, *arch["input_size"])
     program = torch.export.load(str(folder / "model.pt2")).module()
-    assert torch.allclose(net.eval()(x), program(x), atol=1e-4)
+    want = net.eval()(x)
+    assert torch.allclose(want, program(x), atol=1e-4)
+    # W1A1 cells also ship packed, and that program computes the same
+    assert arch["files"]["binary"] == "binary.safetensors" and arch["files"]["xnor_program"] == "model_xnor.pt2"
+    packed = load_binary(space, arch["genome"], folder / "binary.safetensors")
+    assert torch.allclose(packed(x), want, rtol=1e-4, atol=1e-4)
+    if xnor.load():
+        assert torch.allclose(torch.export.load(str(folder / "model_xnor.pt2")).module()(x), want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
