@@ -1,7 +1,8 @@
 """Compiled CPU kernels, built once per machine with torch's C++ extension loader.
 
 A space ships a ``.cpp`` file that defines ``TORCH_LIBRARY`` ops; :func:`build` compiles it
-into a per-torch-version cache folder (``$XDG_CACHE_HOME/searchkit/NAME``) and registers the
+into a cache folder per torch version and checkout (``$XDG_CACHE_HOME/searchkit/NAME``: two
+checkouts building at once never overwrite each other's library) and registers the
 ops' fake kernels, so ``torch.export`` and ``torch.compile`` retain them. Without a compiler (or
 with ``SEARCHKIT_<NAME>_KERNEL=0``) it warns once and returns ``False``: callers then run
 their pure-torch reference.
@@ -15,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -24,9 +26,10 @@ from typing import Callable
 import torch
 
 
-def build_dir(name: str) -> Path:
+def build_dir(name: str, source: str | Path) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searchkit" / name
-    return root / f"torch-{torch.__version__.split('+')[0]}"
+    where = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:10]
+    return root / f"torch-{torch.__version__.split('+')[0]}-{where}"
 
 
 def build(name: str, source: str | Path, fakes: dict[str, Callable], what: str) -> bool:
@@ -37,7 +40,7 @@ def build(name: str, source: str | Path, fakes: dict[str, Callable], what: str) 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime": none needed
     try:
         from torch.utils.cpp_extension import load as cpp_load
-        folder = build_dir(name)
+        folder = build_dir(name, source)
         folder.mkdir(parents=True, exist_ok=True)
         cpp_load(name=f"searchkit_{name}", sources=[str(source)], extra_cflags=["-O3", "-fopenmp"],
                  extra_ldflags=["-fopenmp"], is_python_module=False, build_directory=str(folder), verbose=False)

@@ -159,7 +159,7 @@ at::Tensor xnor_conv(const at::Tensor& x_, const at::Tensor& weight, const at::T
   TORCH_CHECK(x_.dim() == 4 && x_.scalar_type() == at::kFloat, "xnor_conv: x must be float (B, C, H, W)");
   TORCH_CHECK(weight.dim() == 3 && weight.scalar_type() == at::kLong, "xnor_conv: weight must be int64 (G, Cout/G, K)");
   const at::Tensor x = x_.contiguous(), w = weight.contiguous(), scale = scale_.to(at::kFloat).contiguous();
-  const at::Tensor wpop = wpop_.contiguous();
+  const at::Tensor wpop = wpop_.to(at::kLong).contiguous();
   Geometry G{};
   G.groups = w.size(0);
   G.cout_g = w.size(1);
@@ -168,6 +168,9 @@ at::Tensor xnor_conv(const at::Tensor& x_, const at::Tensor& weight, const at::T
   G.cg = x.size(1) / G.groups;
   G.words = (G.cg + 63) / 64;
   TORCH_CHECK(w.size(2) == G.K(), "xnor_conv: weight has ", w.size(2), " words per row, expected ", G.K());
+  TORCH_CHECK(scale.numel() == w.size(0) * w.size(1) && wpop.numel() == scale.numel() * kh * kw,
+              "xnor_conv: scale needs one value and wpop one popcount per output (and tap)");
+  TORCH_CHECK(kh >= 1 && kw >= 1 && stride >= 1 && pad >= 0 && dil >= 1, "xnor_conv: bad geometry");
   G.H = x.size(2); G.W = x.size(3);
   G.Ho = (G.H + 2 * pad - dil * (kh - 1) - 1) / stride + 1;
   G.Wo = (G.W + 2 * pad - dil * (kw - 1) - 1) / stride + 1;
