@@ -64,6 +64,7 @@ def test_pack_and_unpack_are_inverse():
     w = torch.randn(6, 70, 3, 3)
     words, pops = xnor.pack(w, groups=2)
     assert tuple(words.shape) == (2, 3, 9 * 2) and torch.equal(pops.sum(-1), (w >= 0).flatten(1).sum(-1))
+    assert torch.equal(xnor.popcounts(words, 9), pops)
     signs = xnor.unpack(words, 35, 9).reshape(6, 35, 3, 3)
     assert torch.equal(signs, torch.where(w[:, :35] >= 0, 1.0, -1.0))
 

@@ -102,7 +102,7 @@ def read_binary(path) -> tuple[dict, dict[str, torch.Tensor]]:
 def load_binary(space, genome, path) -> torch.nn.Module:
     """The XNOR program of ``genome`` with the weights of a binary file (checked to be of this
     architecture)."""
-    from searchkit.spaces.bnas.xnor import XnorConv2d, xnor_program
+    from searchkit.spaces.bnas.xnor import XnorConv2d, popcounts, xnor_program
     layers, tensors = read_binary(path)
     prog = xnor_program(space.build(genome).net.eval())
     convs = {name: m for name, m in prog.named_modules() if isinstance(m, XnorConv2d)}
@@ -113,10 +113,7 @@ def load_binary(space, genome, path) -> torch.nn.Module:
     for layer, m in convs.items():
         if layers[layer] != _geometry(m):
             raise BinaryFormatError(f"{name}: layer '{layer}' is {layers[layer]}, the genome's is {_geometry(m)}")
-        words = tensors[f"{layer}.words"]
-        bits = (words.unsqueeze(-1) >> torch.arange(64)) & 1
-        taps = m.kernel_size[0] * m.kernel_size[1]
-        tensors[f"{layer}.popcounts"] = bits.reshape(m.scale.numel(), taps, -1).sum(-1)
+        tensors[f"{layer}.popcounts"] = popcounts(tensors[f"{layer}.words"], m.kernel_size[0] * m.kernel_size[1])
     missing, unexpected = prog.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise BinaryFormatError(f"{name} is of another architecture (missing {missing[:2]}, "

@@ -70,6 +70,12 @@ def pack(weight: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]
     return packed.reshape(groups, cout // groups, kh * kw * words).contiguous(), bits.sum((-1, -2))
 
 
+def popcounts(packed: torch.Tensor, taps: int) -> torch.Tensor:
+    """Each output's popcount per tap (Cout, taps) of :func:`pack`'s words (what a file leaves out)."""
+    bits = (packed.unsqueeze(-1) >> torch.arange(64)) & 1
+    return bits.reshape(packed.shape[0] * packed.shape[1], taps, -1).sum(-1)
+
+
 def unpack(packed: torch.Tensor, cin_g: int, taps: int) -> torch.Tensor:
     """The ±1 weights (Cout, Cin/g, taps) of :func:`pack`'s words (the reference path)."""
     g, cout_g, k = packed.shape
@@ -130,4 +136,4 @@ def xnor_program(net: nn.Module) -> nn.Module:
     return net
 
 
-__all__ = ["ISAS", "XnorConv2d", "force_isa", "isa", "load", "pack", "unpack", "xnor_program"]
+__all__ = ["ISAS", "XnorConv2d", "force_isa", "isa", "load", "pack", "popcounts", "unpack", "xnor_program"]
