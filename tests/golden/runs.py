@@ -1,5 +1,12 @@
-"""Seeded searches whose outcome is pinned by ``golden.json`` (recorded before the seams
-redesign; ``python -m tests.golden.runs record`` writes it again)."""
+"""Seeded searches whose outcome is pinned by ``golden.json``, per CPU numerics.
+
+A search's values depend on the last bits of the float kernels, and those differ between
+CPUs (torch and oneDNN dispatch other kernels on AVX-512 than on AVX2): one validation
+image scored differently moves every later proposal. So each run is recorded per
+:func:`numerics_key` (CPU model and torch's CPU capability).
+``python -m tests.golden.runs record`` writes the file again with this machine's runs only
+(after an intended change of behaviour); ``record --add`` adds this machine's to the
+others (the code unchanged, a new kind of CPU)."""
 
 from __future__ import annotations
 
@@ -45,16 +52,27 @@ def run(name: str, storage: str) -> list[dict]:
     return rows
 
 
-def record(workdir: Path) -> None:
+def numerics_key() -> str:
+    """What decides the float kernels a run gets here: the CPU model and torch's capability."""
+    import torch
+
+    from searchkit.costs.profiling import cpu_model
+    return f"{cpu_model() or 'unknown CPU'} / {torch.backends.cpu.get_cpu_capability()}"
+
+
+def record(workdir: Path, add: bool = False) -> None:
     import os
     os.chdir(workdir)
-    data = {name: run(name, f"sqlite:///{workdir / 'golden.db'}") for name in RUNS}
+    data = json.loads(GOLDEN.read_text()) if add and GOLDEN.is_file() else {}
+    key = numerics_key()
+    for name in RUNS:
+        data.setdefault(name, {})[key] = run(name, f"sqlite:///{workdir / 'golden.db'}")
     GOLDEN.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["record"]:
+if __name__ == "__main__" and sys.argv[1:2] == ["record"]:
     import tempfile
 
     import torch
     torch.set_num_threads(1)
-    record(Path(tempfile.mkdtemp(prefix="golden-")))
+    record(Path(tempfile.mkdtemp(prefix="golden-")), add=sys.argv[2:] == ["--add"])
