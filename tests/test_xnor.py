@@ -35,7 +35,7 @@ def _case(shape, seed=0):
 
 
 @needs_kernel
-@pytest.mark.parametrize("isa", [None, "avx2", "popcnt", "portable"])
+@pytest.mark.parametrize("isa", [None, "avx512", "avx2", "popcnt", "portable"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_xnor_op_is_bit_exact_on_every_isa_path(shape, isa):
     conv, x = _case(shape)

@@ -30,7 +30,7 @@ from torch import nn
 
 from searchkit.core import native
 
-ISAS = ("portable", "popcnt", "avx2")
+ISAS = ("portable", "popcnt", "avx2", "avx512")
 
 
 def _fake(x, weight, scale, wpop, bias, kh, kw, stride, pad, dil):
