@@ -134,6 +134,8 @@ def write_architecture(setup: RunSetup, genome: dict, built: Built, folder: Path
         if runtime not in loaded:
             if runtime == "onnxruntime":
                 loaded[runtime] = folder / "model.onnx"
+            elif space.shipped_program in files.values():  # the space's own faster program
+                loaded[runtime] = torch.export.load(str(folder / space.shipped_program)).module()
             elif "pt2" in programs:
                 loaded[runtime] = torch.export.load(str(folder / "model.pt2")).module()
             else:

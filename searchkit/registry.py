@@ -22,7 +22,7 @@ from typing import Any
 
 from searchkit.core.errors import UnknownNameError, did_you_mean
 
-__all__ = ["ALL", "COSTS", "DATASETS", "EXECUTORS", "MODELS", "RUNNERS", "Registry", "SPACES",
+__all__ = ["ALL", "COSTS", "DATASETS", "EXECUTORS", "KERNEL_TYPES", "MODELS", "RUNNERS", "Registry", "SPACES",
            "STRATEGIES", "UnknownNameError", "load_plugins"]
 
 _PLUGINS_LOADED = False
@@ -115,6 +115,12 @@ STRATEGIES = Registry("algo", {
 RUNNERS = Registry("runner", {
     "asktell": "searchkit.strategies.asktell:AskTellRunner",
     "darts": "searchkit.strategies.darts:DartsRunner",
+})
+
+# Latency-predictor kernel types a space brings beside the built-in ones of
+# searchkit.costs.kernels (a profile on a runtime that runs them times them too).
+KERNEL_TYPES = Registry("kernel type", {
+    "sparse_conv": "searchkit.spaces.onexn.latency:SPARSE_CONV",
 })
 
 EXECUTORS = Registry("executor", {

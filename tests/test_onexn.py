@@ -43,6 +43,10 @@ def isa(request):
     (576, 96, 1, 1, 14, 16, 0.75, 1, 1),   # MobileNetV2 pointwise, tail of 196 = 6*32 + 4 pixels
     (64, 32, 3, 1, 9, 4, 0.5, 2, 2),       # 3x3, implicit im2col
     (40, 24, 3, 1, 5, 20, 0.6, 0, 1),      # N = 20: tiles of 8, 8, 4
+    (32, 16, 3, 1, 7, 16, 0.75, 1, 3),     # 3x3 on a 7x9 grid: several rows per vector, written in place
+    (16, 8, 3, 1, 2, 8, 0.5, 0, 2),        # 3x3 on a 2x2 map: the small-map path, cropped
+    (8, 8, 5, 1, 6, 2, 0.5, 2, 1),         # 5x5
+    (64, 64, 3, 1, 28, 32, 0.75, 1, 1),    # a ResNet 3x3 at 28x28, 1x32
     (24, 16, 1, 2, 7, 8, 0.5, 1, 3),       # strided 1x1 (a ResNet shortcut)
     (30, 10, 1, 1, 3, 3, 0.3, 0, 2),       # N = 3 and 9 pixels: the small-map path
     (1000, 64, 0, 1, 1, 8, 0.75, 0, 1),    # linear, batch 1
@@ -227,3 +231,99 @@ def test_search_export_and_check_end_to_end(tmp_path):
     assert "max relative difference" in out.stdout
     bad = _cli("onexn", "check", f"dir={tmp_path}", cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_target_without_the_op_is_refused_in_one_line():
+    import numpy as np
+
+    from searchkit.core.errors import ConfigError
+    from searchkit.costs.kernels import KERNELS
+    from searchkit.costs.latency import Predictor
+    from searchkit.costs.latency_cost import LatencyCost
+    rng = np.random.default_rng(0)
+    rows = {kind: [tuple(r) for r in k.sweep(rng, 20)] for kind, k in KERNELS.items()}  # the built-in types only
+    pred = Predictor.fit(rows, {k: [1e-5] * len(r) for k, r in rows.items()}, {"target": "old"}, trees=2)
+    space = OneXNSpace(OneXNOptions(model="resnet20"), build_base("resnet20"), (3, 16, 16))
+    with pytest.raises(ConfigError, match="target 'old' has no timings of the 1xN op") as err:
+        LatencyCost(space, predictor=pred)
+    assert "\n" not in str(err.value)
+
+
+@needs_kernel
+def test_a_latency_bound_is_priced_on_the_op_and_verified_on_the_sparse_program(tmp_path):
+    """A torch profile times the 1xN op beside the dense kernels; a latency-bounded onexn
+    search trains only genomes predicted under the bound, and export measures the program
+    that runs the op (model_sparse.pt2)."""
+    import random
+
+    import numpy as np
+
+    from searchkit.config import load_config
+    from searchkit.costs.latency_cost import LatencyCost
+    from searchkit.costs.profiling import fit, load_predictor, profile
+    from searchkit.export import export_study
+    from searchkit.search import run_search
+    lat = tmp_path / "lat"
+    profile("q", sweep="quick", root=lat, progress=False, log=lambda *a: None)
+    fit("q", root=lat)
+    pred = load_predictor("q", lat)
+    assert "sparse_conv" in pred.forests
+    common = ["space=onexn", "space.model=resnet20", "data=synthetic", "base.epochs=0", "finetune.max_batches=1",
+              "latency.target=q", f"latency.dir={lat}", f"base.cache_dir={tmp_path / 'bases'}",
+              f"storage=sqlite:///{tmp_path / 'db.sqlite'}", "progress=false"]
+    from searchkit.setup import RunSetup
+    space = RunSetup.build(load_config(common), quiet=True).space
+    cost = LatencyCost(space, predictor=pred)
+    rng = random.Random(0)
+    sample = [space.genome([[rng.choice(ch), rng.choice(space.options.sparsity)] for ch in space.choices])
+              for _ in range(100)]
+    # the block size is priced: the same sparsities at another N cost differently somewhere
+    assert len({round(cost.cost(space.uniform(n, 0.5)), 9) for n in (1, 4, 16)}) > 1
+    bound = max(float(np.quantile(cost.many(sample), 0.4)), cost.floor() * 1.0001)
+    out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=2", "algo=random"]), quiet=True)
+    trained = [t for t in out.study.trials if t.user_attrs.get("searchkit:evaluated")]
+    assert len(trained) == 2 and all(t.user_attrs["cost:latency"] <= bound for t in trained)
+    folder = export_study(out.study.study_name, f"sqlite:///{tmp_path / 'db.sqlite'}", out=tmp_path / "exp")[0]
+    record = json.loads((folder / "arch.json").read_text())["latency"]
+    assert record["measured"] == "the written program (model_sparse.pt2)" and record["measured_ms"] > 0
+    assert record["predicted_ms"] <= bound
+
+
+@needs_kernel
+@pytest.mark.parametrize("model,side", [("mobilenet_v2", 32), ("vgg16", 32), ("torchvision:resnet18", 32)])
+def test_the_kernels_of_a_genome_are_what_its_sparse_program_runs(model, side):
+    """Priced without building anything: BN folded, ReLU/ReLU6 fused into the op (convs and
+    linear layers), strided 3x3 convs left dense, as ``to_sparse_program`` makes them."""
+    import random
+
+    from searchkit.costs.trace import trace_kernels
+    space = OneXNSpace(OneXNOptions(model=model), build_base(model), (3, side, side))
+    rng = random.Random(3)
+    for genome in (space.uniform(16, 0.5),
+                   space.genome([[rng.choice(ch), rng.choice([0.0, 0.3, 0.8])] for ch in space.choices])):
+        kernels = space.kernels(genome)
+        assert kernels == trace_kernels(space.latency_network(space.build(genome)), (3, side, side))
+        assert any(k.kind == "sparse_conv" for k in kernels)
+
+
+@needs_kernel
+@pytest.mark.slow
+def test_the_sparse_program_compiles_with_torch_compile():
+    """The op's fake kernel lets inductor trace through it: a compiled sparse program gives
+    the eager one's outputs, at two batch sizes (no graph break at the op)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU6(),
+                        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(32, 10)).eval()
+    for path in ("3", "6", "10"):
+        mod = net.get_submodule(path)
+        fix_mask(mod, block_mask(mod.weight, 8 if path != "10" else 2, 0.5))
+    prog = to_sparse_program(net, {"3": 8, "6": 8, "10": 2})
+    assert sum(isinstance(m, BlockSparseConv2d) for m in prog.modules()) == 3
+    torch._dynamo.reset()
+    compiled = torch.compile(prog, backend="inductor", fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        for batch in (1, 3):
+            x = torch.randn(batch, 3, 8, 8)
+            assert torch.allclose(compiled(x), prog(x), atol=1e-5, rtol=1e-5)

@@ -110,6 +110,9 @@ class Space(abc.ABC):
     costs: ClassVar[tuple[str, ...]] = ("flops", "params")
     # Config overrides that make a small instance for the contract suites (searchkit.testing).
     contract_overrides: ClassVar[tuple[str, ...]] = ()
+    # The file of the torch program a latency bound is verified on at export, when the
+    # space writes a faster one than ``model.pt2`` (None: model.pt2).
+    shipped_program: ClassVar[str | None] = None
 
     @classmethod
     @abc.abstractmethod
@@ -231,6 +234,10 @@ class LatencyKernels(abc.ABC):
     @abc.abstractmethod
     def kernels(self, genome: Genome) -> list:
         """The :class:`~searchkit.costs.trace.Kernel` list one batch-1 forward runs, in order."""
+
+    def latency_network(self, built: Built) -> nn.Module:
+        """The network whose run ``kernels`` describes (the shipped program's module form)."""
+        return built.net
 
     def latency_table(self, predictor: Any) -> Callable[[Sequence[Genome]], np.ndarray | None] | None:
         """A vectorised ``genomes -> milliseconds`` for this predictor (``None``: none; the

@@ -3,8 +3,9 @@
 A kernel type names the integer fields of its rows (as :mod:`searchkit.costs.trace`
 records them), builds a runnable closure that executes exactly those torch calls (for
 profiling), turns rows into regression features, and draws a designed sweep of rows.
-A new kernel type (a 1xN block-sparse conv, a binarized conv) is one more
-:class:`KernelType` registered in :data:`KERNELS`; nothing else changes.
+A space's own kernel type (a block-sparse conv) is one :class:`KernelType` named in
+:data:`searchkit.registry.KERNEL_TYPES`: ``KERNELS[name]`` finds it there, and a profile
+sweeps it (``sweep_sizes``) on the runtimes that run it (``runtimes``).
 
 Example:
     >>> import numpy as np
@@ -19,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -44,6 +45,18 @@ class KernelType:
     make: Callable[[tuple[int, ...]], Callable[[], torch.Tensor]]
     features: Callable[[np.ndarray], np.ndarray]
     sweep: Callable[[np.random.Generator, int], list[tuple[int, ...]]]
+    # A registered type's rows per profile sweep ("default", "quick"; the built-in ones
+    # are in searchkit.costs.profiling.SWEEPS) and the runtimes that run it.
+    sweep_sizes: dict = field(default_factory=dict)
+    runtimes: tuple[str, ...] = ("torch", "onnxruntime")
+    # log2 of a row's work (MACs or elements): a profile times similar-sized kernels together
+    size: Callable[[tuple[int, ...]], float] | None = None
+    # (func, args, kwargs, out) -> the row of a torch call of this type, or None (a trace
+    # sees a registered type's op through this; the built-in ones are in costs.trace)
+    record: Callable | None = None
+    # The built-in type whose whole-model calibration (a, b) a registered type takes: no
+    # calibration model need contain it (the profile's populations stay the spaces' own).
+    calibrate_as: str | None = None
 
 
 def _log(x) -> np.ndarray:
@@ -210,7 +223,23 @@ def _make_view(f):
     return lambda: torch.flatten(x, 1)
 
 
-KERNELS: dict[str, KernelType] = {
+class _Kernels(dict):
+    """The built-in kernel types; a registered one (``KERNEL_TYPES``) is looked up on demand."""
+
+    def __missing__(self, kind: str) -> KernelType:
+        from searchkit.registry import KERNEL_TYPES
+        if kind not in KERNEL_TYPES:
+            raise KeyError(kind)
+        return KERNEL_TYPES.get(kind)
+
+
+def registered_types() -> dict[str, KernelType]:
+    """The kernel types spaces register (``KERNEL_TYPES``), imported."""
+    from searchkit.registry import KERNEL_TYPES
+    return {name: KERNEL_TYPES.get(name) for name in KERNEL_TYPES.names()}
+
+
+KERNELS: dict[str, KernelType] = _Kernels({
     "conv": KernelType("conv", ("cin", "cout", "k", "stride", "groups", "h", "w", "bn", "act"),
                        _make_conv, _conv_features, _sweep_conv),
     "linear": KernelType("linear", ("in", "out"), _make_linear, _linear_features, _sweep_linear),
@@ -219,4 +248,4 @@ KERNELS: dict[str, KernelType] = {
                           _sweep_eltwise),
     "view": KernelType("view", (), _make_view, lambda rows: np.zeros((len(rows), 1)),
                        lambda rng, n: [()] * min(n, 3)),
-}
+})

@@ -270,6 +270,9 @@ class Predictor:
 
     def group(self, kind: str, fields: Sequence[int]) -> str | None:
         """The calibration group of a kernel (``None``: the shared one)."""
+        if kind not in KERNELS.keys():  # a registered type: calibrated as the group it names
+            as_group = KERNELS[kind].calibrate_as
+            return as_group if as_group in self.group_names() else None
         if not self.split:
             return kind if kind in self.GROUPS else None
         if kind == "conv":
@@ -283,14 +286,15 @@ class Predictor:
         predictor needs the kernel's ``fields``)."""
         if fields is None and self.split and kind in ("conv", "eltwise"):
             raise ValueError("a split predictor's coefficients depend on the kernel's fields")
-        g = self.group(kind, fields) if fields is not None else (kind if kind in self.GROUPS else None)
+        registered = kind not in KERNELS.keys()
+        g = self.group(kind, fields) if fields is not None or registered else (kind if kind in self.GROUPS else None)
         return self.groups.get(g, self.calibration[:2])
 
     def row_coefficients(self, kind: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-row ``(a, b)`` of many kernels of one type."""
         rows = np.asarray(rows).reshape(len(rows), -1)
         if not self.split or kind not in ("conv", "eltwise"):
-            a, b = self.coefficients(kind) if not self.split else self.calibration[:2]
+            a, b = self.coefficients(kind) if not self.split or kind not in KERNELS.keys() else self.calibration[:2]
             return np.full(len(rows), a), np.full(len(rows), b)
         ab = np.array([self.coefficients(kind, tuple(r)) for r in rows]).reshape(len(rows), 2)
         return ab[:, 0], ab[:, 1]

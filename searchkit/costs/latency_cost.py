@@ -48,11 +48,11 @@ class LatencyCost(CostModel):
         size): the contract checks the plumbing, not a CPU."""
         import numpy as np
 
-        from searchkit.costs.kernels import KERNELS
+        from searchkit.costs.kernels import KERNELS, registered_types
         from searchkit.costs.latency import Predictor
         from searchkit.costs.profiling import _size_proxy
         rng = np.random.default_rng(0)
-        rows = {kind: [tuple(r) for r in k.sweep(rng, 40)] for kind, k in KERNELS.items()}
+        rows = {kind: [tuple(r) for r in k.sweep(rng, 40)] for kind, k in {**KERNELS, **registered_types()}.items()}
         secs = {kind: [1e-6 * (1 + 2 ** (0.5 * _size_proxy((kind, r)))) for r in rs] for kind, rs in rows.items()}
         predictor = Predictor.fit(rows, secs, {"target": "contract", "sha256": "synthetic"}, trees=4)
         return cls(space, None, predictor=predictor)
@@ -122,7 +122,7 @@ class LatencyCost(CostModel):
             from searchkit.costs.ort import OrtModel
             shipped, what = OrtModel(program("onnxruntime"), threads), "the written model.onnx in onnxruntime"
         else:
-            shipped, what = program(), "the written program (model.pt2)"
+            shipped, what = program(), f"the written program ({self.space.shipped_program or 'model.pt2'})"
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from searchkit import __version__
-from searchkit.costs.kernels import KERNELS
+from searchkit.costs.kernels import KERNELS, registered_types
 from searchkit.costs.latency import Predictor, measure_chain, measure_models_ms, relative_errors
 from searchkit.costs.trace import Kernel
 
@@ -69,7 +69,8 @@ def _size_proxy(row: tuple) -> float:
         return float(np.log2(max(1, fields[1] * fields[2] * fields[3])))
     if kind == "linear":
         return float(np.log2(max(1, fields[0] * fields[1])))
-    return 0.0
+    size = KERNELS[kind].size if kind not in ("view",) else None
+    return float(size(fields)) if size is not None else 0.0
 
 
 class ProfileError(ValueError):
@@ -208,7 +209,9 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
     onnx_dir = tempfile.TemporaryDirectory(prefix="searchkit-profile-")  # whole models as onnxruntime runs them
     try:
         rng = np.random.default_rng(seed)
-        generic = [(kind, tuple(r)) for kind, n in SWEEPS[sweep].items() for r in KERNELS[kind].sweep(rng, n)]
+        sizes = {**SWEEPS[sweep], **{kind: kt.sweep_sizes.get(sweep, 0) for kind, kt in registered_types().items()
+                                     if runtime in kt.runtimes}}
+        generic = [(kind, tuple(r)) for kind, n in sizes.items() if n for r in KERNELS[kind].sweep(rng, n)]
         # Similar-sized kernels side by side, so each is timed after work of its own scale
         # (as in a network), not after a random giant or a random trifle.
         generic.sort(key=_size_proxy)

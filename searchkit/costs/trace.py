@@ -34,6 +34,7 @@ ACTS = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "sigmoid": 4, "hardswish": 
 # Element-wise operations (code -> name); activations appear here when they run alone.
 ELTWISE = {"add": 1, "mul": 2, "pad": 3, "copy": 4, **{f"act_{a}": 10 + c for a, c in ACTS.items() if c}}
 POOLS = {"adaptive_avg": 1, "avg": 2, "max": 3, "mean": 4}
+_REGISTERED = "kernel:"  # a call of a registered kernel type (searchkit.registry.KERNEL_TYPES)
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,20 @@ def _pair(v) -> int:
 class _Recorder(TorchFunctionMode):
     def __init__(self):
         super().__init__()
+        from searchkit.registry import KERNEL_TYPES
         self.calls: list[tuple] = []  # (name, fields, input ids, output id)
+        types = {name: KERNEL_TYPES.get(name) for name in KERNEL_TYPES.names()}
+        self.extra = [(name, kt.record) for name, kt in types.items() if kt.record is not None]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         rec = self._record(func, args, kwargs, out)
+        for name, record in self.extra if rec is None else ():
+            fields = record(func, args, kwargs, out)
+            if fields is not None:
+                rec = _REGISTERED + name, tuple(int(v) for v in fields)
+                break
         if rec is not None:
             name, fields = rec
             ins = tuple(id(a) for a in args if isinstance(a, torch.Tensor))
@@ -197,5 +206,7 @@ def group_calls(calls: list[tuple]) -> list[Kernel]:
             out.append(Kernel("pool", fields))
         elif name == "view":
             out.append(Kernel("view", ()))
+        elif name.startswith(_REGISTERED):
+            out.append(Kernel(name[len(_REGISTERED):], fields))
         i += 1
     return out

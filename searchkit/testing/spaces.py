@@ -122,7 +122,8 @@ def test_latency_kernels_are_what_the_network_runs(space):
         pytest.skip("the space offers no latency kernels")
     from searchkit.costs.trace import trace_kernels
     for _, genome in sample_genomes(space, 2):
-        assert space.kernels(genome) == trace_kernels(space.build(genome).net, tuple(space.input_size(genome)))
+        net = space.latency_network(space.build(genome))
+        assert space.kernels(genome) == trace_kernels(net, tuple(space.input_size(genome)))
 
 
 def test_base_is_a_registered_model(space_name, space):

@@ -8,7 +8,8 @@ dense). Before masking, each traced channel group of the base (the channel space
 of its producers' filters, so strong filters share blocks; consumers, norms and residual
 partners follow, so the network is unchanged (filter rearrangement). A candidate zeroes,
 per layer, the ⌊p·#blocks⌋ blocks of lowest L1 norm; the masks stay fixed while it
-fine-tunes. ``nonzero_macs`` and ``nonzero_params`` price it; ``searchkit export`` writes
+fine-tunes. ``nonzero_macs``, ``nonzero_params`` and ``latency`` (a target profiled with
+the op's ``sparse_conv`` kernels, see ``latency.py``) price it; ``searchkit export`` writes
 the block-sparse weights (``sparse.safetensors``) and a program running the compiled kernel
 (``model_sparse.pt2``) beside the dense ``model.pt2``. See ``docs/onexn.md``.
 
@@ -35,7 +36,8 @@ from optuna.distributions import IntDistribution
 from torch import nn
 
 from searchkit.core.genome import Genome
-from searchkit.core.space import Built, NeedsBase, SparseWeights, Space, SpaceEnv
+from searchkit.core.errors import ConfigError
+from searchkit.core.space import Built, LatencyKernels, NeedsBase, SparseWeights, Space, SpaceEnv
 from searchkit.registry import MODELS
 
 _BLOCKS = (1, 2, 4, 8, 16, 32)
@@ -83,12 +85,14 @@ def prunable_layers(base: nn.Module) -> list[str]:
     return out
 
 
-class OneXNSpace(NeedsBase, SparseWeights, Space):
+class OneXNSpace(NeedsBase, SparseWeights, LatencyKernels, Space):
     """Per-layer (block size, sparsity) over a base network's convs and linear layers."""
 
     name = "onexn"
     Options = OneXNOptions
     costs: ClassVar[tuple[str, ...]] = ("flops", "params", "nonzero_macs", "nonzero_params")
+    # the program a latency bound is measured on at export: the one running the 1xN op
+    shipped_program: ClassVar[str] = "model_sparse.pt2"
     contract_overrides: ClassVar[tuple[str, ...]] = ("space.model=resnet20",)
 
     def __init__(self, options: OneXNOptions, base: nn.Module, input_size=(3, 32, 32)):
@@ -198,6 +202,37 @@ class OneXNSpace(NeedsBase, SparseWeights, Space):
         flops, params, macs, weights, _ = self._layer_costs
         drop = self._dropped(genome)
         return (int(flops - np.floor(macs * drop + 1e-9).sum()), int(params - np.floor(weights * drop + 1e-9).sum()))
+
+    # -- latency ------------------------------------------------------------------------
+    @functools.cached_property
+    def _trace(self):
+        from searchkit.spaces.onexn.latency import BaseTrace
+        from searchkit.spaces.onexn.sparse import supported
+        mods = dict(self.base.named_modules())
+        return BaseTrace(self.base, self._input_size), [supported(mods[p]) for p in self.targets]
+
+    def kernels(self, genome: Genome) -> list:
+        """The kernels the genome's sparse program runs (``model_sparse.pt2``): a sparsified
+        layer the op runs is a ``sparse_conv`` row, the rest the dense rows, BN folded."""
+        from searchkit.spaces.onexn.latency import program_kernels
+        self._check(genome)
+        trace, runs = self._trace
+        kept = 1 - self._dropped(genome)
+        return program_kernels(trace, [(path, int(n), float(k), ok and p > 0) for path, (n, p), k, ok
+                                       in zip(self.targets, genome["blocks"], kept, runs)])
+
+    def latency_network(self, built: Built) -> nn.Module:
+        from searchkit.spaces.onexn.format import program_of
+        return program_of(self, built)
+
+    def latency_table(self, predictor):
+        if "sparse_conv" not in predictor.forests:
+            target, runtime = predictor.meta.get("target"), predictor.meta.get("runtime", "torch")
+            why = ("the 1xN op runs in the torch program (model_sparse.pt2) only: use a target profiled with "
+                   "runtime=torch") if runtime != "torch" else \
+                "profile it again with this version (`searchkit latency profile target=%s`)" % target
+            raise ConfigError(f"latency target '{target}' has no timings of the 1xN op: {why}")
+        return None
 
     # -- networks -------------------------------------------------------------------------
     @functools.cached_property

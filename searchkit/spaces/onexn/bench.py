@@ -11,6 +11,9 @@ b. Network: torchvision's MobileNetV2 (ImageNet shapes) with its pointwise layer
 
 c. Accuracy at equal non-zero parameters (``accuracy.py``): 1×4, 1×16, unstructured, filter
    pruning and the searched per-layer (N, p), paired by seed.
+d. Latency pricing: this CPU profiled (torch runtime, the op's ``sparse_conv`` kernels in
+   the sweep) and its predictor fitted, then random genomes' sparse programs predicted from
+   their kernels and measured whole: RMSPE, share within ±10 %, Spearman ρ.
 
 Timing: medians of interleaved rounds (dense, sparse, CSR in turn), one process.
 
@@ -28,17 +31,20 @@ from searchkit.bench.common import cpu_with_flags, interleaved_times, options, w
 POINTWISE = [(24, 144, 56), (144, 24, 56), (96, 576, 14), (576, 160, 7), (320, 1280, 7)]
 CONV3 = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7)]
 LINEAR = [(1280, 1000)]
-DEFAULTS = {"parts": ["kernel", "network", "accuracy"], "sparsity": [0.5, 0.75, 0.9], "blocks": [4, 16, 32],
+DEFAULTS = {"parts": ["kernel", "network", "accuracy", "latency"], "sparsity": [0.5, 0.75, 0.9], "blocks": [4, 16, 32],
             "threads": [1, 2], "batches": [1, 8], "sides": [224, 32], "rounds": 7,
             # part c
             "acc_model": "mobilenet_v2", "acc_sparsity": 0.5, "acc_algo": "tpe", "seeds": 3, "trials": 8,
             "data": "digits", "base_epochs": 15, "finetune_epochs": 1.0, "final_epochs": 3.0, "work": None,
             # a report's .json whose part-c rows to reuse when parts leaves accuracy out
             "reuse": None,
+            # part d
+            "lat_models": ["mobilenet_v2", "resnet56"], "lat_side": 32, "lat_genomes": 30, "lat_sweep": "default",
+            "lat_rounds": 2,
             "quick": False, "out": "reports/bench"}
 QUICK = {"sparsity": [0.75], "blocks": [16], "threads": [1], "batches": [1], "sides": [32], "rounds": 3,
          "acc_model": "resnet20", "seeds": 1, "trials": 2, "base_epochs": 1, "finetune_epochs": 0.25,
-         "final_epochs": 0.25}
+         "final_epochs": 0.25, "lat_models": ["resnet20"], "lat_genomes": 4, "lat_sweep": "quick", "lat_rounds": 1}
 
 
 def _masked(cout: int, cin: int, k: int, n: int, p: float, gen):
@@ -146,6 +152,71 @@ def network_rows(opt: dict) -> list[dict]:
     return rows
 
 
+def latency_rows(opt: dict) -> tuple[list[dict], dict]:
+    """Part d: profile this CPU, fit, then predicted against measured sparse programs."""
+    import random
+    import tempfile
+    import time
+
+    from scipy.stats import spearmanr
+
+    from searchkit.costs.latency import measure_models_ms, relative_errors
+    from searchkit.costs.latency_cost import LatencyCost
+    from searchkit.costs.profiling import fit, load_predictor, profile
+    from searchkit.models import build_base
+    from searchkit.spaces.onexn import OneXNOptions, OneXNSpace
+    from searchkit.spaces.onexn.format import program_of
+    rows, started = [], time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="searchkit-bench-onexn-") as root:
+        profile("bench-onexn", sweep=opt["lat_sweep"], rounds=opt["lat_rounds"], root=root, progress=False,
+                log=lambda *a: None)
+        fit("bench-onexn", root)
+        predictor = load_predictor("bench-onexn", root)
+    facts = {"profile_fit_s": time.perf_counter() - started, "heldout": predictor.meta.get("heldout", {})}
+    rng = random.Random(0)
+    side = opt["lat_side"]
+    for model in opt["lat_models"]:
+        space = OneXNSpace(OneXNOptions(model=model), build_base(model), (3, side, side))
+        cost = LatencyCost(space, predictor=predictor)
+        # random per-layer (N, p), and uniform ones across the grid
+        genomes = [space.genome([[rng.choice(ch), rng.choice(space.options.sparsity)] for ch in space.choices])
+                   for _ in range(opt["lat_genomes"] - 3)]
+        genomes += [space.base_genome(), space.uniform(16, 0.5), space.uniform(32, 0.8)]
+        nets = [(program_of(space, space.build(g)), space.input_size()) for g in genomes]
+        measured = measure_models_ms(nets, rounds=opt["rounds"])
+        predicted = cost.many(genomes)
+        for g, m, pr in zip(genomes, measured, predicted):
+            nz = space.nonzero_costs(g)[0] / space.flops_params(g)[0]
+            rows.append({"model": model, "side": side, "nonzero_macs": nz, "measured_ms": m, "predicted_ms": float(pr)})
+        err = relative_errors(predicted, measured)
+        rho = float(spearmanr(predicted, measured)[0])
+        facts[model] = {**err, "spearman": rho}
+        print(f"latency {model} @{side}: RMSPE {err['rmspe']:.1%}, within 10% {err['within_10']:.0%}, rho {rho:.2f}",
+              flush=True)
+    return rows, facts
+
+
+def latency_lines(rows: list[dict], facts: dict, opt: dict) -> list[str]:
+    lines = ["## d. Latency pricing of the sparse program (torch runtime, batch 1, 1 thread)", "",
+             f"This CPU profiled (`sweep={opt['lat_sweep']}`, {opt['lat_rounds']} round(s), the op's `sparse_conv` "
+             f"kernels in the sweep) and fitted in {facts['profile_fit_s'] / 60:.1f} min; then per base "
+             f"{opt['lat_genomes']} genomes (random per-layer N and p, the dense base, uniform 1×16 p=0.5 and "
+             f"1×32 p=0.8) at {opt['lat_side']}×{opt['lat_side']}: predicted from their kernels (no network "
+             "built) against their sparse programs measured whole (medians of interleaved rounds).", "",
+             "| base | genomes | RMSPE | within ±10 % | mean error | worst | Spearman ρ | measured ms (min–max) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model in opt["lat_models"]:
+        f = facts[model]
+        ms = [r["measured_ms"] for r in rows if r["model"] == model]
+        lines.append(f"| {model} | {f['n']} | {f['rmspe']:.1%} | {f['within_10']:.0%} | {f['mean_error']:+.1%} | "
+                     f"{f['max_abs_error']:.0%} | {f['spearman']:.2f} | {min(ms):.2f}–{max(ms):.2f} |")
+    held = facts.get("heldout") or {}
+    if held.get("rmspe") is not None:
+        lines += ["", f"The predictor's own held-out error on the profile's calibration models (dense networks of "
+                      f"the other spaces): RMSPE {held['rmspe']:.1%}."]
+    return lines + [""]
+
+
 def main(argv: list[str]) -> int:
     opt = options(argv, DEFAULTS)
     if opt["quick"]:
@@ -163,6 +234,7 @@ def main(argv: list[str]) -> int:
     from searchkit.spaces.onexn.accuracy import accuracy_lines, accuracy_rows
     krows = kernel_rows(opt) if "kernel" in opt["parts"] else []
     nrows = network_rows(opt) if "network" in opt["parts"] else []
+    lrows, lfacts = latency_rows(opt) if "latency" in opt["parts"] else ([], {})
     arows, reused = [], None
     if "accuracy" not in opt["parts"] and opt["reuse"]:
         import json
@@ -210,13 +282,16 @@ def main(argv: list[str]) -> int:
         lines.append(f"| {r['side']}×{r['side']} | {r['p']:g} | {r['nonzero_macs']:.1%} | {r['threads']} | "
                      f"{r['eager_ms']:.2f} | {r['dense_pt2_ms']:.2f} | {r['sparse_pt2_ms']:.2f} | "
                      f"{r['speedup']:.2f}× | {r['max_rel_err']:.0e} |")
+    if lrows:
+        lines += [""] + latency_lines(lrows, lfacts, opt)
     if arows:
         lines += [""] + accuracy_lines(arows, opt)
         if reused:
             lines += [f"(Part c's rows are those of the run of {reused}, read from `{opt['reuse']}`: the "
                       "training arms do not depend on the kernel, which is all that changed since.)", ""]
     path = write_report("onexn", "\n".join(lines) + "\n", {"options": opt, "cpu": cpu, "isa": kernel.isa(),
-                                                           "kernel": krows, "network": nrows, "accuracy": arows},
+                                                           "kernel": krows, "network": nrows, "accuracy": arows,
+                                                           "latency": lrows, "latency_facts": lfacts},
                         opt["out"])
     print(f"wrote {path}")
     return 0

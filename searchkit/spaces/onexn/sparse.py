@@ -103,6 +103,8 @@ class BlockSparseConv2d(nn.Module):
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.linear, self.act = int(kernel_size), int(stride), bool(linear), int(act)
         self.n = int(values.shape[1])
+        # decided once, here: a plain attribute is a constant to torch.compile (load() is not traceable)
+        self.native = kernel.load()
         kk = self.kernel_size ** 2
         self.register_buffer("crow_indices", crow.to(torch.int32))
         self.register_buffer("col_indices", col.to(torch.int32))
@@ -139,7 +141,7 @@ class BlockSparseConv2d(nn.Module):
         return F.relu6(y) if self.act == 2 else F.relu(y) if self.act == 1 else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not kernel.load():  # no compiler: the same function, densely
+        if not self.native:  # no compiler: the same function, densely
             w = self.dense_weight()
             y = F.linear(x, w, self.bias) if self.linear else F.conv2d(
                 x, w, self.bias, stride=self.stride, padding=self.kernel_size // 2)
