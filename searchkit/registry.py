@@ -121,6 +121,7 @@ RUNNERS = Registry("runner", {
 # searchkit.costs.kernels (a profile on a runtime that runs them times them too).
 KERNEL_TYPES = Registry("kernel type", {
     "sparse_conv": "searchkit.spaces.onexn.latency:SPARSE_CONV",
+    "xnor_conv": "searchkit.spaces.bnas.latency:XNOR_CONV",
 })
 
 EXECUTORS = Registry("executor", {

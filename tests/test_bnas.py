@@ -257,3 +257,42 @@ def test_a_supernet_step_runs_on_cuda():
     assert all(p.grad is not None for p in net.arch_parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, net.weight_parameters()))
     assert space.check(space.derive(net)) is None
+
+
+def test_a_target_without_the_xnor_op_is_refused_in_one_line():
+    from predictors import builtin_only
+
+    from searchkit.core.errors import ConfigError
+    from searchkit.costs.latency_cost import LatencyCost
+    pred = builtin_only("old")
+    with pytest.raises(ConfigError, match="target 'old' has no timings of the XNOR op") as err:
+        LatencyCost(BNASSpace(BNASOptions(preset="binary", C=4, cells=2)), predictor=pred)
+    assert "\n" not in str(err.value)
+    LatencyCost(BNASSpace(BNASOptions(preset="bnas", C=4, cells=2)), predictor=pred)  # W1A32: float convs only
+
+
+@pytest.mark.skipif(not xnor.load(), reason="the XNOR kernel could not be built here")
+@pytest.mark.slow
+def test_a_latency_bound_is_priced_on_the_xnor_op_and_verified_on_its_program(tmp_path):
+    """A torch profile times the XNOR op; binary cells are priced by the kernels their XNOR
+    program runs, the search trains only cells predicted under the bound, and export
+    measures model_xnor.pt2."""
+    import random
+
+    from predictors import bounded_search_record, quick_profile
+
+    from searchkit.costs.latency_cost import LatencyCost
+    lat = tmp_path / "lat"
+    pred = quick_profile(lat)
+    assert "xnor_conv" in pred.forests
+    space = BNASSpace(BNASOptions(preset="binary", C=4, cells=2), 10, 1, 8)
+    kernels = space.kernels(space.base_genome())
+    assert sum(k.kind == "xnor_conv" for k in kernels) > 0
+    cost = LatencyCost(space, predictor=pred)
+    dists, rng = space.distributions(), random.Random(0)
+    sample = [space.genome_of({k: rng.choice(d.choices) for k, d in dists.items()}) for _ in range(30)]
+    bound = max(float(np.quantile(cost.many(sample), 0.5)), cost.floor() * 1.0001)
+    record = bounded_search_record(["space=bnas", "space.preset=binary", "space.C=4", "space.cells=2",
+                                    "data=synthetic", "finetune.max_batches=1", "progress=false", "latency.target=q",
+                                    f"latency.dir={lat}"], bound, tmp_path)
+    assert record["measured"] == "the written program (model_xnor.pt2)" and record["measured_ms"] > 0

@@ -234,15 +234,11 @@ def test_search_export_and_check_end_to_end(tmp_path):
 
 
 def test_a_target_without_the_op_is_refused_in_one_line():
-    import numpy as np
+    from predictors import builtin_only
 
     from searchkit.core.errors import ConfigError
-    from searchkit.costs.kernels import KERNELS
-    from searchkit.costs.latency import Predictor
     from searchkit.costs.latency_cost import LatencyCost
-    rng = np.random.default_rng(0)
-    rows = {kind: [tuple(r) for r in k.sweep(rng, 20)] for kind, k in KERNELS.items()}  # the built-in types only
-    pred = Predictor.fit(rows, {k: [1e-5] * len(r) for k, r in rows.items()}, {"target": "old"}, trees=2)
+    pred = builtin_only("old")
     space = OneXNSpace(OneXNOptions(model="resnet20"), build_base("resnet20"), (3, 16, 16))
     with pytest.raises(ConfigError, match="target 'old' has no timings of the 1xN op") as err:
         LatencyCost(space, predictor=pred)
@@ -257,21 +253,16 @@ def test_a_latency_bound_is_priced_on_the_op_and_verified_on_the_sparse_program(
     import random
 
     import numpy as np
+    from predictors import bounded_search_record, quick_profile
 
     from searchkit.config import load_config
     from searchkit.costs.latency_cost import LatencyCost
-    from searchkit.costs.profiling import fit, load_predictor, profile
-    from searchkit.export import export_study
-    from searchkit.search import run_search
+    from searchkit.setup import RunSetup
     lat = tmp_path / "lat"
-    profile("q", sweep="quick", root=lat, progress=False, log=lambda *a: None)
-    fit("q", root=lat)
-    pred = load_predictor("q", lat)
+    pred = quick_profile(lat)
     assert "sparse_conv" in pred.forests
     common = ["space=onexn", "space.model=resnet20", "data=synthetic", "base.epochs=0", "finetune.max_batches=1",
-              "latency.target=q", f"latency.dir={lat}", f"base.cache_dir={tmp_path / 'bases'}",
-              f"storage=sqlite:///{tmp_path / 'db.sqlite'}", "progress=false"]
-    from searchkit.setup import RunSetup
+              "latency.target=q", f"latency.dir={lat}", f"base.cache_dir={tmp_path / 'bases'}", "progress=false"]
     space = RunSetup.build(load_config(common), quiet=True).space
     cost = LatencyCost(space, predictor=pred)
     rng = random.Random(0)
@@ -280,11 +271,7 @@ def test_a_latency_bound_is_priced_on_the_op_and_verified_on_the_sparse_program(
     # the block size is priced: the same sparsities at another N cost differently somewhere
     assert len({round(cost.cost(space.uniform(n, 0.5)), 9) for n in (1, 4, 16)}) > 1
     bound = max(float(np.quantile(cost.many(sample), 0.4)), cost.floor() * 1.0001)
-    out = run_search(load_config(common + [f"constraint.latency_ms={bound}", "trials=2", "algo=random"]), quiet=True)
-    trained = [t for t in out.study.trials if t.user_attrs.get("searchkit:evaluated")]
-    assert len(trained) == 2 and all(t.user_attrs["cost:latency"] <= bound for t in trained)
-    folder = export_study(out.study.study_name, f"sqlite:///{tmp_path / 'db.sqlite'}", out=tmp_path / "exp")[0]
-    record = json.loads((folder / "arch.json").read_text())["latency"]
+    record = bounded_search_record(common, bound, tmp_path)
     assert record["measured"] == "the written program (model_sparse.pt2)" and record["measured_ms"] > 0
     assert record["predicted_ms"] <= bound
 

@@ -136,6 +136,30 @@ def latency_target(name: str, root: str, *, quick: bool, work: Path, runtime: st
     return "quick", str(quick_root), f"a quick {runtime} profile fitted for this run (a smoke test)"
 
 
+def profile_this_cpu(sweep: str, rounds: int):
+    """A torch-runtime profile of this CPU, fitted: its predictor and the minutes it took (a
+    benchmark's own, in a temporary folder)."""
+    import tempfile
+
+    from searchkit.costs.profiling import fit, load_predictor, profile
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="searchkit-bench-profile-") as root:
+        profile("bench", sweep=sweep, rounds=rounds, root=root, progress=False, log=lambda *a: None)
+        fit("bench", root)
+        predictor = load_predictor("bench", root)
+    return predictor, (time.perf_counter() - started) / 60
+
+
+def prediction_facts(predicted, measured) -> dict[str, float]:
+    """RMSPE, shares within ±5/10 %, mean and worst error, and Spearman's ρ."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from searchkit.costs.latency import relative_errors
+    return {**relative_errors(predicted, measured), "spearman": float(spearmanr(np.asarray(predicted),
+                                                                                  np.asarray(measured))[0])}
+
+
 def latency_bound(cost, fraction: float) -> float:
     """A bound of ``fraction`` of the base's predicted latency, raised where this machine's
     smallest architecture is predicted slower than that (to a quarter of the way from it to

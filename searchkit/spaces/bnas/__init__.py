@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 from optuna.distributions import CategoricalDistribution
 
 from searchkit.core.genome import Genome, archid
-from searchkit.core.space import BinaryWeights, Built, OffersSupernet, Space, SpaceEnv
+from searchkit.core.errors import ConfigError
+from searchkit.core.space import BinaryWeights, Built, LatencyKernels, OffersSupernet, Space, SpaceEnv
 from searchkit.spaces.bnas.ops import PRESETS
 
 NODES = 4
@@ -62,13 +63,15 @@ class BNASOptions:
                              f"got {list(self.reductions)}")
 
 
-class BNASSpace(BinaryWeights, OffersSupernet, Space):
+class BNASSpace(BinaryWeights, OffersSupernet, LatencyKernels, Space):
     """Two binarized DARTS cells (normal, reduce) over fixed macro settings."""
 
     name = "bnas"
     Options = BNASOptions
     costs: ClassVar[tuple[str, ...]] = ("flops", "params", "ops", "word_ops", "size_bytes")
     contract_overrides: ClassVar[tuple[str, ...]] = ("space.C=4", "space.cells=2")
+    # W1A1 cells: a latency bound is verified on the program running them as XNOR-popcount
+    shipped_program: ClassVar[str] = "model_xnor.pt2"
 
     def __init__(self, options: BNASOptions | None = None, num_classes: int = 10, in_channels: int = 3,
                  side: int = 8):
@@ -81,6 +84,7 @@ class BNASSpace(BinaryWeights, OffersSupernet, Space):
         self.ops = [op for op in _ORDER if op in PRESETS[o.preset]]  # "none" is the supernet's only
         self.num_classes, self.in_channels, self.side = int(num_classes), int(in_channels), int(side)
         self._counted: OrderedDict = OrderedDict()
+        self._kernels: OrderedDict = OrderedDict()
 
     @classmethod
     def from_config(cls, options: BNASOptions | None, env: SpaceEnv) -> "BNASSpace":
@@ -166,6 +170,34 @@ class BNASSpace(BinaryWeights, OffersSupernet, Space):
     def binary_costs(self, genome: Genome) -> dict[str, float]:
         c = self._count(genome)
         return {k: c[k] for k in ("ops", "word_ops", "size_bytes")}
+
+    # -- latency --------------------------------------------------------------------------
+    def latency_network(self, built: Built):
+        """The exported program's network: W1A1 convs as the XNOR-popcount op."""
+        import copy
+
+        from searchkit.spaces.bnas.xnor import xnor_program
+        return xnor_program(copy.deepcopy(built.net).eval())
+
+    def kernels(self, genome: Genome) -> list:
+        """The kernels of the genome's XNOR program, traced once per archid (random weights:
+        they change no kernel)."""
+        key = archid(genome)
+        if key not in self._kernels:
+            from searchkit.costs.trace import trace_kernels
+            self._kernels[key] = trace_kernels(self.latency_network(self.build(genome)), self.input_size())
+            while len(self._kernels) > 1024:
+                self._kernels.popitem(last=False)
+        return self._kernels[key]
+
+    def latency_table(self, predictor):
+        if self.options.preset == "binary" and "xnor_conv" not in predictor.forests:
+            target, runtime = predictor.meta.get("target"), predictor.meta.get("runtime", "torch")
+            why = ("the XNOR op runs in the torch program (model_xnor.pt2) only: use a target profiled with "
+                   "runtime=torch") if runtime != "torch" else \
+                f"profile it again with this version (`searchkit latency profile target={target}`)"
+            raise ConfigError(f"latency target '{target}' has no timings of the XNOR op: {why}")
+        return None
 
     # -- one-shot search ------------------------------------------------------------------
     def supernet(self, **options: Any):

@@ -6,7 +6,8 @@
 - ``kernel``: the XNOR-popcount op against torch's float conv of the same shape (oneDNN) and
   against the W1A1 conv as torch runs it (sign, then a float conv), batch 1, one thread.
 - ``latency``: random ``preset=binary`` cells run as XNOR programs; Spearman's ρ of their
-  measured latency against ``word_ops``, ``ops`` (FLOPs + BOPs/64) and ``flops``.
+  measured latency against ``word_ops``, ``ops`` (FLOPs + BOPs/64) and ``flops``, and against
+  the latency predictor of this CPU (profiled here with the op's ``xnor_conv`` kernels).
 
 Example:
     python -m searchkit.bench bnas               # ~6 min on 2 cores
@@ -18,17 +19,18 @@ from __future__ import annotations
 import statistics
 import time
 
-from searchkit.bench.common import cpu_with_flags, interleaved_times, options, write_report
+from searchkit.bench.common import (cpu_with_flags, interleaved_times, options, prediction_facts, profile_this_cpu,
+                                    write_report)
 
 DEFAULTS = {"parts": ["supernet", "kernel", "latency"], "ks": [1, 2, 4], "C": 16, "cells": 5, "batch": 32,
             "sides": [16, 8], "rounds": 5, "preset": "bnas",
             # kernel: (cin, cout, k, groups, side) per shape; latency: random binary cells at this side
             "shapes": [[64, 64, 3, 1, 32], [128, 128, 3, 1, 16], [256, 256, 3, 1, 8], [128, 128, 1, 1, 16],
                        [128, 128, 3, 4, 16], [64, 64, 5, 1, 16]],
-            "cells_sampled": 50, "latency_C": 16, "latency_side": 32,
+            "cells_sampled": 50, "latency_C": 16, "latency_side": 32, "lat_sweep": "default", "lat_rounds": 2,
             "quick": False, "out": "reports/bench"}
 QUICK = {"C": 8, "cells": 3, "batch": 8, "sides": [8], "rounds": 2, "shapes": [[64, 64, 3, 1, 16]],
-         "cells_sampled": 6, "latency_C": 8, "latency_side": 8}
+         "cells_sampled": 6, "latency_C": 8, "latency_side": 8, "lat_sweep": "quick", "lat_rounds": 1}
 GOALS = {(64, 64, 3, 1, 32): 3.0, (128, 128, 3, 1, 16): 5.0}  # the issue's: float conv time / XNOR time
 
 
@@ -145,23 +147,27 @@ def _latency(opt) -> tuple[list[dict], list[str]]:
     import torch
 
     from searchkit.core.genome import archid
+    from searchkit.costs.latency_cost import LatencyCost
     from searchkit.spaces.bnas import BNASOptions, BNASSpace
-    from searchkit.spaces.bnas.xnor import xnor_program
+    predictor, minutes = profile_this_cpu(opt["lat_sweep"], int(opt["lat_rounds"]))
     space = BNASSpace(BNASOptions(preset="binary", C=int(opt["latency_C"]), cells=int(opt["cells"])), 10, 3,
                       int(opt["latency_side"]))
+    cost = LatencyCost(space, predictor=predictor)
     dists = space.distributions()
     rng = random.Random(0)
     x = torch.randn(1, 3, space.side, space.side)
     rows = []
     for i in range(int(opt["cells_sampled"])):
         genome = space.genome_of({k: rng.choice(d.choices) for k, d in dists.items()})
-        net = xnor_program(space.build(genome, seed=i).net.eval())
+        net = space.latency_network(space.build(genome, seed=i))
         with torch.no_grad():
             ms = interleaved_times({"net": lambda: net(x)}, int(opt["rounds"]), budget=0.03)["net"] * 1e3
         flops, _ = space.flops_params(genome)
-        rows.append({"archid": archid(genome), "ms": ms, "flops": flops, **space.binary_costs(genome)})
+        rows.append({"archid": archid(genome), "ms": ms, "flops": flops, **space.binary_costs(genome),
+                     "predicted_ms": cost.cost(genome)})
     frame = pd.DataFrame(rows)
     rho = {c: float(frame["ms"].corr(frame[c], method="spearman")) for c in ("word_ops", "ops", "flops")}
+    pred = prediction_facts(frame["predicted_ms"], frame["ms"])
     # how far each count is from proportional to time: spread of ms per count unit, max/min
     spread = {c: float((frame["ms"] / frame[c]).max() / (frame["ms"] / frame[c]).min()) for c in rho}
     print("spearman rho vs latency: " + ", ".join(f"{c} {v:.3f}" for c, v in rho.items()), flush=True)
@@ -172,7 +178,12 @@ def _latency(opt) -> tuple[list[dict], list[str]]:
              "the smallest latency per unit of the count (1.0 would be exactly proportional).", "",
              "| count | Spearman ρ | spread |", "|---|---|---|"]
     lines += [f"| `{c}` | {rho[c]:.3f} | {spread[c]:.2f} |" for c in rho]
-    lines += ["", f"Goal ρ ≥ 0.8 for `word_ops`: {'met' if rho['word_ops'] >= 0.8 else 'MISSED'}."]
+    lines += [f"| predicted latency (`latency.target`: this CPU, profiled here) | {pred['spearman']:.3f} | — |"]
+    lines += ["", f"Goal ρ ≥ 0.8 for `word_ops`: {'met' if rho['word_ops'] >= 0.8 else 'MISSED'}.", "",
+              f"The latency predictor (a torch-runtime profile of this CPU with the XNOR op's `xnor_conv` kernels, "
+              f"`sweep={opt['lat_sweep']}`, {opt['lat_rounds']} round(s), {minutes:.1f} min with the fit) against "
+              f"the same measurements: RMSPE {pred['rmspe']:.1%}, {pred['within_10']:.0%} within ±10 %, mean error "
+              f"{pred['mean_error']:+.1%}, Spearman ρ {pred['spearman']:.3f}."]
     return rows, lines + [""] + [f"Latency range: {frame['ms'].min():.3f}–{frame['ms'].max():.3f} ms."]
 
 

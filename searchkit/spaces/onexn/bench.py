@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import statistics
 
-from searchkit.bench.common import cpu_with_flags, interleaved_times, options, write_report
+from searchkit.bench.common import (cpu_with_flags, interleaved_times, options, prediction_facts, profile_this_cpu,
+                                    write_report)
 
 POINTWISE = [(24, 144, 56), (144, 24, 56), (96, 576, 14), (576, 160, 7), (320, 1280, 7)]
 CONV3 = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7)]
@@ -155,24 +156,13 @@ def network_rows(opt: dict) -> list[dict]:
 def latency_rows(opt: dict) -> tuple[list[dict], dict]:
     """Part d: profile this CPU, fit, then predicted against measured sparse programs."""
     import random
-    import tempfile
-    import time
 
-    from scipy.stats import spearmanr
-
-    from searchkit.costs.latency import measure_models_ms, relative_errors
+    from searchkit.costs.latency import measure_models_ms
     from searchkit.costs.latency_cost import LatencyCost
-    from searchkit.costs.profiling import fit, load_predictor, profile
     from searchkit.models import build_base
     from searchkit.spaces.onexn import OneXNOptions, OneXNSpace
-    from searchkit.spaces.onexn.format import program_of
-    rows, started = [], time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="searchkit-bench-onexn-") as root:
-        profile("bench-onexn", sweep=opt["lat_sweep"], rounds=opt["lat_rounds"], root=root, progress=False,
-                log=lambda *a: None)
-        fit("bench-onexn", root)
-        predictor = load_predictor("bench-onexn", root)
-    facts = {"profile_fit_s": time.perf_counter() - started, "heldout": predictor.meta.get("heldout", {})}
+    predictor, minutes = profile_this_cpu(opt["lat_sweep"], opt["lat_rounds"])
+    facts, rows = {"profile_fit_min": minutes, "heldout": predictor.meta.get("heldout", {})}, []
     rng = random.Random(0)
     side = opt["lat_side"]
     for model in opt["lat_models"]:
@@ -182,24 +172,23 @@ def latency_rows(opt: dict) -> tuple[list[dict], dict]:
         genomes = [space.genome([[rng.choice(ch), rng.choice(space.options.sparsity)] for ch in space.choices])
                    for _ in range(opt["lat_genomes"] - 3)]
         genomes += [space.base_genome(), space.uniform(16, 0.5), space.uniform(32, 0.8)]
-        nets = [(program_of(space, space.build(g)), space.input_size()) for g in genomes]
+        nets = [(space.latency_network(space.build(g)), space.input_size()) for g in genomes]
         measured = measure_models_ms(nets, rounds=opt["rounds"])
         predicted = cost.many(genomes)
         for g, m, pr in zip(genomes, measured, predicted):
             nz = space.nonzero_costs(g)[0] / space.flops_params(g)[0]
             rows.append({"model": model, "side": side, "nonzero_macs": nz, "measured_ms": m, "predicted_ms": float(pr)})
-        err = relative_errors(predicted, measured)
-        rho = float(spearmanr(predicted, measured)[0])
-        facts[model] = {**err, "spearman": rho}
-        print(f"latency {model} @{side}: RMSPE {err['rmspe']:.1%}, within 10% {err['within_10']:.0%}, rho {rho:.2f}",
-              flush=True)
+        facts[model] = prediction_facts(predicted, measured)
+        f = facts[model]
+        print(f"latency {model} @{side}: RMSPE {f['rmspe']:.1%}, within 10% {f['within_10']:.0%}, "
+              f"rho {f['spearman']:.2f}", flush=True)
     return rows, facts
 
 
 def latency_lines(rows: list[dict], facts: dict, opt: dict) -> list[str]:
     lines = ["## d. Latency pricing of the sparse program (torch runtime, batch 1, 1 thread)", "",
              f"This CPU profiled (`sweep={opt['lat_sweep']}`, {opt['lat_rounds']} round(s), the op's `sparse_conv` "
-             f"kernels in the sweep) and fitted in {facts['profile_fit_s'] / 60:.1f} min; then per base "
+             f"kernels in the sweep) and fitted in {facts['profile_fit_min']:.1f} min; then per base "
              f"{opt['lat_genomes']} genomes (random per-layer N and p, the dense base, uniform 1×16 p=0.5 and "
              f"1×32 p=0.8) at {opt['lat_side']}×{opt['lat_side']}: predicted from their kernels (no network "
              "built) against their sparse programs measured whole (medians of interleaved rounds).", "",
