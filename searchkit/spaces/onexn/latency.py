@@ -108,7 +108,7 @@ def _record(func, args, kwargs, out):
 SPARSE_CONV = KernelType(
     "sparse_conv", ("cin", "cout", "k", "stride", "h", "w", "n", "density_permille", "act", "linear"),
     _make, _features, _sweep, sweep_sizes={"default": 320, "quick": 16}, runtimes=("torch",), size=_size,
-    record=_record, calibrate_as="conv")
+    record=_record, calibrate_as="measured")
 
 
 class BaseTrace:
