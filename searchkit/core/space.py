@@ -235,6 +235,11 @@ class LatencyKernels(abc.ABC):
     def kernels(self, genome: Genome) -> list:
         """The :class:`~searchkit.costs.trace.Kernel` list one batch-1 forward runs, in order."""
 
+    def own_kernels(self) -> dict[str, str]:
+        """Kernel types beyond the built-in ones this space's programs run (registered in
+        ``KERNEL_TYPES``): ``{kind: what it is}``; a target without their timings is refused."""
+        return {}
+
     def latency_network(self, built: Built) -> nn.Module:
         """The network whose run ``kernels`` describes (the shipped program's module form)."""
         return built.net

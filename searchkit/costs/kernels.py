@@ -54,10 +54,6 @@ class KernelType:
     # (func, args, kwargs, out) -> the row of a torch call of this type, or None (a trace
     # sees a registered type's op through this; the built-in ones are in costs.trace)
     record: Callable | None = None
-    # The calibration group whose whole-model (a, b) a registered type takes ("measured":
-    # none, its rows as the sweep timed them; None: the shared one): no calibration model
-    # need contain it (the profile's populations stay the spaces' own).
-    calibrate_as: str | None = None
 
 
 def _log(x) -> np.ndarray:

@@ -39,6 +39,7 @@ class LatencyCost(CostModel):
         if predictor is None:
             predictor = self._load(settings)
         self.predictor = predictor
+        self._check_kernels()
         self._table = space.latency_table(predictor)
         self._memo: dict[str, float] = {}
 
@@ -56,6 +57,18 @@ class LatencyCost(CostModel):
         secs = {kind: [1e-6 * (1 + 2 ** (0.5 * _size_proxy((kind, r)))) for r in rs] for kind, rs in rows.items()}
         predictor = Predictor.fit(rows, secs, {"target": "contract", "sha256": "synthetic"}, trees=4)
         return cls(space, None, predictor=predictor)
+
+    def _check_kernels(self) -> None:
+        """One line if the target has no timings of a kernel type the space's programs run."""
+        missing = [what for kind, what in self.space.own_kernels().items() if kind not in self.predictor.forests]
+        if not missing:
+            return
+        target, runtime = self.predictor.meta.get("target"), self.predictor.meta.get("runtime", "torch")
+        program = self.space.shipped_program or "model.pt2"
+        why = (f"it runs in the torch program ({program}) only: use a target profiled with runtime=torch"
+               if runtime != "torch" else f"profile it again with this version (`searchkit latency profile "
+               f"target={target}`)")
+        raise ConfigError(f"latency target '{target}' has no timings of {missing[0]}: {why}")
 
     @staticmethod
     def _load(settings):

@@ -69,7 +69,7 @@ def _size_proxy(row: tuple) -> float:
         return float(np.log2(max(1, fields[1] * fields[2] * fields[3])))
     if kind == "linear":
         return float(np.log2(max(1, fields[0] * fields[1])))
-    size = KERNELS[kind].size if kind not in ("view",) else None
+    size = KERNELS[kind].size
     return float(size(fields)) if size is not None else 0.0
 
 

@@ -28,7 +28,6 @@ from typing import Any, ClassVar
 from optuna.distributions import CategoricalDistribution
 
 from searchkit.core.genome import Genome, archid
-from searchkit.core.errors import ConfigError
 from searchkit.core.space import BinaryWeights, Built, LatencyKernels, OffersSupernet, Space, SpaceEnv
 from searchkit.spaces.bnas.ops import PRESETS
 
@@ -70,8 +69,6 @@ class BNASSpace(BinaryWeights, OffersSupernet, LatencyKernels, Space):
     Options = BNASOptions
     costs: ClassVar[tuple[str, ...]] = ("flops", "params", "ops", "word_ops", "size_bytes")
     contract_overrides: ClassVar[tuple[str, ...]] = ("space.C=4", "space.cells=2")
-    # W1A1 cells: a latency bound is verified on the program running them as XNOR-popcount
-    shipped_program: ClassVar[str] = "model_xnor.pt2"
 
     def __init__(self, options: BNASOptions | None = None, num_classes: int = 10, in_channels: int = 3,
                  side: int = 8):
@@ -85,6 +82,8 @@ class BNASSpace(BinaryWeights, OffersSupernet, LatencyKernels, Space):
         self.num_classes, self.in_channels, self.side = int(num_classes), int(in_channels), int(side)
         self._counted: OrderedDict = OrderedDict()
         self._kernels: OrderedDict = OrderedDict()
+        # W1A1 cells: a latency bound is verified on the program running them as XNOR-popcount
+        self.shipped_program = "model_xnor.pt2" if o.preset == "binary" else None
 
     @classmethod
     def from_config(cls, options: BNASOptions | None, env: SpaceEnv) -> "BNASSpace":
@@ -190,14 +189,8 @@ class BNASSpace(BinaryWeights, OffersSupernet, LatencyKernels, Space):
                 self._kernels.popitem(last=False)
         return self._kernels[key]
 
-    def latency_table(self, predictor):
-        if self.options.preset == "binary" and "xnor_conv" not in predictor.forests:
-            target, runtime = predictor.meta.get("target"), predictor.meta.get("runtime", "torch")
-            why = ("the XNOR op runs in the torch program (model_xnor.pt2) only: use a target profiled with "
-                   "runtime=torch") if runtime != "torch" else \
-                f"profile it again with this version (`searchkit latency profile target={target}`)"
-            raise ConfigError(f"latency target '{target}' has no timings of the XNOR op: {why}")
-        return None
+    def own_kernels(self) -> dict[str, str]:
+        return {"xnor_conv": "the XNOR op"} if self.options.preset == "binary" else {}  # W1A32: float convs
 
     # -- one-shot search ------------------------------------------------------------------
     def supernet(self, **options: Any):

@@ -36,7 +36,6 @@ from optuna.distributions import IntDistribution
 from torch import nn
 
 from searchkit.core.genome import Genome
-from searchkit.core.errors import ConfigError
 from searchkit.core.space import Built, LatencyKernels, NeedsBase, SparseWeights, Space, SpaceEnv
 from searchkit.registry import MODELS
 
@@ -225,14 +224,8 @@ class OneXNSpace(NeedsBase, SparseWeights, LatencyKernels, Space):
         from searchkit.spaces.onexn.format import program_of
         return program_of(self, built)
 
-    def latency_table(self, predictor):
-        if "sparse_conv" not in predictor.forests:
-            target, runtime = predictor.meta.get("target"), predictor.meta.get("runtime", "torch")
-            why = ("the 1xN op runs in the torch program (model_sparse.pt2) only: use a target profiled with "
-                   "runtime=torch") if runtime != "torch" else \
-                "profile it again with this version (`searchkit latency profile target=%s`)" % target
-            raise ConfigError(f"latency target '{target}' has no timings of the 1xN op: {why}")
-        return None
+    def own_kernels(self) -> dict[str, str]:
+        return {"sparse_conv": "the 1xN op"}
 
     # -- networks -------------------------------------------------------------------------
     @functools.cached_property
