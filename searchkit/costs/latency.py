@@ -287,8 +287,8 @@ class Predictor:
             raise ValueError("a split predictor's coefficients depend on the kernel's fields")
         if kind not in KERNELS.keys():
             # A space's registered type (searchkit.registry.KERNEL_TYPES): no calibration model
-            # contains it, so it is taken as the sweep's chains timed it (18 ResNet-56 1xN
-            # programs: +35 % mean error so; the conv group's (a, b) gave +69 %).
+            # contains it, so it is taken as the sweep's chains timed it (18 ResNet-56 programs
+            # with a block-sparse op: +35 % mean error so; the conv group's (a, b) gave +69 %).
             return 1.0, 0.0
         g = self.group(kind, fields) if fields is not None else (kind if kind in self.GROUPS else None)
         return self.groups.get(g, self.calibration[:2])
