@@ -21,6 +21,7 @@ from searchkit.spaces.bnas.binary import BinaryConv2d, binarize
 from searchkit.spaces.bnas.costs import count_binary
 from searchkit.spaces.bnas.format import load_binary
 from searchkit.spaces.bnas.supernet import Supernet
+from searchkit.strategies.reduction import Reduction, stages_due
 
 from benchrun import kill_when
 
@@ -109,6 +110,126 @@ def test_the_supernet_trains_both_parameter_sets_and_derives_a_cell():
     space.check(g)
     assert all(op == "dil_conv_3x3" for node in g["normal"] for op, _ in node)
     assert all(len({i for _, i in node}) == 2 for node in g["normal"])  # two distinct inputs
+
+
+@pytest.mark.parametrize("epochs,warmup", [(6, 2), (3, 1), (8, 0), (4, 3)])
+def test_reduction_stages_reach_the_kept_ops_by_the_last_epoch(epochs, warmup):
+    active, per_epoch = 8, []
+    for epoch in range(1, epochs + 1):
+        due = stages_due(active, 8, 2, epoch, warmup, epochs)
+        active -= due
+        per_epoch.append(due)
+    assert active == 2 and per_epoch[-1] == 0  # the last epoch trains the kept ops
+    assert all(d == 0 for d in per_epoch[:max(warmup, 1) - 1])  # none before the weights saw an epoch
+    assert stages_due(2, 8, 2, epochs - 1, warmup, epochs) == 0  # nothing below the kept ops
+
+
+class _ScoredByOp(Reduction):
+    """Scores a path by whether the first normal edge runs ``worst`` (the drop rule alone)."""
+
+    worst = 0
+
+    def _score(self, net, path, batches):
+        return -1.0 if path["normal"][0] == self.worst else 0.0
+
+
+def test_a_reduction_stage_drops_the_worst_scoring_low_logit_op_and_it_never_runs_again():
+    space = BNASSpace(BNASOptions(C=8, cells=3))
+    net = Supernet(space, k=4)
+    worst = net.op_names.index("sep_conv_3x3")
+    with torch.no_grad():
+        for alpha in net.alpha.values():
+            alpha.copy_(torch.arange(alpha.shape[1], dtype=torch.float32).flip(0))  # op 0 highest logit
+    low = set(range(4, 8))  # each edge's candidates: its 4 lowest-logit ops
+    batches = iter([(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))] * 4)
+    reduction = _ScoredByOp(samples=2, batches=1, keep=2)
+    reduction.worst = worst
+    assert reduction.stage(net, batches, torch.Generator().manual_seed(0)) == {"normal": 14, "reduce": 14}
+    for _, active, sel in net.choices().values():
+        assert active.sum(1).tolist() == [7] * 14
+        assert all({int(o) for o in (~row).nonzero().flatten()} <= low for row in active)
+        assert (sel[:, 4:] > 0).all() and (sel[:, :4] == 0).all()  # only candidates got a likelihood
+    assert not net.active_normal[0, worst]  # the scores decide which candidate goes
+    ran = []
+    for cell in net.cells:
+        if not cell.reduction:
+            cell.edges[0].ops[worst].register_forward_hook(lambda *a: ran.append(1))
+    net(torch.randn(2, 3, 8, 8))
+    assert not ran  # a dropped op costs nothing any more
+    with torch.no_grad():
+        net.alpha["normal"][:, worst] = 50.0  # however likely α says it is, a dropped op is never derived
+    assert ["sep_conv_3x3", 0] not in space.derive(net)["normal"][0]
+
+
+class _TinySupernet(torch.nn.Module):
+    """Two smooth ops mixed by softmax(α): the unrolled gradient has a closed form here."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = torch.nn.ModuleList([torch.nn.Linear(6, 6), torch.nn.Sequential(torch.nn.Linear(6, 6),
+                                                                                  torch.nn.Tanh())])
+        self.head = torch.nn.Linear(6, 3)
+        self.alpha = torch.nn.Parameter(torch.randn(2))
+
+    def arch_parameters(self):
+        return [self.alpha]
+
+    def weight_parameters(self):
+        return [p for p in self.parameters() if p is not self.alpha]
+
+    def forward(self, x):
+        return self.head(sum(w * op(x) for w, op in zip(F.softmax(self.alpha, 0), self.ops)))
+
+
+def test_second_order_architecture_gradient_is_the_unrolled_gradient():
+    from torch.func import functional_call
+
+    from searchkit.strategies.darts import _unrolled_arch_grad
+    torch.manual_seed(0)
+    net = _TinySupernet().double()
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
+    xv, yv = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
+    xi, wd = 0.5, 1e-2
+    params = dict(net.named_parameters())
+    names = [n for n in params if n != "alpha"]
+    g = torch.autograd.grad(F.cross_entropy(functional_call(net, params, (x,)), y), [params[n] for n in names],
+                            create_graph=True)
+    unrolled = {n: params[n] - xi * (gi + wd * params[n]) for n, gi in zip(names, g)}
+    want, = torch.autograd.grad(F.cross_entropy(functional_call(net, {**params, **unrolled}, (xv,)), yv),
+                                [net.alpha])
+    first, = torch.autograd.grad(F.cross_entropy(net(xv), yv), [net.alpha])
+    before = [p.detach().clone() for p in net.weight_parameters()]
+    _unrolled_arch_grad(net, F.cross_entropy, (x, y), (xv, yv), xi, wd)
+    assert torch.allclose(net.alpha.grad, want, rtol=1e-4)
+    assert not torch.allclose(first, want, rtol=0.05)  # the unrolled step matters here
+    assert all(torch.equal(a, b) for a, b in zip(before, net.weight_parameters()))  # weights restored
+
+
+def test_gumbel_op_weights_sample_the_active_ops_and_anneal():
+    net = Supernet(BNASSpace(BNASOptions(C=8, cells=3)), k=4, gumbel=True, tau_start=5.0, tau_end=0.5)
+    net.active_normal[:, 3] = False
+    a, b = net.op_weights("normal", sample=True), net.op_weights("normal", sample=True)
+    assert not torch.equal(a, b) and torch.allclose(a.sum(-1), torch.ones(14)) and (a[:, 3] == 0).all()
+    net.set_progress(1.0)
+    assert net.tau == pytest.approx(0.5)
+    sharp = net.op_weights("normal", sample=True).max(-1).values.mean()
+    net.set_progress(0.0)
+    assert net.op_weights("normal", sample=True).max(-1).values.mean() < sharp  # hotter: flatter samples
+    net.eval()
+    assert net(torch.randn(2, 3, 8, 8)).shape == (2, 10)  # eval: softmax(α), no noise
+
+
+def test_darts_runs_second_order_with_gumbel_op_weights(tmp_path):
+    out = _cli(SMALL + ["algo=darts", "algo.epochs=1", "algo.warmup=0", "algo.order=2", "algo.gumbel=true",
+                        "data.max_train=96"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len([ln for ln in out.stderr.splitlines() if "derived at epoch 1" in ln]) == 1, out.stderr
+
+
+def test_darts_reduction_is_refused_for_a_supernet_without_op_choices(tmp_path):
+    out = _cli(["search", "space=channels", "algo=darts", "algo.reduce=true"], tmp_path)
+    assert out.returncode == 2 and "needs a supernet whose edges choose among ops" in out.stderr, out.stderr
+    assert "training base" not in out.stderr and len(out.stderr.strip().splitlines()) <= 2
 
 
 @pytest.mark.parametrize("preset", ["bnas", "binary"])
@@ -209,7 +330,7 @@ def test_black_box_search_exports_a_network_that_rebuilds_from_json(tmp_path):
 @pytest.mark.slow
 def test_darts_records_derived_cells_as_trials_and_resumes_after_sigkill(tmp_path):
     args = SMALL + ["algo=darts", "algo.epochs=3", "algo.warmup=1", "algo.derive_every=1", "seed=3",
-                    "data.max_train=160"]
+                    "data.max_train=160", "algo.reduce=true"]  # the reduction's masks are resumed too
     straight = tmp_path / "straight"
     straight.mkdir()
     out = _cli(args, straight)
@@ -220,6 +341,7 @@ def test_darts_records_derived_cells_as_trials_and_resumes_after_sigkill(tmp_pat
     out = _cli(args, killed)
     assert out.returncode == 0, out.stderr
     assert "supernet continues from epoch 2" in out.stderr
+    assert "epoch 3/3" in out.stderr and "2 of 8 ops per edge left" not in out.stderr.split("epoch 3/3")[1]
 
     def derived(folder):
         study = optuna.load_study(study_name="bnas-digits-darts", storage=f"sqlite:///{folder}/studies/searchkit.db")

@@ -281,6 +281,10 @@ class BinaryWeights(abc.ABC):
 class OffersSupernet(abc.ABC):
     """A space that offers one network holding every candidate (differentiable runners)."""
 
+    # Its supernet's edges choose among ops (``choices()``, ``path``), so the runner's
+    # operation-space reduction can drop some (``algo.reduce``).
+    reducible_supernet: ClassVar[bool] = False
+
     @abc.abstractmethod
     def supernet(self, **options: Any) -> nn.Module:
         """The supernet, with learnable architecture parameters (``arch_parameters()``) apart

@@ -49,6 +49,7 @@ from searchkit.evaluate import _batches, resolve_device
 from searchkit.registry import SPACES
 from searchkit.session import SearchOutcome, Session
 from searchkit.setup import RunSetup
+from searchkit.strategies.reduction import Reduction, stages_due
 
 log = logging.getLogger("searchkit")
 
@@ -88,6 +89,19 @@ class DartsOptions:
     # Cost objectives without a bound (objectives=[accuracy,COST]): derive one genome per
     # target (fractions of the base's cost for relative costs, else the cost's unit).
     targets: tuple[float, ...] = ()
+    # Architecture gradient: 1 (first order: on the current weights) or 2 (DARTS' unrolled
+    # second order: on the weights after one virtual SGD step, by finite differences).
+    order: int = 1
+    # Supernets of op choices (space=bnas) mix their ops by Gumbel-softmax samples (annealed
+    # tau_start -> tau_end) instead of softmax(α); the channel supernet always samples.
+    gumbel: bool = False
+    # BNAS operation-space reduction (strategies/reduction.py): drop ops per edge down to
+    # reduce_keep by the end, each stage scoring reduce_samples paths per candidate on
+    # reduce_batches validation batches.
+    reduce: bool = False
+    reduce_keep: int = 2
+    reduce_samples: int = 3
+    reduce_batches: int = 2
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not 0 <= self.warmup < self.epochs:
@@ -100,6 +114,13 @@ class DartsOptions:
             raise ValueError(f"algo.derive={self.derive} is not valid (choices: expected, argmax)")
         if any(t <= 0 for t in self.targets):
             raise ValueError("algo.targets must be positive")
+        if self.reduce and self.epochs < max(self.warmup, 1) + 1:
+            raise ValueError("algo.reduce needs algo.epochs >= max(algo.warmup, 1) + 1 (a trained epoch "
+                             "before the first stage, and one after it)")
+        if self.order not in (1, 2):
+            raise ValueError(f"algo.order={self.order} is not valid (choices: 1, 2)")
+        if self.reduce_keep < 2 or self.reduce_samples < 1 or self.reduce_batches < 1:
+            raise ValueError("algo.reduce_keep must be >= 2 and algo.reduce_samples, algo.reduce_batches >= 1")
 
 
 class DartsRunner:
@@ -117,6 +138,9 @@ class DartsRunner:
         if not issubclass(SPACES.get(self.cfg.space.name), OffersSupernet):  # before any base trains
             raise ConfigError(f"algo=darts needs a space that offers a supernet; space={self.cfg.space.name} "
                               "does not (use abc, ga, tpe, nsga2 or random)")
+        if self.opt.reduce and not SPACES.get(self.cfg.space.name).reducible_supernet:
+            raise ConfigError(f"algo.reduce=true needs a supernet whose edges choose among ops; space="
+                              f"{self.cfg.space.name}'s does not (algo.reduce=false)")
         self.setup = RunSetup.build(self.cfg, quiet=quiet, known_base=st.stored_base(self.cfg) if existed else None)
         self.study = st.open_study(self.cfg, sampler=optuna.samplers.RandomSampler(seed=self.cfg.seed))
         self.session = Session(self.setup, self.study, source=self.name)
@@ -159,7 +183,8 @@ class DartsRunner:
         outcome = SearchOutcome(self.study, self.cfg, self.setup, self.session.evaluated_count())
         outcome.recovered = st.recover_stale_trials(self.study)
         _seed_all(self.cfg.seed)
-        net = space.supernet(k=opt.k, tau_start=opt.tau_start, tau_end=opt.tau_end, rule=opt.derive).to(self.device)
+        net = space.supernet(k=opt.k, tau_start=opt.tau_start, tau_end=opt.tau_end, rule=opt.derive,
+                             gumbel=opt.gumbel).to(self.device)
         w_opt = torch.optim.SGD(net.weight_parameters(), lr=opt.lr, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay)
         arch_lr = opt.arch_lr if opt.arch_lr is not None else getattr(net, "arch_lr", 6e-4)
@@ -167,6 +192,7 @@ class DartsRunner:
                                  weight_decay=opt.arch_weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, opt.epochs)
         gen = torch.Generator().manual_seed(self.cfg.seed)
+        reduction = Reduction(opt.reduce_samples, opt.reduce_batches, opt.reduce_keep) if opt.reduce else None
         bounds = self._penalised(net)
         lam = torch.zeros(len(bounds), dtype=torch.float64)  # one Lagrange multiplier per bound
         start = 0
@@ -196,11 +222,17 @@ class DartsRunner:
                 x, y = x.to(self.device), y.to(self.device)
                 if epoch >= opt.warmup:
                     xv, yv = next(val)
+                    xv, yv = xv.to(self.device), yv.to(self.device)
                     a_opt.zero_grad()
-                    loss = loss_fn(net(xv.to(self.device)), yv.to(self.device))
-                    if bounds:
-                        loss = loss + self._penalty(net, bounds, lam)
-                    loss.backward()
+                    if opt.order == 2:
+                        _unrolled_arch_grad(net, loss_fn, (x, y), (xv, yv), sched.get_last_lr()[0], opt.weight_decay)
+                        loss = self._penalty(net, bounds, lam) if bounds else None
+                    else:
+                        loss = loss_fn(net(xv), yv)
+                        if bounds:
+                            loss = loss + self._penalty(net, bounds, lam)
+                    if loss is not None:
+                        loss.backward()
                     a_opt.step()
                 w_opt.zero_grad()
                 out = net(x)
@@ -211,13 +243,15 @@ class DartsRunner:
                 seen += len(y)
                 correct += int((out.argmax(1) == y).sum())
             sched.step()
+            seconds = time.monotonic() - began
+            reduced = self._reduce(net, reduction, epoch + 1) if reduction is not None else ""
             state = {"epoch": torch.tensor(epoch + 1), "net": net.state_dict(), "w_opt": w_opt.state_dict(),
                      "a_opt": a_opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
                      "torch_rng": torch.get_rng_state(), "lam": lam}
             self._save(epoch + 1, state)
             if not self.quiet:
                 log.info("supernet epoch %d/%d: train accuracy %.4f, %.1f s%s", epoch + 1, opt.epochs,
-                         correct / max(seen, 1), time.monotonic() - began, _bound_line(net, bounds, lam, self.setup))
+                         correct / max(seen, 1), seconds, _bound_line(net, bounds, lam, self.setup) + reduced)
             if (epoch + 1) % opt.derive_every == 0 or epoch + 1 == opt.epochs:
                 # training a derived genome reseeds torch: the supernet's stream must not see it,
                 # or a run resumed from this epoch's checkpoint would draw other Gumbel noise
@@ -225,6 +259,20 @@ class DartsRunner:
                     self._derive(net, epoch + 1, outcome)
         outcome.evaluated = self.session.evaluated_count()
         return outcome
+
+    def _reduce(self, net, reduction: Reduction, epoch: int) -> str:
+        """The reduction stages due after ``epoch``, seeded by (seed, epoch, stage): a resumed
+        run repeats none (the masks are in the checkpoint) and draws what it would have.
+        Returns a note for the epoch's log line."""
+        opt, data = self.opt, self.setup.data
+        masks = [active for _, active, _ in net.choices().values()]
+        total = masks[0].shape[1]
+        left = lambda: max(int(m.sum(1).max()) for m in masks)  # noqa: E731
+        due = stages_due(left(), total, opt.reduce_keep, epoch, opt.warmup, opt.epochs)
+        for stage in range(due):
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1000003 + epoch * 101 + stage)
+            reduction.stage(net, iter(_cycle(data.val, opt.batch_size, gen)), gen)
+        return f"; operation-space reduction: {left()} of {total} ops per edge left" if due else ""
 
     # -- costs in the loss -----------------------------------------------------------------
     def _penalised(self, net) -> dict[str, float]:
@@ -287,6 +335,36 @@ class DartsRunner:
                      trial.number, "infeasible" if trial.user_attrs.get(st.INFEASIBLE) else
                      f"val accuracy {value:.4f}" if value is not None else trial.state.name.lower(),
                      f" ({self.setup.space.describe(genome).get('summary', '')})")
+
+
+def _unrolled_arch_grad(net, loss_fn, train, val, xi: float, weight_decay: float) -> None:
+    """DARTS' second-order architecture gradient into ``α.grad``: ∇α L_val(w', α) −
+    ξ ∇²α,w L_train(w, α) ∇w' L_val(w', α), with w' = w − ξ ∇w L_train (one virtual SGD step)
+    and the Hessian-vector product by central differences at w ± ε ∇w' L_val."""
+    weights, arch = net.weight_parameters(), net.arch_parameters()
+    saved = [w.detach().clone() for w in weights]
+    grads = torch.autograd.grad(loss_fn(net(train[0]), train[1]), weights, allow_unused=True)
+    with torch.no_grad():
+        for w, g in zip(weights, grads):
+            w.sub_(xi * ((g if g is not None else 0) + weight_decay * w))
+    out = torch.autograd.grad(loss_fn(net(val[0]), val[1]), arch + weights, allow_unused=True)
+    d_arch, d_w = out[:len(arch)], out[len(arch):]
+    norm = torch.sqrt(sum((g * g).sum() for g in d_w if g is not None))
+    eps = 0.01 / max(float(norm), 1e-12)
+    hessian = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for w, w0, g in zip(weights, saved, d_w):
+                w.copy_(w0 if g is None else w0 + sign * eps * g)
+        hessian.append(torch.autograd.grad(loss_fn(net(train[0]), train[1]), arch, allow_unused=True))
+    with torch.no_grad():
+        for w, w0 in zip(weights, saved):
+            w.copy_(w0)
+    for a, g, hp, hm in zip(arch, d_arch, *hessian):
+        grad = torch.zeros_like(a) if g is None else g.detach().clone()
+        if hp is not None and hm is not None:
+            grad -= xi * (hp - hm) / (2 * eps)
+        a.grad = grad if a.grad is None else a.grad + grad
 
 
 def _bound_line(net, bounds: dict[str, float], lam: torch.Tensor, setup) -> str:

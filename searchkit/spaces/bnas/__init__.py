@@ -69,6 +69,7 @@ class BNASSpace(BinaryWeights, OffersSupernet, LatencyKernels, Space):
     Options = BNASOptions
     costs: ClassVar[tuple[str, ...]] = ("flops", "params", "ops", "word_ops", "size_bytes")
     contract_overrides: ClassVar[tuple[str, ...]] = ("space.C=4", "space.cells=2")
+    reducible_supernet: ClassVar[bool] = True
 
     def __init__(self, options: BNASOptions | None = None, num_classes: int = 10, in_channels: int = 3,
                  side: int = 8):
@@ -194,9 +195,11 @@ class BNASSpace(BinaryWeights, OffersSupernet, LatencyKernels, Space):
 
     # -- one-shot search ------------------------------------------------------------------
     def supernet(self, **options: Any):
-        """PC-DARTS' supernet of this macro setting (``k``: partial channels)."""
+        """PC-DARTS' supernet of this macro setting (``k``: partial channels; ``gumbel``,
+        ``tau_start``, ``tau_end``: Gumbel-softmax op weights)."""
         from searchkit.spaces.bnas.supernet import Supernet
-        return Supernet(self, k=int(options.get("k", 4)))
+        return Supernet(self, k=int(options.get("k", 4)),
+                        **{k: options[k] for k in ("gumbel", "tau_start", "tau_end") if k in options})
 
     def derive(self, supernet, feasible=None) -> Genome:
         """The supernet's cell; with ``feasible``, repaired until it accepts the cell: each
@@ -206,7 +209,9 @@ class BNASSpace(BinaryWeights, OffersSupernet, LatencyKernels, Space):
         if feasible is None:
             return genome
         import torch
-        logp = {t: torch.log_softmax(supernet.alpha[t].detach()[:, 1:], dim=-1) for t in ("normal", "reduce")}
+        logp = {}
+        for t, (alpha, active, _) in supernet.choices().items():  # ops the reduction dropped: -inf, swapped to last
+            logp[t] = torch.log_softmax(alpha.detach()[:, 1:].masked_fill(~active[:, 1:], float("-inf")), dim=-1)
         while not feasible(genome):
             swaps = []
             for t in ("normal", "reduce"):

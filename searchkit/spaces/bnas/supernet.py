@@ -5,8 +5,14 @@
   step samples others; activation memory falls roughly by K.
 - Edge normalization: a node sums its incoming edges weighted by softmax(β) over them, so
   the edge choice is stable when K drops channel information.
+- ``gumbel``: ops mixed by Gumbel-softmax samples of α (temperature annealed by
+  ``set_progress``) while training, instead of softmax(α).
 - ``derive``: per node the two incoming edges with the largest softmax(α)[op]·softmax(β),
   each with its best op other than ``none`` (DARTS' rule).
+- Operation-space reduction (``algo.reduce``, :mod:`searchkit.strategies.reduction`): each
+  edge's ops can be dropped (``choices()``: the logits and the mask of ops still active);
+  dropped ops are not run, so later epochs are cheaper. ``path`` runs one op per edge (a
+  single-path net on the shared weights) to score sampled paths.
 - ``expected_costs``: the derived network's ``flops``, ``params``, ``ops``, ``word_ops`` and
   ``size_bytes`` in expectation, differentiable in α and β (for the runner's bound penalty):
   the fixed part (stem, preprocessing, head) plus, per node, two edges drawn by softmax(β),
@@ -55,9 +61,9 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(make_op(preset, name, c // self.k, stride) for name in ops)
         self.bypass = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
 
-    def forward(self, x, weights):
+    def forward(self, x, weights, active: list[int]):
         part = x.shape[1] // self.k
-        mixed = sum(w * op(x[:, :part]) for w, op in zip(weights, self.ops))
+        mixed = sum(weights[o] * self.ops[o](x[:, :part]) for o in active)
         if self.k == 1:
             return mixed
         return channel_shuffle(torch.cat([mixed, self.bypass(x[:, part:])], dim=1), self.k)
@@ -72,13 +78,14 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(MixedOp(preset, ops, c, 2 if reduction and j < 2 else 1, k)
                                    for i in range(NODES) for j in range(i + 2))
 
-    def forward(self, s0, s1, alpha, beta):
+    def forward(self, s0, s1, alpha, beta, active: list[list[int]]):
         states = [self.pre0(s0), self.pre1(s1)]
         start = 0
         for i in range(NODES):
             n = i + 2
             b = F.softmax(beta[start:start + n], dim=-1)
-            states.append(sum(b[j] * self.edges[start + j](states[j], alpha[start + j]) for j in range(n)))
+            states.append(sum(b[j] * self.edges[start + j](states[j], alpha[start + j], active[start + j])
+                              for j in range(n)))
             start += n
         return torch.cat(states[2:], dim=1)
 
@@ -86,8 +93,10 @@ class SearchCell(nn.Module):
 class Supernet(nn.Module):
     """The supernet of a bnas space's macro settings, its op preset plus ``none``."""
 
-    def __init__(self, space, k: int = 4):
+    def __init__(self, space, k: int = 4, gumbel: bool = False, tau_start: float = 5.0, tau_end: float = 0.5):
         super().__init__()
+        self.gumbel, self.tau_start, self.tau_end = bool(gumbel), float(tau_start), float(tau_end)
+        self.tau = self.tau_start
         m = space.macro
         self.preset = space.options.preset
         self.op_names = ["none"] + list(space.ops)
@@ -109,6 +118,10 @@ class Supernet(nn.Module):
         n = len(self.op_names)
         self.alpha = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(EDGES, n)) for t in ("normal", "reduce")})
         self.beta = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(EDGES)) for t in ("normal", "reduce")})
+        for t in ("normal", "reduce"):  # ops still in the search (operation-space reduction drops some)
+            self.register_buffer(f"active_{t}", torch.ones(EDGES, n, dtype=torch.bool))
+            self.register_buffer(f"sel_{t}", torch.zeros(EDGES, n, dtype=torch.float64))
+        self.path: dict[str, list[int]] | None = None  # one op per edge: a single-path net
         self._macro = dict(m)
         self._space = space
         self._costs: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
@@ -120,12 +133,35 @@ class Supernet(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
+    def choices(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``{cell type: (α, mask of the ops still active, their selection likelihood)}``, a row
+        per edge (the reduction's state: buffers, so checkpoints keep it)."""
+        return {t: (self.alpha[t], getattr(self, f"active_{t}"), getattr(self, f"sel_{t}"))
+                for t in ("normal", "reduce")}
+
+    def op_weights(self, t: str, sample: bool = False) -> torch.Tensor:
+        """softmax(α) over each edge's active ops (0 for dropped ones); with ``sample``, a
+        Gumbel-softmax draw at the current temperature."""
+        logits = self.alpha[t].masked_fill(~getattr(self, f"active_{t}"), float("-inf"))
+        return F.gumbel_softmax(logits, tau=self.tau, dim=-1) if sample else F.softmax(logits, dim=-1)
+
+    def set_progress(self, fraction: float) -> None:
+        """Anneal the Gumbel temperature exponentially from ``tau_start`` (0) to ``tau_end`` (1)."""
+        self.tau = self.tau_start * (self.tau_end / self.tau_start) ** min(max(fraction, 0.0), 1.0)
+
     def forward(self, x):
         s0 = s1 = self.stem(x)
-        weights = {t: F.softmax(a, dim=-1) for t, a in self.alpha.items()}
+        weights, active = {}, {}
+        for t in ("normal", "reduce"):
+            if self.path is not None:
+                weights[t] = torch.ones(EDGES, len(self.op_names), device=x.device)
+                active[t] = [[int(o)] for o in self.path[t]]
+            else:
+                weights[t] = self.op_weights(t, sample=self.gumbel and self.training)
+                active[t] = [row.nonzero().flatten().tolist() for row in getattr(self, f"active_{t}")]
         for cell in self.cells:
             t = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell(s0, s1, weights[t], self.beta[t])
+            s0, s1 = s1, cell(s0, s1, weights[t], self.beta[t], active[t])
         return self.classifier(torch.flatten(self.pool(s1), 1))
 
     def expected_costs(self, models) -> dict[str, torch.Tensor]:
@@ -133,7 +169,8 @@ class Supernet(nn.Module):
         fixed, table = self._cost_table()
         total = fixed.to(self.alpha["normal"].dtype)
         for t, per_op in table.items():
-            p = F.softmax(self.alpha[t][:, 1:], dim=-1)  # the op an edge derives: never "none"
+            live = getattr(self, f"active_{t}")[:, 1:]
+            p = F.softmax(self.alpha[t][:, 1:].masked_fill(~live, float("-inf")), dim=-1)  # never "none"
             edge = (p.unsqueeze(-1) * per_op).sum(1)    # (EDGES, costs)
             start = 0
             for i in range(NODES):
@@ -187,7 +224,7 @@ class Supernet(nn.Module):
         """The genome the architecture parameters stand for now (see the module docstring)."""
         genome = {"model": "bnas", "preset": self.preset, **self._macro}
         for t in ("normal", "reduce"):
-            w = F.softmax(self.alpha[t], dim=-1)[:, 1:]  # without "none"
+            w = self.op_weights(t)[:, 1:]  # without "none"
             nodes, start = [], 0
             for i in range(NODES):
                 n = i + 2

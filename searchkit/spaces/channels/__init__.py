@@ -178,7 +178,8 @@ class ChannelSpace(NeedsBase, LatencyKernels, OffersSupernet, Space):
     # -- one-shot search ----------------------------------------------------------------
     def supernet(self, **options: Any):
         """The base with a Gumbel-softmax width choice per unit
-        (:mod:`~searchkit.spaces.channels.supernet`; ``tau_start``, ``tau_end``, ``rule``)."""
+        (:mod:`~searchkit.spaces.channels.supernet`; ``tau_start``, ``tau_end``, ``rule``; it
+        always samples, so ``gumbel`` changes nothing)."""
         from searchkit.spaces.channels.supernet import ChannelSupernet
         return ChannelSupernet(self, **{k: options[k] for k in ("tau_start", "tau_end", "rule") if k in options})
 
