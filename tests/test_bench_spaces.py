@@ -25,3 +25,5 @@ def test_bnas_bench_quick_form(tmp_path):
     assert set(by_k) == {1, 2, 4} and by_k[4]["mib"] < by_k[1]["mib"]  # partial channels save memory
     assert data["kernel"] and all(r["exact"] and r["xnor_ms"] > 0 for r in data["kernel"])
     assert len(data["latency"]) == 6 and "Spearman" in md and "XNOR kernel ISA" not in md and "dispatched to" in md
+    arms = {r["arm"] for r in data["search"]}  # darts with and without reduction, random cells of its size
+    assert {"darts", "darts+reduce", "random cells"} <= arms and "Operation-space reduction against none" in md

@@ -8,9 +8,11 @@
 - ``latency``: random ``preset=binary`` cells run as XNOR programs; Spearman's ρ of their
   measured latency against ``word_ops``, ``ops`` (FLOPs + BOPs/64) and ``flops``, and against
   the latency predictor of this CPU (profiled here with the op's ``xnor_conv`` kernels).
+- ``search``: ``algo=darts`` with and without operation-space reduction, against random
+  cells of equal word-ops and against tpe/abc at equal wall-clock (``search_bench.py``).
 
 Example:
-    python -m searchkit.bench bnas               # ~6 min on 2 cores
+    python -m searchkit.bench bnas               # ~55 min on 2 cores
     python -m searchkit.bench bnas quick=true    # a smoke run
 """
 
@@ -22,15 +24,20 @@ import time
 from searchkit.bench.common import (cpu_with_flags, interleaved_times, options, prediction_facts, profile_this_cpu,
                                     write_report)
 
-DEFAULTS = {"parts": ["supernet", "kernel", "latency"], "ks": [1, 2, 4], "C": 16, "cells": 5, "batch": 32,
+DEFAULTS = {"parts": ["supernet", "kernel", "latency", "search"], "ks": [1, 2, 4], "C": 16, "cells": 5, "batch": 32,
             "sides": [16, 8], "rounds": 5, "preset": "bnas",
             # kernel: (cin, cout, k, groups, side) per shape; latency: random binary cells at this side
             "shapes": [[64, 64, 3, 1, 32], [128, 128, 3, 1, 16], [256, 256, 3, 1, 8], [128, 128, 1, 1, 16],
                        [128, 128, 3, 4, 16], [64, 64, 5, 1, 16]],
             "cells_sampled": 50, "latency_C": 16, "latency_side": 32, "lat_sweep": "default", "lat_rounds": 2,
-            "quick": False, "out": "reports/bench"}
+            # search: algo=darts with and without reduction, random cells, black-box arms (search_bench.py)
+            "seeds": 3, "jobs": 2, "search_C": 8, "search_cells": 5, "darts_epochs": 6, "warmup": 2,
+            "finetune_epochs": 2.0, "final_epochs": 4.0, "bb_trials": 200, "algos": ["tpe", "abc"],
+            "random_cells": 20, "work": None, "quick": False, "out": "reports/bench"}
 QUICK = {"C": 8, "cells": 3, "batch": 8, "sides": [8], "rounds": 2, "shapes": [[64, 64, 3, 1, 16]],
-         "cells_sampled": 6, "latency_C": 8, "latency_side": 8, "lat_sweep": "quick", "lat_rounds": 1}
+         "cells_sampled": 6, "latency_C": 8, "latency_side": 8, "lat_sweep": "quick", "lat_rounds": 1,
+         "seeds": 1, "jobs": 1, "search_C": 4, "search_cells": 2, "darts_epochs": 2, "warmup": 1,
+         "finetune_epochs": 0.25, "final_epochs": 0.25, "bb_trials": 2, "algos": ["tpe"], "random_cells": 2}
 GOALS = {(64, 64, 3, 1, 32): 3.0, (128, 128, 3, 1, 16): 5.0}  # the issue's: float conv time / XNOR time
 
 
@@ -195,24 +202,23 @@ def main(argv: list[str]) -> int:
 
     from searchkit.spaces.bnas import xnor
     torch.set_num_threads(1)
-    unknown = set(opt["parts"]) - {"supernet", "kernel", "latency"}
+    unknown = set(opt["parts"]) - {"supernet", "kernel", "latency", "search"}
     if unknown:
-        raise SystemExit(f"bench bnas: unknown parts {sorted(unknown)} (parts: supernet, kernel, latency)")
+        raise SystemExit(f"bench bnas: unknown parts {sorted(unknown)} (parts: supernet, kernel, latency, search)")
     if {"kernel", "latency"} & set(opt["parts"]) and not xnor.load():
         raise SystemExit("bench bnas: the XNOR kernel could not be built here (g++ and ninja are needed); "
                          "run parts=[supernet]")
     cpu = cpu_with_flags()
     print(f"CPU: {cpu}; XNOR kernel ISA: {xnor.isa()}", flush=True)
-    lines = ["# space=bnas: supernet, binary kernel, word-level ops", "", f"CPU: {cpu}.", ""]
+    lines = ["# space=bnas: supernet, binary kernel, word-level ops, differentiable search", "", f"CPU: {cpu}.", ""]
     if opt["quick"]:
         lines += ["**Quick form (a smoke run).**", ""]
     data = {"options": opt, "cpu": cpu, "isa": xnor.isa()}
-    for part, fn in (("supernet", _supernet), ("kernel", _kernel), ("latency", _latency)):
+    from searchkit.spaces.bnas.search_bench import search_part
+    for part, fn in (("supernet", _supernet), ("kernel", _kernel), ("latency", _latency), ("search", search_part)):
         if part in opt["parts"]:
             data[part], more = fn(opt)
             lines += more + [""]
-    lines += ["Not measured here yet (see docs/bnas.md): operation-space reduction, darts against random cells "
-              "and black-box arms."]
     path = write_report("bnas", "\n".join(lines) + "\n", data, opt["out"])
     print(f"wrote {path}")
     return 0
