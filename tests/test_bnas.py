@@ -142,7 +142,7 @@ def test_a_reduction_stage_drops_the_worst_scoring_low_logit_op_and_it_never_run
             alpha.copy_(torch.arange(alpha.shape[1], dtype=torch.float32).flip(0))  # op 0 highest logit
     low = set(range(4, 8))  # each edge's candidates: its 4 lowest-logit ops
     batches = iter([(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))] * 4)
-    reduction = _ScoredByOp(samples=2, batches=1, keep=2)
+    reduction = _ScoredByOp(samples=2, batches=1, floor=2)
     reduction.worst = worst
     assert reduction.stage(net, batches, torch.Generator().manual_seed(0)) == {"normal": 14, "reduce": 14}
     for _, active, sel in net.choices().values():

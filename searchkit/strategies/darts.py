@@ -92,7 +92,7 @@ class DartsOptions:
     # Architecture gradient: 1 (first order: on the current weights) or 2 (DARTS' unrolled
     # second order: on the weights after one virtual SGD step, by finite differences).
     order: int = 1
-    # Supernets of op choices (space=bnas) mix their ops by Gumbel-softmax samples (annealed
+    # Supernets of op choices (binarized cells) mix their ops by Gumbel-softmax samples (annealed
     # tau_start -> tau_end) instead of softmax(α); the channel supernet always samples.
     gumbel: bool = False
     # BNAS operation-space reduction (strategies/reduction.py): drop ops per edge down to

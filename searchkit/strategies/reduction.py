@@ -4,23 +4,17 @@ longer need, so the later epochs run fewer of them.
 A stage looks at each edge (a row of a choice group: ``supernet.choices()`` gives each group's
 logits, mask of active ops and selection likelihood, and ``supernet.path`` runs one op per
 row) with more than
-``keep`` ops still active: its candidates are the ⌈k/2⌉ active ops with the lowest logits.
+``floor`` ops still active: its candidates are the ⌈k/2⌉ active ops with the lowest logits.
 Paths (one op per edge) are sampled so that each candidate of every edge runs in ``samples``
 of them; each path is scored as a single-path net on the supernet's shared weights (its
 accuracy on a few validation batches). An edge's selection likelihood of its candidates
 becomes ``sel / 2 + softmax(mean score)``, and its least likely candidate is dropped.
 Stages fall at the ends of the epochs from the warm-up's last on, as many per epoch as it
-takes to reach ``keep`` ops per edge for the last one (:func:`stages_due`). Docs: ``docs/bnas.md``.
+takes to reach ``floor`` ops per edge for the last one (:func:`stages_due`). Docs: the binarized-cell page in ``docs/``.
 
 Example:
-    >>> import torch
-    >>> from searchkit.spaces.bnas import BNASOptions, BNASSpace
-    >>> net = BNASSpace(BNASOptions(C=8, cells=3)).supernet(k=4)
-    >>> batches = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))]
-    >>> Reduction(samples=1, batches=1, keep=2).stage(net, iter(batches), torch.Generator().manual_seed(0))
-    {'normal': 14, 'reduce': 14}
-    >>> sorted({int(row.sum()) for _, active, _ in net.choices().values() for row in active})
-    [7]
+    >>> [stages_due(8 - d, 8, 2, epoch, warmup=2, epochs=6) for epoch, d in zip(range(1, 7), (0, 0, 2, 3, 5, 6))]
+    [0, 2, 1, 2, 1, 0]
 """
 
 from __future__ import annotations
@@ -33,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def stages_due(active_ops: int, total_ops: int, keep: int, epoch: int, warmup: int, epochs: int) -> int:
+def stages_due(active_ops: int, total_ops: int, floor: int, epoch: int, warmup: int, epochs: int) -> int:
     """How many stages to run after ``epoch`` (1-based) for the drops to date to be
-    ``ceil(D s / S)``: ``D = total_ops - keep`` drops over the ``S`` ends of epochs
+    ``ceil(D s / S)``: ``D = total_ops - floor`` drops over the ``S`` ends of epochs
     ``max(warmup, 1) .. epochs - 1``, front-loaded so the saving starts early. The first
     stage may fall before any architecture update: its candidates are then any half of each
     edge's ops, and the scores of the warmed-up weights decide."""
@@ -43,25 +37,25 @@ def stages_due(active_ops: int, total_ops: int, keep: int, epoch: int, warmup: i
     s = epoch - first + 1
     if not 1 <= s <= epochs - first:
         return 0
-    target = math.ceil((total_ops - keep) * s / (epochs - first))
+    target = math.ceil((total_ops - floor) * s / (epochs - first))
     return max(0, target - (total_ops - active_ops))
 
 
 class Reduction:
     """One operation-space reduction schedule (see the module docstring)."""
 
-    def __init__(self, samples: int = 3, batches: int = 2, keep: int = 2):
-        self.samples, self.batches, self.keep = int(samples), int(batches), int(keep)
+    def __init__(self, samples: int = 3, batches: int = 2, floor: int = 2):
+        self.samples, self.batches, self.floor = int(samples), int(batches), int(floor)
 
     def stage(self, net: nn.Module, val: Iterator, gen: torch.Generator) -> dict[str, int]:
-        """Drop one op from every edge that has more than ``keep``; returns ``{group: dropped}``."""
+        """Drop one op from every edge that has more than ``floor``; returns ``{group: dropped}``."""
         groups = net.choices()
         cands = {}
         for g, (alpha, active, _) in groups.items():
             alpha, rows = alpha.detach(), []
             for r in range(alpha.shape[0]):
                 live = active[r].nonzero().flatten().tolist()
-                if len(live) <= self.keep:
+                if len(live) <= self.floor:
                     rows.append(None)
                     continue
                 order = sorted(live, key=lambda o: (float(alpha[r, o]), o))  # lowest logits first
