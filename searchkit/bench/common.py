@@ -183,6 +183,19 @@ def work_dir(opt: dict[str, Any], prefix: str) -> Path:
     return work
 
 
+def trained(trials) -> list:
+    """The trials of a study that were trained and told a value."""
+    return [t for t in trials if t.values and t.user_attrs.get("searchkit:evaluated")]
+
+
+def best_within(study, seconds: float):
+    """``(best trial, count)`` among a study's trained trials finished within ``seconds`` of its
+    first start (a black-box arm cut at another arm's wall-clock); ``None`` if there are none."""
+    began = min(t.datetime_start for t in study.trials)
+    within = [t for t in trained(study.trials) if (t.datetime_complete - began).total_seconds() <= seconds]
+    return (max(within, key=lambda t: t.values[0]), len(within)) if within else None
+
+
 def run_cells(fn, cells: list[tuple], jobs: int) -> list[dict]:
     """``fn(*cell)`` for every cell, ``jobs`` at a time in spawned processes; their rows joined."""
     import concurrent.futures as cf

@@ -3,18 +3,22 @@ longer need, so the later epochs run fewer of them.
 
 A stage looks at each edge (a row of a choice group: ``supernet.choices()`` gives each group's
 logits, mask of active ops and selection likelihood, and ``supernet.path`` runs one op per
-row) with more than
-``floor`` ops still active: its candidates are the ⌈k/2⌉ active ops with the lowest logits.
+row) with more than ``floor`` ops still active: its candidates are the ⌈k/2⌉ active ops with the lowest logits.
 Paths (one op per edge) are sampled so that each candidate of every edge runs in ``samples``
 of them; each path is scored as a single-path net on the supernet's shared weights (its
 accuracy on a few validation batches). An edge's selection likelihood of its candidates
 becomes ``sel / 2 + softmax(mean score)``, and its least likely candidate is dropped.
 Stages fall at the ends of the epochs from the warm-up's last on, as many per epoch as it
-takes to reach ``floor`` ops per edge for the last one (:func:`stages_due`). Docs: the binarized-cell page in ``docs/``.
+takes to reach ``floor`` ops per edge for the last one (:func:`stages_due`). Docs: the
+binarized-cell page in ``docs/``.
 
-Example:
-    >>> [stages_due(8 - d, 8, 2, epoch, warmup=2, epochs=6) for epoch, d in zip(range(1, 7), (0, 0, 2, 3, 5, 6))]
-    [0, 2, 1, 2, 1, 0]
+Example (8 ops, 2 kept, 6 epochs of which 2 warm up: stages after epochs 2 to 5):
+    >>> active, due = 8, []
+    >>> for epoch in range(1, 7):
+    ...     due.append(stages_due(active, 8, 2, epoch, warmup=2, epochs=6))
+    ...     active -= due[-1]
+    >>> due, active
+    ([0, 2, 1, 2, 1, 0], 2)
 """
 
 from __future__ import annotations
@@ -66,14 +70,15 @@ class Reduction:
             return {}
         batches = [next(val) for _ in range(self.batches)]
         scores = {g: [dict() for _ in rows] for g, rows in cands.items()}
+        # edges with nothing to drop run their most likely op in every path
+        best = {g: alpha.detach().masked_fill(~active, float("-inf")).argmax(-1).tolist()
+                for g, (alpha, active, _) in groups.items()}
         for _ in range(self.samples):
             perms = {g: [None if c is None else [c[int(i)] for i in torch.randperm(len(c), generator=gen)]
                          for c in rows] for g, rows in cands.items()}
             for p in range(width):
-                path = {}
-                for g, (alpha, active, _) in groups.items():
-                    best = alpha.detach().masked_fill(~active, float("-inf")).argmax(-1).tolist()
-                    path[g] = [best[r] if perm is None else perm[p % len(perm)] for r, perm in enumerate(perms[g])]
+                path = {g: [best[g][r] if perm is None else perm[p % len(perm)] for r, perm in enumerate(rows)]
+                        for g, rows in perms.items()}
                 score = self._score(net, path, batches)
                 for g, rows in perms.items():
                     for r, perm in enumerate(rows):

@@ -209,9 +209,8 @@ class BNASSpace(BinaryWeights, OffersSupernet, LatencyKernels, Space):
         if feasible is None:
             return genome
         import torch
-        logp = {}
-        for t, (alpha, active, _) in supernet.choices().items():  # ops the reduction dropped: -inf, swapped to last
-            logp[t] = torch.log_softmax(alpha.detach()[:, 1:].masked_fill(~active[:, 1:], float("-inf")), dim=-1)
+        with torch.no_grad():  # ops the reduction dropped are -inf: swapped to last
+            logp = {t: torch.log_softmax(supernet.op_logits(t), dim=-1) for t in ("normal", "reduce")}
         while not feasible(genome):
             swaps = []
             for t in ("normal", "reduce"):

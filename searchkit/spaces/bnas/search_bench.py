@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from searchkit.bench.common import median, run_cells, work_dir
+from searchkit.bench.common import best_within, median, run_cells, trained, work_dir
 
 
 def _common(opt: dict, seed: int, work: Path) -> list[str]:
@@ -72,17 +72,14 @@ def run_seed(opt: dict, seed: int, work: str) -> list[dict]:
     darts_s = runs["darts"][1]
     setup = runs["darts"][0].setup
     space = setup.space
-    trained = lambda ts: [t for t in ts if t.values and t.user_attrs.get(st.EVALUATED)]  # noqa: E731
     picks = {}
     for arm in ("darts", "darts+reduce"):
         last = max(trained(runs[arm][0].study.trials), key=lambda t: t.user_attrs.get("darts:epoch", 0))
         picks[arm] = (last, runs[arm][1], 1)
     for arm in opt["algos"]:
-        out, seconds = runs[arm]
-        began = min(t.datetime_start for t in out.study.trials)
-        within = [t for t in trained(out.study.trials) if (t.datetime_complete - began).total_seconds() <= darts_s]
-        if within:
-            picks[f"{arm}@darts-time"] = (max(within, key=lambda t: t.values[0]), darts_s, len(within))
+        cut = best_within(runs[arm][0].study, darts_s)
+        if cut:
+            picks[f"{arm}@darts-time"] = (cut[0], darts_s, cut[1])
     rows = []
     for arm, (trial, seconds, count) in picks.items():
         genome = trial.user_attrs["genome"]

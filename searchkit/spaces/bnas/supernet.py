@@ -139,6 +139,10 @@ class Supernet(nn.Module):
         return {t: (self.alpha[t], getattr(self, f"active_{t}"), getattr(self, f"sel_{t}"))
                 for t in ("normal", "reduce")}
 
+    def op_logits(self, t: str) -> torch.Tensor:
+        """α of the ops an edge can derive (all but ``none``), -inf for those the reduction dropped."""
+        return self.alpha[t][:, 1:].masked_fill(~getattr(self, f"active_{t}")[:, 1:], float("-inf"))
+
     def op_weights(self, t: str, sample: bool = False) -> torch.Tensor:
         """softmax(α) over each edge's active ops (0 for dropped ones); with ``sample``, a
         Gumbel-softmax draw at the current temperature."""
@@ -158,7 +162,7 @@ class Supernet(nn.Module):
                 active[t] = [[int(o)] for o in self.path[t]]
             else:
                 weights[t] = self.op_weights(t, sample=self.gumbel and self.training)
-                active[t] = [row.nonzero().flatten().tolist() for row in getattr(self, f"active_{t}")]
+                active[t] = [[o for o, on in enumerate(row) if on] for row in getattr(self, f"active_{t}").tolist()]
         for cell in self.cells:
             t = "reduce" if cell.reduction else "normal"
             s0, s1 = s1, cell(s0, s1, weights[t], self.beta[t], active[t])
@@ -169,8 +173,7 @@ class Supernet(nn.Module):
         fixed, table = self._cost_table()
         total = fixed.to(self.alpha["normal"].dtype)
         for t, per_op in table.items():
-            live = getattr(self, f"active_{t}")[:, 1:]
-            p = F.softmax(self.alpha[t][:, 1:].masked_fill(~live, float("-inf")), dim=-1)  # never "none"
+            p = F.softmax(self.op_logits(t), dim=-1)  # the op an edge derives: never "none"
             edge = (p.unsqueeze(-1) * per_op).sum(1)    # (EDGES, costs)
             start = 0
             for i in range(NODES):

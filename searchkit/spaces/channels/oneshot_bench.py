@@ -22,8 +22,8 @@ import json
 import time
 from pathlib import Path
 
-from searchkit.bench.common import (latency_bound, latency_target, median, options, quick_options, run_cells,
-                                    work_dir, write_report)
+from searchkit.bench.common import (best_within, latency_bound, latency_target, median, options, quick_options,
+                                    run_cells, trained, work_dir, write_report)
 
 DEFAULTS = {"model": "resnet56", "data": "digits", "flops": 0.3, "latency_fraction": 0.5, "seeds": 3,
             "trials": 24, "algos": ["abc", "tpe"], "darts_epochs": 6, "warmup": 2, "derive_every": 2,
@@ -65,14 +65,11 @@ def run_cell(opt: dict, kind: str, bound_args: list[str], seed: int, checkpoint:
         outcomes[arm] = (outcome, time.perf_counter() - started)
     darts_s = outcomes["darts"][1]
     setup = outcomes["darts"][0].setup
-    trained = lambda ts: [t for t in ts if t.values and t.user_attrs.get("searchkit:evaluated")]  # noqa: E731
     picks = {arm: (out.best, s, len(trained(out.study.trials))) for arm, (out, s) in outcomes.items()}
     for arm in opt["algos"]:  # the black-box arm stopped when darts stopped
-        out, _ = outcomes[arm]
-        began = min(t.datetime_start for t in out.study.trials)
-        within = [t for t in trained(out.study.trials) if (t.datetime_complete - began).total_seconds() <= darts_s]
-        if within:
-            picks[f"{arm}@darts-time"] = (max(within, key=lambda t: t.values[0]), darts_s, len(within))
+        cut = best_within(outcomes[arm][0].study, darts_s)
+        if cut:
+            picks[f"{arm}@darts-time"] = (cut[0], darts_s, cut[1])
     limit_key = "latency" if kind == "latency" else "flops"
     limit = setup.limits[limit_key]
     for arm, (best, seconds, count) in picks.items():
