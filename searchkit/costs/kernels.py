@@ -149,6 +149,13 @@ def _make_pool(f):
         return lambda: F.adaptive_avg_pool2d(x, (oh, ow))
     if kind == POOLS["mean"]:
         return lambda: x.mean((2, 3), keepdim=True)
+    if kind in (POOLS["avg3"], POOLS["max3"], POOLS["avg3_nhwc"], POOLS["max3_nhwc"]):
+        s = max(1, -(-h // max(oh, 1)))
+        pool = F.max_pool2d if kind in (POOLS["max3"], POOLS["max3_nhwc"]) else F.avg_pool2d
+        args = {} if pool is F.max_pool2d else {"count_include_pad": False}
+        if kind in (POOLS["avg3"], POOLS["max3"]):
+            return lambda: pool(x, 3, s, 1, **args)
+        return lambda: pool(x.contiguous(memory_format=torch.channels_last), 3, s, 1, **args).contiguous()
     k = max(1, h // max(oh, 1))
     if kind == POOLS["max"]:
         return lambda: F.max_pool2d(x, k, k)
@@ -163,11 +170,14 @@ def _pool_features(rows):
 def _sweep_pool(rng, n):
     rows = []
     for _ in range(n):
-        kind = int(rng.choice([1, 1, 3, 4, 4, 2]))
+        kind = int(rng.choice([1, 1, 3, 4, 4, 2, 5, 6, 7, 8]))
         h = int(rng.choice(_SIDES[2:]))
         c = int(round(2 ** rng.uniform(3, 11)))
         if kind in (1, 4):
             o = 1
+        elif kind >= 5:  # 3x3 windows at stride 1 or 2, up to 4M inputs (a stem's max pool)
+            o = h if rng.random() < 0.5 else -(-h // 2)
+            c = min(c, max(8, 2 ** 22 // (h * h)))
         else:
             o = max(1, h // 2)
         rows.append((kind, c, h, h, o, o))

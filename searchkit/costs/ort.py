@@ -86,6 +86,11 @@ def _kernel(kind: str, f: tuple[int, ...], p: str, rng: np.random.Generator):
             nodes = [helper.make_node("ReduceMean", [f"{p}x", f"{p}axes"], [out], name=f"{p}pool", keepdims=1)]
         elif code == POOLS["adaptive_avg"] and oh == 1 and ow == 1:
             nodes = [helper.make_node("GlobalAveragePool", [f"{p}x"], [out], name=f"{p}pool")]
+        elif code >= POOLS["avg3"]:  # 3x3, padding 1 (ONNX has no memory format: _nhwc runs the same)
+            op = "MaxPool" if code in (POOLS["max3"], POOLS["max3_nhwc"]) else "AveragePool"
+            s = max(1, -(-h // max(oh, 1)))
+            nodes = [helper.make_node(op, [f"{p}x"], [out], name=f"{p}pool", kernel_shape=[3, 3], strides=[s, s],
+                                      pads=[1] * 4)]
         else:
             op = "MaxPool" if code == POOLS["max"] else "AveragePool"
             nodes = [helper.make_node(op, [f"{p}x"], [out], name=f"{p}pool", kernel_shape=[kk, kk],

@@ -49,8 +49,8 @@ from searchkit.costs.trace import Kernel
 
 PROFILE_VERSION = 1
 SWEEPS = {  # kernels per type in the generic part of the sweep
-    "default": {"conv": 1000, "eltwise": 300, "pool": 160, "linear": 120, "view": 3},
-    "quick": {"conv": 60, "eltwise": 20, "pool": 10, "linear": 8, "view": 1},
+    "default": {"conv": 1000, "eltwise": 300, "pool": 240, "linear": 120, "view": 3},
+    "quick": {"conv": 60, "eltwise": 20, "pool": 16, "linear": 8, "view": 1},
 }
 CALIBRATION_MODELS = {"default": 120, "quick": 4}
 CHAIN = 24

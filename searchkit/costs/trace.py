@@ -33,7 +33,10 @@ ACTS = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "sigmoid": 4, "hardswish": 
         "hardsigmoid": 6, "gelu": 7, "tanh": 8}
 # Element-wise operations (code -> name); activations appear here when they run alone.
 ELTWISE = {"add": 1, "mul": 2, "pad": 3, "copy": 4, **{f"act_{a}": 10 + c for a, c in ACTS.items() if c}}
-POOLS = {"adaptive_avg": 1, "avg": 2, "max": 3, "mean": 4}
+# Pools: "avg"/"max" have a k×k window at stride k (k = h // oh); "avg3"/"max3" a 3×3 window,
+# padding 1, any stride (DARTS' pools); "_nhwc": the same on a channels-last copy of the
+# input, the copies in and out included (they are seen as views).
+POOLS = {"adaptive_avg": 1, "avg": 2, "max": 3, "mean": 4, "avg3": 5, "max3": 6, "avg3_nhwc": 7, "max3_nhwc": 8}
 _REGISTERED = "kernel:"  # a call of a registered kernel type (searchkit.registry.KERNEL_TYPES)
 
 
@@ -118,6 +121,11 @@ class _Recorder(TorchFunctionMode):
             n, c, h, w = _shape(x)
             o = _shape(out)
             kind = "max" if "max" in getattr(func, "__name__", "") else "avg"
+            k = _pair(args[1] if len(args) > 1 else kwargs.get("kernel_size", 1))
+            if k == 3 and _pair(args[3] if len(args) > 3 else kwargs.get("padding", 0)) == 1:
+                nhwc = x.dim() == 4 and c > 1 and not x.is_contiguous() and \
+                    x.is_contiguous(memory_format=torch.channels_last)
+                kind += "3_nhwc" if nhwc else "3"
             return "pool", (POOLS[kind], c, h, w, o[2], o[3])
         if func in (torch.mean, torch.Tensor.mean):
             n, *rest = _shape(x)
