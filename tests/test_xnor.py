@@ -100,6 +100,56 @@ def test_the_binary_file_round_trips_and_its_program_matches(tmp_path):
         assert tensors[f"{n}.words"].numel() == w.shape[0] * w.shape[2] * w.shape[3] * -(-w.shape[1] // 64)
 
 
+def test_the_shipped_program_folds_its_norms_and_pools_channels_last():
+    """What model_xnor.pt2 runs: W1A32 weights binarized once, every BN that reads a conv's
+    output folded into it (float weights or the XNOR op's scales), 3x3 pools on channels-last
+    copies, priced as such by the latency trace, and the same function."""
+    import copy
+
+    from searchkit.costs.trace import POOLS, trace_kernels
+    from searchkit.spaces.bnas.ops import BinaryBlock, FactorizedReduce
+    space, genome, _ = _binary_net()
+    pools = [[["max_pool_3x3", 0], ["avg_pool_3x3", 1]], [["skip_connect", 0], ["bin_conv_3x3", 2]]]
+    genome = space.canonical({**genome, "normal": pools + genome["normal"][2:],
+                              "reduce": pools + genome["reduce"][2:]})
+    built = space.build(genome, seed=1)
+    for m in built.net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None:
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            if m.weight is not None:
+                m.weight.data.uniform_(0.5, 1.5)
+    net = built.net.eval()
+    prog = xnor.xnor_program(copy.deepcopy(net))
+    mods = list(prog.modules())
+    assert not any(isinstance(m, BinaryConv2d) for m in mods)
+    assert all(type(m.out) is torch.nn.Identity and m.conv.bias is not None for m in mods if isinstance(m, BinaryBlock))
+    assert all(type(m.bn) is torch.nn.Identity for m in mods if isinstance(m, FactorizedReduce))
+    for seq in (m for m in mods if isinstance(m, torch.nn.Sequential)):
+        kids = list(seq)
+        assert not any(isinstance(a, (torch.nn.Conv2d, xnor.XnorConv2d)) and isinstance(b, torch.nn.BatchNorm2d)
+                       for a, b in zip(kids, kids[1:]))
+    bare = [m for m in mods if isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d))]
+    wrapped = [m.pool for m in mods if isinstance(m, xnor.ChannelsLastPool)]
+    assert wrapped and all(any(m is w for w in wrapped) for m in bare)
+    # float sums in another order can flip a sign at its boundary: one of a few inputs matches
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        diffs = [float((prog(x) - net(x)).abs().max() / net(x).abs().max())
+                 for x in (torch.randn(2, *space.input_size(), generator=gen) for _ in range(3))]
+    assert min(diffs) < 1e-5
+    kinds = lambda m: {k.fields[0] for k in trace_kernels(m, space.input_size()) if k.kind == "pool"}  # noqa: E731
+    assert {POOLS["max3_nhwc"], POOLS["avg3_nhwc"]} <= kinds(prog)
+    assert {POOLS["max3"], POOLS["avg3"]} <= kinds(net) and not {POOLS["max3_nhwc"], POOLS["avg3_nhwc"]} & kinds(net)
+
+
+def test_word_ops_count_the_reads_of_pools():
+    from searchkit.spaces.bnas.costs import count_binary
+    net = torch.nn.Sequential(torch.nn.MaxPool2d(3, 1, 1), torch.nn.AvgPool2d(3, 2, 1))
+    c = count_binary(net, (4, 6, 6))
+    assert c["flops"] == 0 and c["word_ops"] == 9 * 4 * 36 + 9 * 4 * 9
+
+
 def test_a_float_only_network_writes_no_binary_file(tmp_path):
     space = BNASSpace(BNASOptions(preset="bnas", C=8, cells=3))
     assert write_binary(space, space.build(space.base_genome()), tmp_path) == {}

@@ -7,7 +7,8 @@
   numbers: its MACs count as FLOPs.
 - ``word_ops`` — what a 64-bit XNOR-popcount kernel does: per output, ⌈Cin/groups / 64⌉ words
   per kernel tap, so a binary depthwise conv (one channel per group) costs as much as a
-  real one, not 1/64 of it. Other layers count their MACs.
+  real one, not 1/64 of it. Other convs and linear layers count their MACs, and a k×k pool
+  its k² reads per output: a DARTS cell's 3×3 pools take as long as its binary convs.
 - ``size_bytes`` — 1 bit per binary weight (+ 4 bytes per scale), 4 bytes per other parameter.
 
 For a network without binary layers, ``ops`` and ``word_ops`` equal ``flops`` and
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import math
 
+from torch import nn
+
 from searchkit.costs.flops import count_costs, flops_coeffs, forward_rows, in_out, layer_kind
 from searchkit.spaces.bnas.binary import BinaryConv2d
 
@@ -35,7 +38,19 @@ def count_binary(model, input_size) -> dict[str, int]:
     total = count_costs(model, input_size)
     mods = dict(model.named_modules())
     ops = words = 0
-    for path, rows in forward_rows(model, input_size):
+    windows = []  # reads of each pool call, gathered during forward_rows' pass
+
+    def pooled(m, inputs, output):
+        kh, kw = (m.kernel_size, m.kernel_size) if isinstance(m.kernel_size, int) else m.kernel_size
+        windows.append(kh * kw * output.numel())
+    hooks = [m.register_forward_hook(pooled) for m in model.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d))]
+    try:
+        calls = forward_rows(model, input_size)
+    finally:
+        for h in hooks:
+            h.remove()
+    words += sum(windows)
+    for path, rows in calls:
         mod = mods[path]
         kind = layer_kind(mod)
         if kind not in ("conv", "linear"):

@@ -126,14 +126,73 @@ class XnorConv2d(nn.Module):
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, groups={self.groups}")
 
 
+class ChannelsLastPool(nn.Module):
+    """``pool`` run on a channels-last copy of its input: torch's NCHW 3×3 pools take 7× as
+    long on CPU at batch 1 (``docs/bnas.md``), more than the copies cost."""
+
+    def __init__(self, pool: nn.Module):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+def _fold(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """``bn(conv(x))`` (eval) as one conv: into the float weights, or the XNOR op's scales and bias."""
+    if isinstance(conv, nn.Conv2d):
+        return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+    g = torch.rsqrt(bn.running_var + bn.eps)
+    g, b = (g, -bn.running_mean * g) if bn.weight is None else (g * bn.weight, bn.bias - bn.running_mean * g * bn.weight)
+    bias = torch.zeros_like(conv.scale) if conv.bias is None else conv.bias
+    conv.scale, conv.bias = (conv.scale * g).detach().contiguous(), (bias * g + b).detach().contiguous()
+    return conv
+
+
+def _fold_pairs(net: nn.Module) -> None:
+    """Fold every BN that reads only a conv's output: ``(conv, BN)`` in a Sequential, a binary
+    block's conv and output norm, a factorized reduction's two halves and their norm."""
+    from searchkit.spaces.bnas.ops import BinaryBlock, FactorizedReduce
+    foldable = (nn.Conv2d, XnorConv2d)
+    for mod in list(net.modules()):
+        if isinstance(mod, nn.Sequential):
+            kids = list(mod)
+            for i in range(len(kids) - 1):
+                if isinstance(kids[i], foldable) and type(kids[i + 1]) is nn.BatchNorm2d:
+                    mod[i], mod[i + 1] = _fold(kids[i], kids[i + 1]), nn.Identity()
+        elif isinstance(mod, BinaryBlock) and type(mod.out) is nn.BatchNorm2d:
+            mod.conv, mod.out = _fold(mod.conv, mod.out), nn.Identity()
+        elif isinstance(mod, FactorizedReduce) and type(mod.bn) is nn.BatchNorm2d and isinstance(mod.a, nn.Conv2d):
+            n = mod.a.out_channels
+            halves = [nn.BatchNorm2d(c).eval() for c in (n, mod.bn.num_features - n)]
+            for half, sl in zip(halves, (slice(0, n), slice(n, None))):
+                half.load_state_dict({k: v[sl] if v.dim() else v for k, v in mod.bn.state_dict().items()})
+            mod.a, mod.b, mod.bn = _fold(mod.a, halves[0]), _fold(mod.b, halves[1]), nn.Identity()
+
+
 def xnor_program(net: nn.Module) -> nn.Module:
-    """``net`` (in place) with every W1A1 ``BinaryConv2d`` replaced by its :class:`XnorConv2d`."""
+    """``net`` (in place, eval) as it deploys: every W1A1 ``BinaryConv2d`` as its
+    :class:`XnorConv2d`, every W1A32 one as a plain conv of its binary weights, each BN that
+    reads only a conv's output folded into it, pools channels-last. Per call this saves the
+    weight binarization and a third of the passes over the activations."""
     from searchkit.spaces.bnas.binary import BinaryConv2d
+    net.eval()
     for name, mod in list(net.named_modules()):
+        parent, _, attr = name.rpartition(".")
+        owner = net.get_submodule(parent) if parent else net
         if isinstance(mod, BinaryConv2d) and mod.binary_input:
-            parent, _, attr = name.rpartition(".")
-            setattr(net.get_submodule(parent) if parent else net, attr, XnorConv2d.of(mod))
+            setattr(owner, attr, XnorConv2d.of(mod))
+        elif isinstance(mod, BinaryConv2d):
+            plain = nn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
+                              mod.dilation, mod.groups, mod.bias is not None)
+            plain.load_state_dict({"weight": mod.binary_weight().detach(),
+                                   **({"bias": mod.bias.detach()} if mod.bias is not None else {})})
+            setattr(owner, attr, plain.eval())
+        elif isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
+            setattr(owner, attr, ChannelsLastPool(mod))
+    with torch.no_grad():
+        _fold_pairs(net)
     return net
 
 
-__all__ = ["ISAS", "XnorConv2d", "force_isa", "isa", "load", "pack", "popcounts", "unpack", "xnor_program"]
+__all__ = ["ChannelsLastPool", "ISAS", "XnorConv2d", "force_isa", "isa", "load", "pack", "popcounts", "unpack", "xnor_program"]
