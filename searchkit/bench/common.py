@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -165,7 +166,9 @@ def latency_bound(cost, fraction: float) -> float:
     smallest architecture is predicted slower than that (to a quarter of the way from it to
     the base, plus the predictor's margin): a bound a search can meet, not a refusal."""
     base, floor = cost.base(), cost.floor()
-    return round(max(fraction * base, (floor + 0.25 * (base - floor)) * (1 + cost.margin())) + 5e-5, 4)
+    # a quick profile's noise can price the smallest architecture above the base: then the floor
+    ms = max(fraction * base, (floor + 0.25 * max(base - floor, 0.0)) * (1 + cost.margin()))
+    return math.ceil(ms * 1e4 + 0.5) / 1e4  # rounded up, so the bound stays above the floor
 
 
 def quick_options(opt: dict[str, Any], argv: list[str], quick: dict[str, Any]) -> dict[str, Any]:
