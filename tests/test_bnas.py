@@ -381,6 +381,40 @@ def test_a_supernet_step_runs_on_cuda():
     assert space.check(space.derive(net)) is None
 
 
+@pytest.mark.parametrize("preset", ["binary", "bnas"])
+def test_the_expected_latency_is_the_predicted_latency_at_one_hot_choices(preset):
+    """A cost bound inside the supernet for latency too: per edge and op the predictor's price
+    of that op's kernels where it sits, so at one-hot alpha and beta the expectation is the
+    derived cell's predicted latency, and it has a gradient in alpha."""
+    import random
+
+    from searchkit.costs.latency_cost import LatencyCost
+    space = BNASSpace(BNASOptions(preset=preset, C=8, cells=3), 10, 3, 16)
+    cost = LatencyCost.for_contract(space)
+    net, rng, dists = Supernet(space, k=4), random.Random(0), space.distributions()
+    for _ in range(3):
+        genome = space.base_genome()
+        while any(a[1] == b[1] for t in ("normal", "reduce") for a, b in genome[t]):  # two inputs per node
+            genome = space.genome_of({k: rng.choice(d.choices) for k, d in dists.items()})
+        with torch.no_grad():
+            for t in ("normal", "reduce"):
+                net.alpha[t].fill_(-30.0)
+                net.beta[t].fill_(-30.0)
+                start = 0
+                for i, node in enumerate(genome[t]):
+                    for name, j in node:
+                        net.alpha[t][start + j, net.op_names.index(name)] = 30.0
+                        net.beta[t][start + j] = 0.0
+                    start += i + 2
+        got = net.expected_costs({"latency": cost})["latency"]
+        assert float(got) == pytest.approx(cost.cost(genome), rel=1e-5)
+    with torch.no_grad():
+        for t in ("normal", "reduce"):
+            net.alpha[t].normal_()
+    net.expected_costs({"latency": cost})["latency"].backward()
+    assert float(net.alpha["normal"].grad.abs().sum()) > 0
+
+
 def test_a_target_without_the_xnor_op_is_refused_in_one_line():
     from predictors import builtin_only
 
@@ -418,3 +452,23 @@ def test_a_latency_bound_is_priced_on_the_xnor_op_and_verified_on_its_program(tm
                                     "data=synthetic", "finetune.max_batches=1", "progress=false", "latency.target=q",
                                     f"latency.dir={lat}"], bound, tmp_path)
     assert record["measured"] == "the written program (model_xnor.pt2)" and record["measured_ms"] > 0
+    # algo=darts under the same bound: the expected latency is in the architecture loss (no
+    # "repair only" warning) and the derived cell is predicted under the bound
+    from searchkit.config import load_config
+    from searchkit.search import run_search
+    cfg = load_config(["space=bnas", "space.preset=binary", "space.C=4", "space.cells=2", "data=synthetic",
+                       "finetune.max_batches=1", "progress=false", "latency.target=q", f"latency.dir={lat}",
+                       f"storage=sqlite:///{tmp_path / 'darts.sqlite'}", f"constraint.latency_ms={bound}",
+                       "algo=darts", "algo.epochs=1", "algo.warmup=0", "data.max_train=64"])
+    import logging
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: seen.append(rec.getMessage())
+    logging.getLogger("searchkit").addHandler(handler)
+    try:
+        out = run_search(cfg, quiet=False)
+    finally:
+        logging.getLogger("searchkit").removeHandler(handler)
+    assert not any("repair only" in m for m in seen), seen
+    derived = [t for t in out.study.trials if "darts:epoch" in t.user_attrs]
+    assert derived and all(t.user_attrs["cost:latency"] <= bound for t in derived)

@@ -13,8 +13,8 @@
   edge's ops can be dropped (``choices()``: the logits and the mask of ops still active);
   dropped ops are not run, so later epochs are cheaper. ``path`` runs one op per edge (a
   single-path net on the shared weights) to score sampled paths.
-- ``expected_costs``: the derived network's ``flops``, ``params``, ``ops``, ``word_ops`` and
-  ``size_bytes`` in expectation, differentiable in α and β (for the runner's bound penalty):
+- ``expected_costs``: the derived network's ``flops``, ``params``, ``ops``, ``word_ops``,
+  ``size_bytes`` and predicted ``latency`` in expectation, differentiable in α and β (for the runner's bound penalty):
   the fixed part (stem, preprocessing, head) plus, per node, two edges drawn by softmax(β),
   each with an op drawn by softmax(α) over the ops other than ``none``; every op priced at
   full width where it sits (its cell's channels, stride and side).
@@ -171,56 +171,91 @@ class Supernet(nn.Module):
     def expected_costs(self, models) -> dict[str, torch.Tensor]:
         """Differentiable expected costs (see the module docstring) of the ``models`` named."""
         fixed, table = self._cost_table()
+        out = {name: self._expect(fixed[COSTS.index(name)], {t: v[..., COSTS.index(name)] for t, v in table.items()})
+               for name in models if name in COSTS}
+        predictor = getattr(models.get("latency"), "predictor", None)
+        if predictor is not None:
+            fixed, table = self._latency_table(models["latency"], predictor)
+            out["latency"] = self._expect(fixed, table)
+        return out
+
+    def _expect(self, fixed: torch.Tensor, table: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``fixed`` plus each node's two edges (softmax(β)) with their op (softmax(α)), priced
+        by ``table``: {cell type: (EDGES, ops) summed over that type's cells}."""
         total = fixed.to(self.alpha["normal"].dtype)
         for t, per_op in table.items():
             p = F.softmax(self.op_logits(t), dim=-1)  # the op an edge derives: never "none"
-            edge = (p.unsqueeze(-1) * per_op).sum(1)    # (EDGES, costs)
+            edge = (p * per_op.to(p)).sum(1)           # (EDGES,)
             start = 0
             for i in range(NODES):
                 n = i + 2
                 b = F.softmax(self.beta[t][start:start + n], dim=-1)
-                total = total + 2 * (b.unsqueeze(-1) * edge[start:start + n]).sum(0)
+                total = total + 2 * (b * edge[start:start + n]).sum()
                 start += n
-        return {name: total[COSTS.index(name)] for name in models if name in COSTS}
+        return total
 
-    def _cost_table(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(fixed costs, {cell type: (EDGES, ops, costs) summed over that type's cells})."""
-        if self._costs is not None:
-            return self._costs
-        from searchkit.spaces.bnas.costs import count_binary
-        space, m = self._space, self._macro
-        ops, priced = self.op_names[1:], {}
-
-        def cost(name, c, stride, side):
-            key = (name, c, stride, side)
-            if key not in priced:
-                counted = count_binary(make_op(self.preset, name, c, stride), (c, side, side))
-                priced[key] = torch.tensor([float(counted[k]) for k in COSTS], dtype=torch.float64)
-            return priced[key]
-
-        table = {t: torch.zeros(EDGES, len(ops), len(COSTS), dtype=torch.float64) for t in ("normal", "reduce")}
-        side, c = space.side, m["C"]
+    def _positions(self):
+        """``(cell type, edge, channels, stride, input side)`` of every edge of every cell."""
+        side, c, m = self._space.side, self._macro["C"], self._macro
         for i in range(m["cells"]):
             reduction = i in set(m["reductions"])
             c, t = (2 * c, "reduce") if reduction else (c, "normal")
             out = (side + 1) // 2 if reduction else side
             for e, j in enumerate(j for node in range(NODES) for j in range(node + 2)):
-                stride = 2 if reduction and j < 2 else 1
-                for o, name in enumerate(ops):
-                    table[t][e, o] += cost(name, c, stride, side if j < 2 else out)
+                yield t, e, c, 2 if reduction and j < 2 else 1, side if j < 2 else out
             side = out
-        base = space.base_genome()
-        flops, params = space.flops_params(base)
-        whole = torch.tensor([flops, params, *(space.binary_costs(base)[k] for k in COSTS[2:])], dtype=torch.float64)
-        chosen = torch.zeros(len(COSTS), dtype=torch.float64)
+
+    def _tabulate(self, price, whole) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(fixed, per-type tables) of a cost ``price(op, c, stride, side)`` (a float64 vector):
+        the fixed part is the base genome's ``whole`` cost less its edges' ops."""
+        ops, priced = self.op_names[1:], {}
+        width = len(whole)
+        table = {t: torch.zeros(EDGES, len(ops), width, dtype=torch.float64) for t in ("normal", "reduce")}
+        for t, e, c, stride, side in self._positions():
+            for o, name in enumerate(ops):
+                if (name, c, stride, side) not in priced:
+                    priced[name, c, stride, side] = price(name, c, stride, side)
+                table[t][e, o] += priced[name, c, stride, side]
+        base, chosen = self._space.base_genome(), torch.zeros(width, dtype=torch.float64)
         for t in ("normal", "reduce"):
             start = 0
             for i, node in enumerate(base[t]):
                 for name, j in node:
                     chosen += table[t][start + int(j), ops.index(name)]
                 start += i + 2
-        self._costs = (whole - chosen, {t: v.float() for t, v in table.items()})
+        return whole - chosen, {t: v.float() for t, v in table.items()}
+
+    def _cost_table(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(fixed costs, {cell type: (EDGES, ops, costs) summed over that type's cells})."""
+        if self._costs is None:
+            from searchkit.spaces.bnas.costs import count_binary
+            space, base = self._space, self._space.base_genome()
+
+            def price(name, c, stride, side):
+                counted = count_binary(make_op(self.preset, name, c, stride), (c, side, side))
+                return torch.tensor([float(counted[k]) for k in COSTS], dtype=torch.float64)
+            flops, params = space.flops_params(base)
+            whole = torch.tensor([flops, params, *(space.binary_costs(base)[k] for k in COSTS[2:])],
+                                 dtype=torch.float64)
+            self._costs = self._tabulate(price, whole)
         return self._costs
+
+    def _latency_table(self, model, predictor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Predicted ms in the table's form: each op's kernels as the XNOR program runs them
+        (traced alone where it sits), priced by the target's predictor; a model's latency is
+        its kernels' sum plus a constant, so the expectation is exact at one-hot α and β."""
+        if getattr(self, "_lat_key", None) != id(predictor):
+            from searchkit.costs.trace import trace_kernels
+            from searchkit.spaces.bnas.xnor import xnor_program
+            const = predictor.calibration[2] * 1e3
+
+            def price(name, c, stride, side):
+                kernels = trace_kernels(xnor_program(make_op(self.preset, name, c, stride)), (c, side, side))
+                return torch.tensor([predictor.predict_ms(kernels) - const], dtype=torch.float64)
+            whole = torch.tensor([float(model.cost(self._space.base_genome()))], dtype=torch.float64)
+            fixed, table = self._tabulate(price, whole)
+            self._lat, self._lat_key = (fixed[0], {t: v[..., 0] for t, v in table.items()}), id(predictor)
+        return self._lat
 
     @torch.no_grad()
     def derive(self) -> dict:
