@@ -104,12 +104,12 @@ def test_the_quick_start_export_snippet_and_quoted_figures(user):
     out = run(quick.removeprefix("pip install -e . && "), user)
     base = float(re.search(r"base resnet56: val accuracy ([\d.]+)", out).group(1))
     best = re.search(r"best: trial \d+\s+val accuracy ([\d.]+)\s+flops \S+ \(([\d.]+)% fewer\)", out)
-    quoted = re.search(r"base val accuracy ([\d.]+); best candidate ([\d.]+) at ([\d.]+)% fewer FLOPs",
-                       " ".join(README.split()))
-    # seeded, so the same here up to another CPU's floating-point rounding
-    assert base == pytest.approx(float(quoted.group(1)), abs=0.02), out
-    assert float(best.group(1)) == pytest.approx(float(quoted.group(2)), abs=0.02), out
-    assert float(best.group(2)) == pytest.approx(float(quoted.group(3)), abs=3), out
+    quoted = re.findall(r"base val accuracy ([\d.]+); best candidate ([\d.]+) at ([\d.]+)% fewer FLOPs",
+                        " ".join(README.split()))
+    # seeded, so one CPU's quoted figures here, up to floating-point rounding
+    got = (base, float(best.group(1)), float(best.group(2)))
+    assert quoted and any(abs(got[0] - float(b)) <= 0.02 and abs(got[1] - float(w)) <= 0.02
+                          and abs(got[2] - float(r)) <= 3 for b, w, r in quoted), (got, quoted, out)
     assert "export run exports/channels-resnet56-digits-abc/" in out
     run(block_after("### Export", "python") + "\nassert logits.shape == (8, 10), logits.shape\n", user,
         lang="python")
