@@ -14,10 +14,10 @@
   dropped ops are not run, so later epochs are cheaper. ``path`` runs one op per edge (a
   single-path net on the shared weights) to score sampled paths.
 - ``expected_costs``: the derived network's ``flops``, ``params``, ``ops``, ``word_ops``,
-  ``size_bytes`` and predicted ``latency`` in expectation, differentiable in α and β (for the runner's bound penalty):
-  the fixed part (stem, preprocessing, head) plus, per node, two edges drawn by softmax(β),
-  each with an op drawn by softmax(α) over the ops other than ``none``; every op priced at
-  full width where it sits (its cell's channels, stride and side).
+  ``size_bytes`` and predicted ``latency`` in expectation, differentiable in α and β (for the
+  runner's bound penalty): the fixed part (stem, preprocessing, head) plus, per node, two
+  edges drawn by softmax(β), each with an op drawn by softmax(α) over the ops other than
+  ``none``; every op priced at full width where it sits (its cell's channels, stride and side).
 
 Example:
     >>> import torch

@@ -143,7 +143,9 @@ def _fold(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
     if isinstance(conv, nn.Conv2d):
         return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
     g = torch.rsqrt(bn.running_var + bn.eps)
-    g, b = (g, -bn.running_mean * g) if bn.weight is None else (g * bn.weight, bn.bias - bn.running_mean * g * bn.weight)
+    if bn.weight is not None:
+        g = g * bn.weight
+    b = -bn.running_mean * g + (0.0 if bn.bias is None else bn.bias)
     bias = torch.zeros_like(conv.scale) if conv.bias is None else conv.bias
     conv.scale, conv.bias = (conv.scale * g).detach().contiguous(), (bias * g + b).detach().contiguous()
     return conv
@@ -195,4 +197,5 @@ def xnor_program(net: nn.Module) -> nn.Module:
     return net
 
 
-__all__ = ["ChannelsLastPool", "ISAS", "XnorConv2d", "force_isa", "isa", "load", "pack", "popcounts", "unpack", "xnor_program"]
+__all__ = ["ChannelsLastPool", "ISAS", "XnorConv2d", "force_isa", "isa", "load", "pack", "popcounts", "unpack",
+           "xnor_program"]
