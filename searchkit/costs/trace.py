@@ -34,7 +34,7 @@ ACTS = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "sigmoid": 4, "hardswish": 
 # Element-wise operations (code -> name); activations appear here when they run alone.
 ELTWISE = {"add": 1, "mul": 2, "pad": 3, "copy": 4, **{f"act_{a}": 10 + c for a, c in ACTS.items() if c}}
 # Pools: "avg"/"max" have a k×k window at stride k (k = h // oh); "avg3"/"max3" a 3×3 window,
-# padding 1, any stride (DARTS' pools); "_nhwc": the same on a channels-last copy of the
+# padding 1, any stride (DARTS' pools); "_nhwc": the same on an NHWC (memory-format) copy of the
 # input, the copies in and out included (they are seen as views).
 POOLS = {"adaptive_avg": 1, "avg": 2, "max": 3, "mean": 4, "avg3": 5, "max3": 6, "avg3_nhwc": 7, "max3_nhwc": 8}
 _REGISTERED = "kernel:"  # a call of a registered kernel type (searchkit.registry.KERNEL_TYPES)
