@@ -3,8 +3,8 @@ longer need, so the later epochs run fewer of them.
 
 A stage looks at each edge (a row of a choice group: ``supernet.choices()`` gives each group's
 logits, mask of active ops and selection likelihood, and ``supernet.path`` runs one op per
-row) with more than ``floor`` ops still active: its candidates are the ⌈k/2⌉ active ops with the lowest logits.
-Paths (one op per edge) are sampled so that each candidate of every edge runs in ``samples``
+row) with more than ``floor`` ops still active: its candidates are the ⌈k/2⌉ active ops with
+the lowest logits. Paths (one op per edge) are sampled so that each candidate of every edge runs in ``samples``
 of them; each path is scored as a single-path net on the supernet's shared weights (its
 accuracy on a few validation batches). An edge's selection likelihood of its candidates
 becomes ``sel / 2 + softmax(mean score)``, and its least likely candidate is dropped.

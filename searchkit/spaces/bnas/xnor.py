@@ -138,22 +138,30 @@ class ChannelsLastPool(nn.Module):
         return self.pool(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
-def _fold(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
-    """``bn(conv(x))`` (eval) as one conv: into the float weights, or the XNOR op's scales and bias."""
-    if isinstance(conv, nn.Conv2d):
-        return torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+def _affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(g, b)`` with ``bn(y) = g·y + b`` per channel (eval)."""
     g = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         g = g * bn.weight
-    b = -bn.running_mean * g + (0.0 if bn.bias is None else bn.bias)
-    bias = torch.zeros_like(conv.scale) if conv.bias is None else conv.bias
-    conv.scale, conv.bias = (conv.scale * g).detach().contiguous(), (bias * g + b).detach().contiguous()
+    return g, -bn.running_mean * g + (0.0 if bn.bias is None else bn.bias)
+
+
+def _fold(conv: nn.Module, g: torch.Tensor, b: torch.Tensor) -> nn.Module:
+    """``g·conv(x) + b`` as ``conv`` (in place): into the float weights or the XNOR op's scales."""
+    bias = torch.zeros_like(g) if conv.bias is None else conv.bias.detach()
+    if isinstance(conv, nn.Conv2d):
+        conv.weight = nn.Parameter(conv.weight.detach() * g.view(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(bias * g + b)
+    else:
+        conv.scale, conv.bias = (conv.scale * g).contiguous(), (bias * g + b).contiguous()
     return conv
 
 
 def _fold_pairs(net: nn.Module) -> None:
     """Fold every BN that reads only a conv's output: ``(conv, BN)`` in a Sequential, a binary
-    block's conv and output norm, a factorized reduction's two halves and their norm."""
+    block's conv and output norm, a factorized reduction's two halves and their norm. By the
+    modules, not by ``deploy.fold_batchnorm``'s graph: this runs for every genome the latency
+    model prices, where a ``torch.export`` each would cost seconds."""
     from searchkit.spaces.bnas.ops import BinaryBlock, FactorizedReduce
     foldable = (nn.Conv2d, XnorConv2d)
     for mod in list(net.modules()):
@@ -161,15 +169,12 @@ def _fold_pairs(net: nn.Module) -> None:
             kids = list(mod)
             for i in range(len(kids) - 1):
                 if isinstance(kids[i], foldable) and type(kids[i + 1]) is nn.BatchNorm2d:
-                    mod[i], mod[i + 1] = _fold(kids[i], kids[i + 1]), nn.Identity()
+                    mod[i], mod[i + 1] = _fold(kids[i], *_affine(kids[i + 1])), nn.Identity()
         elif isinstance(mod, BinaryBlock) and type(mod.out) is nn.BatchNorm2d:
-            mod.conv, mod.out = _fold(mod.conv, mod.out), nn.Identity()
+            mod.conv, mod.out = _fold(mod.conv, *_affine(mod.out)), nn.Identity()
         elif isinstance(mod, FactorizedReduce) and type(mod.bn) is nn.BatchNorm2d and isinstance(mod.a, nn.Conv2d):
-            n = mod.a.out_channels
-            halves = [nn.BatchNorm2d(c).eval() for c in (n, mod.bn.num_features - n)]
-            for half, sl in zip(halves, (slice(0, n), slice(n, None))):
-                half.load_state_dict({k: v[sl] if v.dim() else v for k, v in mod.bn.state_dict().items()})
-            mod.a, mod.b, mod.bn = _fold(mod.a, halves[0]), _fold(mod.b, halves[1]), nn.Identity()
+            (g, b), n = _affine(mod.bn), mod.a.out_channels  # the norm reads cat(a(x), b(y))
+            mod.a, mod.b, mod.bn = _fold(mod.a, g[:n], b[:n]), _fold(mod.b, g[n:], b[n:]), nn.Identity()
 
 
 def xnor_program(net: nn.Module) -> nn.Module:
