@@ -45,6 +45,8 @@ def isa(request):
     (40, 24, 3, 1, 5, 20, 0.6, 0, 1),      # N = 20: tiles of 8, 8, 4
     (32, 16, 3, 1, 7, 16, 0.75, 1, 3),     # 3x3 on a 7x9 grid: several rows per vector, written in place
     (16, 8, 3, 1, 2, 8, 0.5, 0, 2),        # 3x3 on a 2x2 map: the small-map path, cropped
+    (16, 4, 3, 1, 12, 8, 0.8, 1, 2),       # 3x3 with few blocks a row: row-major, written compact
+    (64, 64, 3, 1, 20, 16, 0.5, 2, 2),     # 3x3 on 20x20 (three pixel chunks): tile-major
     (8, 8, 5, 1, 6, 2, 0.5, 2, 1),         # 5x5
     (64, 64, 3, 1, 28, 32, 0.75, 1, 1),    # a ResNet 3x3 at 28x28, 1x32
     (24, 16, 1, 2, 7, 8, 0.5, 1, 3),       # strided 1x1 (a ResNet shortcut)
@@ -67,6 +69,24 @@ def test_the_kernel_matches_dense_on_every_isa(isa, cout, cin, k, stride, side, 
     assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
     if p:
         assert op.values.shape[0] == round((1 - int(p * (cout // n) * cin) / ((cout // n) * cin)) * (cout // n) * cin)
+
+
+@needs_kernel
+@pytest.mark.parametrize("cout,cin,k,side,n,batch", [(576, 96, 1, 14, 16, 1), (64, 64, 3, 20, 16, 3), (160, 576, 1, 7, 32, 1)])
+def test_two_threads_split_the_work_without_changing_the_outputs(cout, cin, k, side, n, batch):
+    like = nn.Conv2d(cin, cout, k, padding=k // 2)
+    w = like.weight.detach() * block_mask(like.weight, n, 0.75)
+    op = BlockSparseConv2d.from_dense(w, like.bias.detach(), like, n, act=1)
+    x = torch.randn(batch, cin, side, side, generator=torch.Generator().manual_seed(1))
+    one = op(x)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = op(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    assert torch.allclose(one, F.relu(F.conv2d(x, w, like.bias, padding=k // 2)), atol=1e-5, rtol=1e-5)
 
 
 @needs_kernel

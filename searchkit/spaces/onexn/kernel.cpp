@@ -42,6 +42,8 @@ struct Job {
   int64_t N, P;
   int act;               // 0 none, 1 relu, 2 relu6
   int64_t cstride;       // > 0: column c starts at c * cstride (1x1, linear), no table look-up
+  int64_t Py = 0;        // y's row pitch: P, or wv/wc of it where the grid is written compact
+  int64_t wv = 0, wc = 0;  // wc > 0 (AVX-512 only): of each wc grid columns the first wv are kept
   inline int64_t off(int64_t k) const { return cstride ? (int64_t)col[k] * cstride : coloff[col[k]]; }
 };
 
@@ -85,38 +87,72 @@ void row_portable(const Job& j, int64_t r) { SK_ROW_TILES(rows_portable, 8) }
 
 #if SK_X86
 // ---------------------------------------------------------------- AVX-512: 8 rows x 32 px
-template <int ROWS>
-__attribute__((target("avx512f"))) void rows_avx512(const Job& j, int64_t r, int64_t i0) {
+// One tile of ROWS rows x w <= 32 pixels from p0; FULL (w = 32) stores unmasked. The loads
+// stay masked even then: GCC folds a plain load into every FMA, reading x once per row.
+template <int ROWS, bool FULL>
+__attribute__((target("avx512f"))) inline void tile_avx512(const Job& j, int64_t r, int64_t i0, int64_t p0,
+                                                           int64_t w, const float* bias) {
   const int64_t b0 = j.crow[r], b1 = j.crow[r + 1];
-  for (int64_t p0 = 0; p0 < j.P; p0 += 32) {
-    const int64_t w = std::min<int64_t>(32, j.P - p0);
-    const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-    const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : (w <= 16 ? (__mmask16)0 : (__mmask16)((1u << (w - 16)) - 1));
-    __m512 a0[ROWS], a1[ROWS];
-    for (int i = 0; i < ROWS; ++i) a0[i] = a1[i] = _mm512_setzero_ps();
-    for (int64_t k = b0; k < b1; ++k) {
-      const float* xp = j.x + j.off(k) + p0;
-      const __m512 x0 = _mm512_maskz_loadu_ps(m0, xp);
-      const __m512 x1 = _mm512_maskz_loadu_ps(m1, xp + 16);
-      const float* v = j.values + k * j.N + i0;
-      for (int i = 0; i < ROWS; ++i) {
-        const __m512 s = _mm512_set1_ps(v[i]);
-        a0[i] = _mm512_fmadd_ps(s, x0, a0[i]);
-        a1[i] = _mm512_fmadd_ps(s, x1, a1[i]);
-      }
-    }
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.f);
+  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.f);
+  const __mmask16 m0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+  const __mmask16 m1 = w >= 32 ? (__mmask16)0xFFFF : (w <= 16 ? (__mmask16)0 : (__mmask16)((1u << (w - 16)) - 1));
+  __m512 a0[ROWS], a1[ROWS];
+#pragma GCC unroll 8
+  for (int i = 0; i < ROWS; ++i) a0[i] = a1[i] = bias ? _mm512_set1_ps(bias[i]) : zero;  // no add after
+  for (int64_t k = b0; k < b1; ++k) {
+    const float* xp = j.x + j.off(k) + p0;
+    const __m512 x0 = _mm512_maskz_loadu_ps(m0, xp);
+    const __m512 x1 = _mm512_maskz_loadu_ps(m1, xp + 16);
+    const float* v = j.values + k * j.N + i0;
+#pragma GCC unroll 8
     for (int i = 0; i < ROWS; ++i) {
-      const int64_t row = r * j.N + i0 + i;
-      const __m512 bb = _mm512_set1_ps(j.bias ? j.bias[row] : 0.f);
-      __m512 o0 = _mm512_add_ps(a0[i], bb), o1 = _mm512_add_ps(a1[i], bb);
-      if (j.act >= 1) { o0 = _mm512_max_ps(o0, zero); o1 = _mm512_max_ps(o1, zero); }
-      if (j.act == 2) { o0 = _mm512_min_ps(o0, six); o1 = _mm512_min_ps(o1, six); }
-      float* yp = j.y + row * j.P + p0;
-      _mm512_mask_storeu_ps(yp, m0, o0);
-      _mm512_mask_storeu_ps(yp + 16, m1, o1);
+      const __m512 s = _mm512_set1_ps(v[i]);
+      a0[i] = _mm512_fmadd_ps(s, x0, a0[i]);
+      a1[i] = _mm512_fmadd_ps(s, x1, a1[i]);
     }
   }
+  // Where the padded grid (wc columns a row) is written compact (wv of them), a tile that
+  // spans a row's spare columns squeezes them out in registers; others store as they are.
+  int64_t d0 = p0, d1 = p0 + 16;
+  __mmask16 s0 = m0, s1 = m1;
+  bool squeeze = false;
+  if (j.wc) {
+    const int64_t h = p0 / j.wc, c = p0 % j.wc, h1 = (p0 + 16) / j.wc, c1 = (p0 + 16) % j.wc;
+    d0 = h * j.wv + std::min(c, j.wv);
+    d1 = h1 * j.wv + std::min(c1, j.wv);
+    uint32_t valid = 0;
+    for (int64_t q = 0, cc = c; q < w; ++q, cc = cc + 1 == j.wc ? 0 : cc + 1) valid |= (uint32_t)(cc < j.wv) << q;
+    squeeze = valid != ((uint32_t)m1 << 16 | m0);
+    s0 = (__mmask16)valid;
+    s1 = (__mmask16)(valid >> 16);
+  }
+  const __mmask16 n0 = (__mmask16)((1u << __builtin_popcount(s0)) - 1),
+                  n1 = (__mmask16)((1u << __builtin_popcount(s1)) - 1);
+#pragma GCC unroll 8
+  for (int i = 0; i < ROWS; ++i) {
+    __m512 o0 = a0[i], o1 = a1[i];
+    if (j.act >= 1) { o0 = _mm512_max_ps(o0, zero); o1 = _mm512_max_ps(o1, zero); }
+    if (j.act == 2) { o0 = _mm512_min_ps(o0, six); o1 = _mm512_min_ps(o1, six); }
+    float* yp = j.y + (r * j.N + i0 + i) * j.Py;
+    if (squeeze) {
+      _mm512_mask_storeu_ps(yp + d0, n0, _mm512_maskz_compress_ps(s0, o0));
+      _mm512_mask_storeu_ps(yp + d1, n1, _mm512_maskz_compress_ps(s1, o1));
+    } else if (FULL) {
+      _mm512_storeu_ps(yp + d0, o0);
+      _mm512_storeu_ps(yp + d0 + 16, o1);
+    } else {
+      _mm512_mask_storeu_ps(yp + d0, m0, o0);
+      _mm512_mask_storeu_ps(yp + d0 + 16, m1, o1);
+    }
+  }
+}
+
+template <int ROWS>
+__attribute__((target("avx512f"))) void rows_avx512(const Job& j, int64_t r, int64_t i0, int64_t pa, int64_t pb) {
+  const float* bias = j.bias ? j.bias + r * j.N + i0 : nullptr;
+  int64_t p0 = pa;
+  for (; p0 + 32 <= pb; p0 += 32) tile_avx512<ROWS, true>(j, r, i0, p0, 32, bias);
+  if (p0 < pb) tile_avx512<ROWS, false>(j, r, i0, p0, pb - p0, bias);
 }
 
 // Few pixels (linear layers, tiny maps): vectorise along the block's N rows instead.
@@ -180,10 +216,18 @@ __attribute__((target("avx512f"))) void gemv_avx512(const Job& j, int64_t r) {
   }
 }
 
+__attribute__((target("avx512f"))) void rowp_avx512(const Job& j, int64_t r, int64_t pa, int64_t pb) {
+  int64_t i0 = 0;
+  for (; i0 + 8 <= j.N; i0 += 8) rows_avx512<8>(j, r, i0, pa, pb);
+  for (; i0 + 4 <= j.N; i0 += 4) rows_avx512<4>(j, r, i0, pa, pb);
+  if (i0 + 2 <= j.N) { rows_avx512<2>(j, r, i0, pa, pb); i0 += 2; }
+  if (i0 < j.N) rows_avx512<1>(j, r, i0, pa, pb);
+}
+
 __attribute__((target("avx512f"))) void row_avx512(const Job& j, int64_t r) {
   if (j.P == 1 && j.N >= 4) return gemv_avx512(j, r);
   if (j.P < 16 && j.N >= 8) return cols_avx512(j, r);
-  SK_ROW_TILES(rows_avx512, 8)
+  rowp_avx512(j, r, 0, j.P);
 }
 
 // ---------------------------------------------------------------- AVX2+FMA: 4 rows x 16 px
@@ -364,9 +408,10 @@ bool linear_avx512(const float* x, int64_t B, int64_t C, const at::Tensor& cr, c
 #endif
 
 // y (B, R*N, P) for x (B, L); every read is checked once per call (min/max, vectorisable).
+// wc > 0 (the AVX-512 pixel path only): y keeps wv of every wc grid columns, (B, R*N, P/wc*wv).
 void run_blocks(const float* xp, int64_t B, int64_t L, const at::Tensor& cr, const at::Tensor& cl,
                 const at::Tensor& va, const int64_t* cop, int64_t ncol, const float* bp, float* yp, int64_t P,
-                int64_t act, int64_t cstride = 0) {
+                int64_t act, int64_t cstride = 0, int64_t wv = 0, int64_t wc = 0) {
   const int64_t R = cr.numel() - 1, N = va.size(1);
   int64_t lo = 0, hi = 0;
   for (int64_t c = 0; c < ncol; ++c) { lo = std::min(lo, cop[c]); hi = std::max(hi, cop[c]); }
@@ -376,10 +421,37 @@ void run_blocks(const float* xp, int64_t B, int64_t L, const at::Tensor& cr, con
   const int32_t* crp = cr.data_ptr<int32_t>();
   const int isa = current_isa();
   const float* vp = va.data_ptr<float>();
+  const int64_t Py = wc ? P / wc * wv : P;
+  TORCH_CHECK(!wc || (isa == AVX512 && P >= 16 && P % wc == 0 && wv <= wc), "onexn: no compact path here");
+  auto job = [&](int64_t b) {
+    Job j{xp + b * L, crp, clp, vp, cop, bp, yp + b * R * N * Py, N, P, (int)act, cstride};
+    j.Py = Py;
+    j.wv = wv;
+    j.wc = wc;
+    return j;
+  };
+#if SK_X86
+  // Rows of many blocks read as many input columns per pixel tile: going tile-major, every
+  // block row reuses them from L1, where row-major streams each of them from L2 once a row.
+  const int64_t nnzb = cl.numel();
+  if (isa == AVX512 && P > 128 && nnzb >= 24 * R) {
+    const int64_t PC = 128, nc = (P + PC - 1) / PC;
+    // enough tasks for the threads where the map is small: split the block rows too
+    const int64_t want = 4 * at::get_num_threads(), rg = std::min<int64_t>(R, std::max<int64_t>(1, (want + B * nc - 1) / (B * nc)));
+    at::parallel_for(0, B * nc * rg, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t b = t / (nc * rg), g = t / nc % rg, c = t % nc;  // threads split by rows
+        const Job j = job(b);
+        for (int64_t r = g * R / rg; r < (g + 1) * R / rg; ++r) rowp_avx512(j, r, c * PC, std::min(P, (c + 1) * PC));
+      }
+    });
+    return;
+  }
+#endif
   at::parallel_for(0, B * R, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / R, r = t % R;
-      const Job j{xp + b * L, crp, clp, vp, cop, bp, yp + b * R * N * P, N, P, (int)act, cstride};
+      const Job j = job(b);
 #if SK_X86
       if (isa == AVX512) { row_avx512(j, r); continue; }
       if (isa == AVX2) { row_avx2(j, r); continue; }
@@ -453,10 +525,12 @@ at::Tensor onexn_conv(const at::Tensor& x, const at::Tensor& crow, const at::Ten
   const int64_t R = cr.numel() - 1, N = va.size(1), P = H * cols;
   at::Tensor bk;
   const float* bp = bias_of(bias, R * N, bk);
-  auto y = at::empty({B, R * N, H, cols}, xp.options());
+  // AVX-512 writes the outputs compact; the other paths write the grid, then drop its spare columns
+  const bool compact = k > 1 && current_isa() == AVX512 && P >= 16;
+  auto y = at::empty({B, R * N, H, compact ? W : cols}, xp.options());
   run_blocks(xp.data_ptr<float>(), B, C * rows * cols, cr, cl, va, off.data(), C * kk, bp, y.data_ptr<float>(), P,
-             act, k == 1 ? rows * cols : 0);
-  if (k > 1) y = y.narrow(3, 0, W).contiguous();
+             act, k == 1 ? rows * cols : 0, compact ? W : 0, compact ? cols : 0);
+  if (k > 1 && !compact) y = y.narrow(3, 0, W).contiguous();
   return linear ? y.reshape({B, R * N}) : y;
 }
 
