@@ -75,13 +75,13 @@ void rows_portable(const Job& j, int64_t r, int64_t i0) {
   }
 }
 
-// Any N: tiles of 8 rows, then 4, 2, 1 for the rest of the block.
-#define SK_ROW_TILES(FN, TOP)                                            \
+// Any N: tiles of 8 rows, then 4, 2, 1 for the rest of the block (extra arguments follow i0).
+#define SK_ROW_TILES(FN, TOP, ...)                                       \
   int64_t i0 = 0;                                                        \
-  if (TOP >= 8) for (; i0 + 8 <= j.N; i0 += 8) FN<8>(j, r, i0);          \
-  for (; i0 + 4 <= j.N; i0 += 4) FN<4>(j, r, i0);                        \
-  if (i0 + 2 <= j.N) { FN<2>(j, r, i0); i0 += 2; }                       \
-  if (i0 < j.N) FN<1>(j, r, i0);
+  if (TOP >= 8) for (; i0 + 8 <= j.N; i0 += 8) FN<8>(j, r, i0, ##__VA_ARGS__); \
+  for (; i0 + 4 <= j.N; i0 += 4) FN<4>(j, r, i0, ##__VA_ARGS__);         \
+  if (i0 + 2 <= j.N) { FN<2>(j, r, i0, ##__VA_ARGS__); i0 += 2; }        \
+  if (i0 < j.N) FN<1>(j, r, i0, ##__VA_ARGS__);
 
 void row_portable(const Job& j, int64_t r) { SK_ROW_TILES(rows_portable, 8) }
 
@@ -217,11 +217,7 @@ __attribute__((target("avx512f"))) void gemv_avx512(const Job& j, int64_t r) {
 }
 
 __attribute__((target("avx512f"))) void rowp_avx512(const Job& j, int64_t r, int64_t pa, int64_t pb) {
-  int64_t i0 = 0;
-  for (; i0 + 8 <= j.N; i0 += 8) rows_avx512<8>(j, r, i0, pa, pb);
-  for (; i0 + 4 <= j.N; i0 += 4) rows_avx512<4>(j, r, i0, pa, pb);
-  if (i0 + 2 <= j.N) { rows_avx512<2>(j, r, i0, pa, pb); i0 += 2; }
-  if (i0 < j.N) rows_avx512<1>(j, r, i0, pa, pb);
+  SK_ROW_TILES(rows_avx512, 8, pa, pb)
 }
 
 __attribute__((target("avx512f"))) void row_avx512(const Job& j, int64_t r) {
