@@ -137,6 +137,15 @@ def test_interrupted_seeded_search_proposes_what_an_uninterrupted_one_does(workd
     assert {p for _, p in seq(straight.study)} >= {"init", "employed", "onlooker"}
 
 
+def test_a_trial_killed_right_after_ask_is_failed_by_a_driver_starting_at_once(tmp_path):
+    """A driver killed between ``study.ask`` and its tag leaves a young untagged RUNNING
+    trial (CI: the next driver started within the grace and left it RUNNING for good)."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}", study_name="s")
+    study._storage.create_new_trial(study._study_id)  # what ask writes before any tag
+    assert st.recover_stale_trials(study) == [(0, None)]  # no params: nothing to re-queue
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL]
+
+
 def test_trial_killed_after_its_result_was_marked_is_not_counted(tmp_path):
     """A driver killed between marking a result evaluated and telling it leaves a RUNNING
     trial that says evaluated: recovery fails it, un-marks it and re-queues it once."""

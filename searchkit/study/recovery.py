@@ -73,8 +73,18 @@ def recover_stale_trials(study: optuna.Study, grace_s: float = GRACE_PERIOD_S) -
         (failed trial number, re-queued as number-or-None) pairs.
     """
     now = time.time()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    # An untagged trial younger than the grace may be a live driver's or a just-killed one's:
+    # wait the grace out and look again, or a kill right after ``ask`` leaves it RUNNING for good.
+    young = [now - t.datetime_start.timestamp() for t in running
+             if get_system_attr(t, DRIVER, None) is None and not t.params and t.datetime_start]
+    young = [age for age in young if age <= UNTAGGED_GRACE_S]
+    if young:
+        time.sleep(UNTAGGED_GRACE_S - min(young) + 0.1)
+        now = time.time()
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     out: list[tuple[int, int | None]] = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in running:
         if not _is_stale(trial, now, grace_s):
             continue
         out.append((trial.number, fail_trial(study, trial, "driver stopped while the trial ran", requeue=True)))
