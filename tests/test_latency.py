@@ -367,6 +367,23 @@ def test_an_onnxruntime_target_prices_repairs_and_verifies_on_the_onnx_file(ort_
     assert record["measured_ms"] > 0 and record["bound_met"] == (record["measured_ms"] <= bound)
 
 
+@pytest.mark.parametrize("model, size", [("resnet18", (3, 16, 16)), ("mobilenet_v2", (3, 32, 32))])
+def test_every_conv_of_a_network_is_timed_in_the_network_onnxruntime_runs(tmp_path, model, size):
+    """An onnxruntime profile times a calibration model's convs inside the model itself
+    (NCHWc layout, fused adds and activations): every conv kernel finds its node, though
+    onnxruntime runs ResNet-18's shortcut convs before the block's second conv and pads
+    MobileNetV2's 24 channels to 32; a kernel that is not in the network finds none."""
+    from searchkit.costs.ort import measure_convs_in_context, ort_models
+    net = build_base(model).eval()
+    kernels = trace_kernels(net, size)
+    (sess, _), = ort_models([(net, size)], tmp_path / "onnx")
+    wrong = Kernel("conv", (5, 7, 3, 1, 1, size[1], size[2], 1, 1))
+    got, edges = measure_convs_in_context(sess.path, size, [*kernels, wrong], passes=3)
+    assert all((t is not None and 0 < t < 0.01) == (k.kind == "conv") for k, t in zip(kernels, got))
+    assert got[-1] is None and edges[-1] == 0
+    assert all(e >= 0 for e in edges) and sum(edges) < sum(t for t in got if t)
+
+
 def test_unknown_runtime_is_one_line(tmp_path):
     r = _cli("latency", "profile", "target=x", "runtime=tvm", cwd=tmp_path)
     assert r.returncode == 2 and "unknown runtime 'tvm' (choices: torch, onnxruntime)" in r.stderr

@@ -5,7 +5,9 @@ kernel rows of :mod:`searchkit.costs.kernels` become the ONNX nodes that torch's
 writes for them (BN folded into the conv's bias, as ``export format=onnx`` does), many
 kernels side by side in one graph, and each kernel's time is read from onnxruntime's
 per-node profile (so its own fused node, not the session's call overhead or the layout
-reorders at the graph's edges). Whole networks are exported to ONNX and timed with
+reorders at the graph's edges). A profile's calibration networks are also run whole under
+that profiler, so their convs are timed as the runtime runs them inside a network
+(:func:`measure_convs_in_context`). Whole networks are exported to ONNX and timed with
 ``session.run`` (:class:`OrtModel`), with all graph optimisations on, as deployed.
 
 Example:
@@ -173,6 +175,84 @@ def measure_chain_ort(rows: Sequence[tuple[str, tuple[int, ...]]], *, threads: i
         i = int(_NODE.match(name).group(1))
         per_kernel[i] = per_kernel.get(i, 0.0) + np.asarray(durs[-passes:])
     return [robust_mean(per_kernel[i].tolist()) if i in per_kernel else 0.0 for i in range(len(rows))]
+
+
+def _profiled_runs(sess, feeds: dict, passes: int, warmup: int) -> list[dict]:
+    """The per-node ``_kernel_time`` events of ``passes`` profiled runs of ``sess``."""
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    for _ in range(passes):
+        sess.run(None, feeds)
+    trace = json.loads(Path(sess.end_profiling()).read_text())
+    return [ev for ev in trace if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time")]
+
+
+def _conv_matches(node: dict, fields: Sequence[int]) -> bool:
+    """Whether a profiled Conv node is the conv kernel ``fields``: window, maps and groups
+    equal, channels equal up to onnxruntime's NCHWc block (it pads them to a multiple of 16)."""
+    cin, cout, k, s, g, h, w = fields[:7]
+    ins = [list(d.values())[0] for d in node["args"].get("input_type_shape", [])]
+    outs = [list(d.values())[0] for d in node["args"].get("output_type_shape", [])]
+    if len(ins) < 2 or len(ins[0]) != 4 or len(ins[1]) != 4 or not outs or len(outs[0]) != 4:
+        return False
+    x, wt, y = ins[0], ins[1], outs[0]
+
+    def padded(got: int, want: int) -> bool:
+        return want <= got <= -(-want // 16) * 16
+
+    depthwise = g > 1 and g == cin
+    return (x[2:] == [h, w] and y[2:] == [-(-h // s), -(-w // s)] and wt[2:] == [k, k]
+            and padded(x[1], cin) and padded(y[1], cout) and (wt[1] == 1) == depthwise)
+
+
+def _shape(node: dict, key: str) -> list:
+    shapes = node["args"].get(key, [])
+    return list(shapes[0].values())[0] if shapes else []
+
+
+def measure_convs_in_context(path: str | Path, size: Sequence[int], kernels: Sequence, *, threads: int = 1,
+                             passes: int = 15, warmup: int = 2) -> tuple[list[float | None], list[float]]:
+    """Seconds of each conv kernel of a network as onnxruntime runs the whole network: its
+    fused node's time in the per-node profile (the layout, fused adds and activations as
+    deployed), and the seconds of the layout reorders the runtime put on its edges (a
+    ``ReorderOutput`` reading its output, a ``ReorderInput`` feeding it). ``None`` for
+    every other kernel and for a conv no node matched (each node, in run order, takes the
+    first unmatched conv kernel of its shape)."""
+    from searchkit.deploy import ort_session
+    with tempfile.TemporaryDirectory(prefix="searchkit-ort-") as tmp:
+        sess = ort_session(path, threads, profile=Path(tmp) / "prof")
+        feeds = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)}
+        events = _profiled_runs(sess, feeds, passes, warmup)
+    by_node: dict[str, list[dict]] = {}
+    for ev in events:
+        by_node.setdefault(ev["name"], []).append(ev)
+    out: list[float | None] = [None] * len(kernels)
+    edges = [0.0] * len(kernels)
+    free = [i for i, k in enumerate(kernels) if k.kind == "conv"]
+    order = list(by_node.values())  # run order
+    matched: list[tuple[int, int]] = []  # (position in run order, kernel)
+    for pos, evs in enumerate(order):
+        if evs[0]["args"].get("op_name") not in ("Conv", "FusedConv"):
+            continue
+        i = next((i for i in free if _conv_matches(evs[0], kernels[i].fields)), None)
+        if i is not None:
+            free.remove(i)
+            matched.append((pos, i))
+            # the warm-up runs are profiled too: a node's last ``passes`` events are the timed runs
+            out[i] = robust_mean([ev["dur"] * 1e-6 for ev in evs[-passes:]])
+    for pos, evs in enumerate(order):
+        op = evs[0]["args"].get("op_name")
+        if op == "ReorderOutput":  # the latest conv before it that wrote its input
+            near = [i for p, i in reversed(matched) if p < pos
+                    and _shape(order[p][0], "output_type_shape") == _shape(evs[0], "input_type_shape")]
+        elif op == "ReorderInput":  # the next conv after it that reads its output
+            near = [i for p, i in matched if p > pos
+                    and _shape(order[p][0], "input_type_shape") == _shape(evs[0], "output_type_shape")]
+        else:
+            continue
+        if near:
+            edges[near[0]] += robust_mean([ev["dur"] * 1e-6 for ev in evs[-passes:]])
+    return out, edges
 
 
 class OrtModel:

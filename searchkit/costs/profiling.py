@@ -221,15 +221,32 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
         seconds: list[float] = []
         log(f"profiling {len(generic)} sweep kernels in {len(chains)} chains and {len(calib)} whole models, "
             f"each also replayed kernel by kernel, {rounds} rounds (threads={threads}, runtime={runtime})")
+        built = runtime_models([(s.build(), s.input_size) for s in calib], runtime, threads, onnx_dir.name)
         if runtime == "onnxruntime":
-            from searchkit.costs.ort import measure_chain_ort
+            from searchkit.costs.ort import measure_chain_ort, measure_convs_in_context
 
             def timed(chain):
                 return measure_chain_ort(chain, threads=threads)
+
+            def in_context(i, secs):
+                # a calibration model's convs as the runtime runs them in it (NCHWc layout
+                # kept between convs, adds and activations fused), not one by one; the
+                # replayed times are kept beside them (docs/deploy.md compares the two)
+                ctx, edges = measure_convs_in_context(built[i][0].path, calib[i].input_size, calib[i].kernels,
+                                                      threads=threads)
+                replayed[i].append(secs)
+                in_model[i].append([c if c is not None else t for c, t in zip(ctx, secs)])
+                reorders[i].append(edges)
+                return [c + e if c is not None else t for c, e, t in zip(ctx, edges, secs)]
         else:
             def timed(chain):
                 return measure_chain([KERNELS[kind].make(fields) for kind, fields in chain])
-        built = runtime_models([(s.build(), s.input_size) for s in calib], runtime, threads, onnx_dir.name)
+
+            def in_context(i, secs):
+                return secs
+        replayed: list[list[list[float]]] = [[] for _ in calib]
+        in_model: list[list[list[float]]] = [[] for _ in calib]
+        reorders: list[list[list[float]]] = [[] for _ in calib]
         whole: list[list[float]] = []
         # Every round times every kernel and every whole model again, so each is seen in
         # several of the machine's speed states (a shared VM's CPU changes speed for seconds
@@ -241,17 +258,20 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
                     rows += chain
                     seconds += timed(chain)
                     pb.update(1)
-                for s in calib:
+                for i, s in enumerate(calib):
                     # The model's own kernel sequence, each kernel timed in the context a forward gives it.
                     chain = [(k.kind, k.fields) for k in s.kernels]
                     rows += chain
-                    seconds += timed(chain)
+                    seconds += in_context(i, timed(chain))
                     pb.update(1)
                 whole.append(measure_models_ms(built, rounds=3))
                 pb.update(1)
         models = [{"name": s.name, "family": s.family, "input_size": list(s.input_size),
                    "kernels": [[k.kind, list(k.fields)] for k in s.kernels],
-                   "ms": float(np.median([w[i] for w in whole])), "rounds_ms": [w[i] for w in whole]}
+                   "ms": float(np.median([w[i] for w in whole])), "rounds_ms": [w[i] for w in whole],
+                   **({"replayed_s": np.median(replayed[i], axis=0).tolist(),
+                       "in_model_s": np.median(in_model[i], axis=0).tolist(),
+                       "reorders_s": np.median(reorders[i], axis=0).tolist()} if replayed[i] else {})}
                   for i, s in enumerate(calib)]
     finally:
         torch.set_num_threads(old_threads)
