@@ -189,7 +189,7 @@ def _profiled_runs(sess, feeds: dict, passes: int, warmup: int) -> list[dict]:
 
 def _conv_matches(node: dict, fields: Sequence[int]) -> bool:
     """Whether a profiled Conv node is the conv kernel ``fields``: window, maps and groups
-    equal, channels equal up to onnxruntime's NCHWc block (it pads them to a multiple of 16)."""
+    equal, channel counts equal up to onnxruntime's NCHWc block (it pads them to a multiple of 16)."""
     cin, cout, k, s, g, h, w = fields[:7]
     ins = [list(d.values())[0] for d in node["args"].get("input_type_shape", [])]
     outs = [list(d.values())[0] for d in node["args"].get("output_type_shape", [])]
