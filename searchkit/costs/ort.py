@@ -148,51 +148,59 @@ def chain_model(rows: Sequence[tuple[str, tuple[int, ...]]], seed: int = 0):
 _NODE = re.compile(r"^k(\d+)_")
 
 
+def _node_events(path: str | Path, feeds: dict | np.ndarray, *, threads: int, passes: int, warmup: int
+                 ) -> dict[str, list[dict]]:
+    """Each node's ``_kernel_time`` events over ``passes`` runs of the ONNX file (``feeds``:
+    its inputs by name, or one array for its only input) under the runtime's per-node
+    profiler, nodes in run order (the warm-up runs' events dropped)."""
+    from searchkit.deploy import ort_session
+    with tempfile.TemporaryDirectory(prefix="searchkit-ort-") as tmp:
+        sess = ort_session(path, threads, profile=Path(tmp) / "prof")
+        if isinstance(feeds, np.ndarray):
+            feeds = {sess.get_inputs()[0].name: feeds}
+        for _ in range(warmup + passes):
+            sess.run(None, feeds)
+        trace = json.loads(Path(sess.end_profiling()).read_text())
+    by_node: dict[str, list[dict]] = {}
+    for ev in trace:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            by_node.setdefault(ev["name"], []).append(ev)
+    return {name: evs[-passes:] for name, evs in by_node.items()}
+
+
+def _seconds(events: list[dict]) -> list[float]:
+    return [ev["dur"] * 1e-6 for ev in events]
+
+
 def measure_chain_ort(rows: Sequence[tuple[str, tuple[int, ...]]], *, threads: int = 1, passes: int = 15,
                       warmup: int = 2) -> list[float]:
     """Per-row robust median seconds under onnxruntime: every row a kernel of one graph, timed
     by the runtime's per-node profiler over ``passes`` runs (a kernel's time sums its nodes
     after fusion; reorders the runtime inserts at the graph's edges are not counted)."""
-    from searchkit.deploy import ort_session
     model, feeds = chain_model(rows)
     with tempfile.TemporaryDirectory(prefix="searchkit-ort-") as tmp:
         path = Path(tmp) / "kernels.onnx"
         path.write_bytes(model.SerializeToString())
-        sess = ort_session(path, threads)
-        for _ in range(warmup):
-            sess.run(None, feeds)
-        sess = ort_session(path, threads, profile=Path(tmp) / "prof")
-        for _ in range(passes):
-            sess.run(None, feeds)
-        trace = json.loads(Path(sess.end_profiling()).read_text())
+        by_node = _node_events(path, feeds, threads=threads, passes=passes, warmup=warmup)
     # a node's j-th event is its time in run j; a kernel's time in run j sums its nodes'
-    by_node: dict[str, list[float]] = {}
-    for ev in trace:
-        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time") and _NODE.match(ev["name"]):
-            by_node.setdefault(ev["name"], []).append(ev["dur"] * 1e-6)
     per_kernel: dict[int, np.ndarray] = {}
-    for name, durs in by_node.items():
-        i = int(_NODE.match(name).group(1))
-        per_kernel[i] = per_kernel.get(i, 0.0) + np.asarray(durs[-passes:])
+    for name, evs in by_node.items():
+        if _NODE.match(name):
+            i = int(_NODE.match(name).group(1))
+            per_kernel[i] = per_kernel.get(i, 0.0) + np.asarray(_seconds(evs))
     return [robust_mean(per_kernel[i].tolist()) if i in per_kernel else 0.0 for i in range(len(rows))]
 
 
-def _profiled_runs(sess, feeds: dict, passes: int, warmup: int) -> list[dict]:
-    """The per-node ``_kernel_time`` events of ``passes`` profiled runs of ``sess``."""
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    for _ in range(passes):
-        sess.run(None, feeds)
-    trace = json.loads(Path(sess.end_profiling()).read_text())
-    return [ev for ev in trace if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time")]
+def _shapes(node: dict, key: str) -> list[list[int]]:
+    """A profiled node's input or output shapes (``input_type_shape``, ``output_type_shape``)."""
+    return [list(d.values())[0] for d in node["args"].get(key, [])]
 
 
 def _conv_matches(node: dict, fields: Sequence[int]) -> bool:
     """Whether a profiled Conv node is the conv kernel ``fields``: window, maps and groups
     equal, channel counts equal up to onnxruntime's NCHWc block (it pads them to a multiple of 16)."""
     cin, cout, k, s, g, h, w = fields[:7]
-    ins = [list(d.values())[0] for d in node["args"].get("input_type_shape", [])]
-    outs = [list(d.values())[0] for d in node["args"].get("output_type_shape", [])]
+    ins, outs = _shapes(node, "input_type_shape"), _shapes(node, "output_type_shape")
     if len(ins) < 2 or len(ins[0]) != 4 or len(ins[1]) != 4 or not outs or len(outs[0]) != 4:
         return False
     x, wt, y = ins[0], ins[1], outs[0]
@@ -205,11 +213,6 @@ def _conv_matches(node: dict, fields: Sequence[int]) -> bool:
             and padded(x[1], cin) and padded(y[1], cout) and (wt[1] == 1) == depthwise)
 
 
-def _shape(node: dict, key: str) -> list:
-    shapes = node["args"].get(key, [])
-    return list(shapes[0].values())[0] if shapes else []
-
-
 def measure_convs_in_context(path: str | Path, size: Sequence[int], kernels: Sequence, *, threads: int = 1,
                              passes: int = 15, warmup: int = 2) -> tuple[list[float | None], list[float]]:
     """Seconds of each conv kernel of a network as onnxruntime runs the whole network: its
@@ -218,40 +221,32 @@ def measure_convs_in_context(path: str | Path, size: Sequence[int], kernels: Seq
     ``ReorderOutput`` reading its output, a ``ReorderInput`` feeding it). ``None`` for
     every other kernel and for a conv no node matched (each node, in run order, takes the
     first unmatched conv kernel of its shape)."""
-    from searchkit.deploy import ort_session
-    with tempfile.TemporaryDirectory(prefix="searchkit-ort-") as tmp:
-        sess = ort_session(path, threads, profile=Path(tmp) / "prof")
-        feeds = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)}
-        events = _profiled_runs(sess, feeds, passes, warmup)
-    by_node: dict[str, list[dict]] = {}
-    for ev in events:
-        by_node.setdefault(ev["name"], []).append(ev)
+    x = np.random.default_rng(0).standard_normal((1, *size)).astype(np.float32)
+    order = list(_node_events(path, x, threads=threads, passes=passes, warmup=warmup).values())
+    op = [evs[0]["args"].get("op_name") for evs in order]
     out: list[float | None] = [None] * len(kernels)
     edges = [0.0] * len(kernels)
     free = [i for i, k in enumerate(kernels) if k.kind == "conv"]
-    order = list(by_node.values())  # run order
     matched: list[tuple[int, int]] = []  # (position in run order, kernel)
     for pos, evs in enumerate(order):
-        if evs[0]["args"].get("op_name") not in ("Conv", "FusedConv"):
-            continue
-        i = next((i for i in free if _conv_matches(evs[0], kernels[i].fields)), None)
+        i = next((i for i in free if _conv_matches(evs[0], kernels[i].fields)), None) \
+            if op[pos] in ("Conv", "FusedConv") else None
         if i is not None:
             free.remove(i)
             matched.append((pos, i))
-            # the warm-up runs are profiled too: a node's last ``passes`` events are the timed runs
-            out[i] = robust_mean([ev["dur"] * 1e-6 for ev in evs[-passes:]])
+            out[i] = robust_mean(_seconds(evs))
     for pos, evs in enumerate(order):
-        op = evs[0]["args"].get("op_name")
-        if op == "ReorderOutput":  # the latest conv before it that wrote its input
-            near = [i for p, i in reversed(matched) if p < pos
-                    and _shape(order[p][0], "output_type_shape") == _shape(evs[0], "input_type_shape")]
-        elif op == "ReorderInput":  # the next conv after it that reads its output
-            near = [i for p, i in matched if p > pos
-                    and _shape(order[p][0], "input_type_shape") == _shape(evs[0], "output_type_shape")]
+        if op[pos] == "ReorderOutput":  # the latest conv before it that wrote its input
+            near = (i for p, i in reversed(matched) if p < pos and
+                    _shapes(order[p][0], "output_type_shape")[:1] == _shapes(evs[0], "input_type_shape")[:1])
+        elif op[pos] == "ReorderInput":  # the next conv after it that reads its output
+            near = (i for p, i in matched if p > pos and
+                    _shapes(order[p][0], "input_type_shape")[:1] == _shapes(evs[0], "output_type_shape")[:1])
         else:
             continue
-        if near:
-            edges[near[0]] += robust_mean([ev["dur"] * 1e-6 for ev in evs[-passes:]])
+        i = next(near, None)
+        if i is not None:
+            edges[i] += robust_mean(_seconds(evs))
     return out, edges
 
 
