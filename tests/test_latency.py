@@ -331,8 +331,29 @@ def ort_target(tmp_path_factory):
     doc = json.loads(path.read_text())
     assert doc["machine"]["runtime"] == "onnxruntime" and doc["machine"]["onnxruntime"]
     assert all(s > 0 for k in doc["kernels"].values() for s in k["seconds"])
+    for m in doc["calibration_models"]:  # convs timed in the network, their replayed times kept
+        assert len(m["replayed_s"]) == len(m["in_model_s"]) == len(m["reorders_s"]) == len(m["kernels"])
     fit("ortq", root=root)
     return root
+
+
+def test_fit_can_price_an_onnxruntime_profile_with_its_convs_replayed(ort_target):
+    """``fit`` compares the in-network conv rows with the replayed ones (the predictor's
+    held-out line): the replayed profile swaps exactly the calibration models' conv rows."""
+    from searchkit.costs.profiling import load_profile, replayed_profile
+    doc = load_profile("ortq", ort_target)
+    again = replayed_profile(doc)
+    replayed: dict[tuple, list[float]] = {}
+    for m in doc["calibration_models"]:
+        for (kind, f), t in zip(m["kernels"], m["replayed_s"]):
+            if kind == "conv":
+                replayed.setdefault(tuple(f), []).append(t)
+    for r, new, old in zip(doc["kernels"]["conv"]["rows"], again["kernels"]["conv"]["seconds"],
+                           doc["kernels"]["conv"]["seconds"]):
+        assert new == (pytest.approx(np.median(replayed[tuple(r)])) if tuple(r) in replayed else old)
+    assert replayed and again["kernels"]["eltwise"] == doc["kernels"]["eltwise"]
+    assert replayed_profile({**doc, "calibration_models": [{k: v for k, v in m.items() if k != "replayed_s"}
+                                                           for m in doc["calibration_models"]]}) is None
 
 
 def test_an_onnxruntime_target_prices_repairs_and_verifies_on_the_onnx_file(ort_target, tmp_path):
