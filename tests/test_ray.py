@@ -20,7 +20,7 @@ from searchkit.config import load_config  # noqa: E402
 from searchkit.search import RepeatedFailures, run_search  # noqa: E402
 from searchkit.strategies.ga import member_of  # noqa: E402
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.alone]
 
 FAST = ["space.model=resnet20", "data=synthetic", "base.epochs=1", "finetune.max_batches=2",
         "data.options={size: 256}"]

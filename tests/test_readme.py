@@ -70,7 +70,7 @@ def test_the_test_command_is_what_ci_runs():
     second = blocks("bash")[1].strip()
     assert second == "bash .ci/run"
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert ci[-1] == "python -m pytest -q -p no:cacheprovider"
+    assert ci[-1] == "python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup"
     assert f"{ci[-1]}`" in " ".join(README.split()), "the README's test command is not .ci/run's"
 
 
@@ -96,6 +96,7 @@ def test_every_key_of_the_settings_table_is_a_setting_search_help_lists(user):
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a user's threads
 def test_the_quick_start_export_snippet_and_quoted_figures(user):
     """The first command at its full budget (the install step is `.ci/run`'s and the
     packaging test's), the figures the prose quotes, then the export snippet on its winner."""
@@ -119,6 +120,7 @@ def test_the_quick_start_export_snippet_and_quoted_figures(user):
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a user's threads
 def test_the_tinynet_walk_through(user):
     out = run(block_after("### TinyNet", "bash"), user)
     assert "tiny formula from" in out and "formula-2.00M" in out
@@ -126,12 +128,14 @@ def test_the_tinynet_walk_through(user):
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a user's threads
 def test_the_latency_walk_through(user):
     out = run(block_after("### Latency on a target CPU", "bash"), user)
     assert "smoke test" in out and "held-out models" in out and "Pareto front (accuracy vs latency)" in out
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # a user's threads
 def test_the_python_api(user):
     run(block_after("## Python API", "python"), user, lang="python")
     assert list((user[0] / "exports" / "channels-resnet20-digits-abc").rglob("model.pt2"))

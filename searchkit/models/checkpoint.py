@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -73,7 +74,8 @@ def save_state_dict(model: nn.Module, path: str | Path) -> Path:
     """``torch.save`` of the CPU state_dict, atomically: a killed run leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # one temporary file per process: two runs caching the same base never write into one
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     tmp.replace(path)
     return path
