@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from searchkit.core.atomic import replacing
 from searchkit.costs.kernels import KERNELS
 from searchkit.costs.trace import ELTWISE, Kernel
 
@@ -374,10 +375,8 @@ class Predictor:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), separators=(",", ":")))
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), separators=(",", ":")))
         return path
 
     @classmethod

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from searchkit import __version__
+from searchkit.core.atomic import replacing
 from searchkit.costs.kernels import KERNELS, registered_types
 from searchkit.costs.latency import Predictor, measure_chain, measure_models_ms, relative_errors
 from searchkit.costs.trace import Kernel
@@ -289,11 +290,9 @@ def profile(target: str, *, threads: int = 1, batch: int = 1, sweep: str = "defa
     doc = {"version": PROFILE_VERSION, "target": target, "sweep": sweep, "seed": seed, "rounds": rounds,
            "machine": machine_facts(threads, batch, runtime), "seconds_taken": round(time.perf_counter() - started, 1),
            "kernels": kernels, "calibration_models": models}
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "profile.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, separators=(",", ":")))
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(doc, separators=(",", ":")))
     return path
 
 

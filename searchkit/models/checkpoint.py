@@ -15,12 +15,12 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from searchkit.core.atomic import replacing
 from searchkit.core.errors import UserError
 
 
@@ -73,9 +73,6 @@ def file_sha256(path: str | Path) -> str:
 def save_state_dict(model: nn.Module, path: str | Path) -> Path:
     """``torch.save`` of the CPU state_dict, atomically: a killed run leaves no half file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # one temporary file per process: two runs caching the same base never write into one
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     return path

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
+from searchkit.core.atomic import replacing
 from searchkit.costs.trace import Kernel, trace_kernels
 from searchkit.spaces.channels.surgery import ChannelUnit, keep_counts_array, prune_channels
 
@@ -134,10 +135,8 @@ def cached_kernel_map(model: str, base: nn.Module, units: Sequence[ChannelUnit],
             pass  # a damaged cache entry is rebuilt
     kmap = ChannelKernelMap.build(base, units, input_size)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_map_to_json(kmap)))
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            tmp.write_text(json.dumps(_map_to_json(kmap)))
     return kmap
 
 
