@@ -100,7 +100,13 @@ def prepare(cfg, model: str, base: nn.Module, data: DataSplits, device, *, quiet
             metrics = finetune(base, data, budget, device=device, seed=cfg.seed,
                                progress=None if not quiet else False, desc=f"base {model}")
             acc = metrics["val_accuracy"]
-            save_state_dict(base, path)
+            if path.is_file():
+                # another run cached this base while this one trained (two searches, one
+                # cache): take theirs, so every study of the recipe names one file
+                load_weights(base, load_state_dict_file(path), what=f"cached base {path}")
+                acc = None
+            else:
+                save_state_dict(base, path)
     base.to("cpu").eval()
     if acc is None:
         acc, _ = evaluate_accuracy(base, data.val, device=device)

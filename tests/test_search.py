@@ -164,3 +164,27 @@ def test_trial_killed_after_its_result_was_marked_is_not_counted(tmp_path):
     assert dead.state == TrialState.FAIL and dead.user_attrs[st.EVALUATED] is False
     assert again.state == TrialState.WAITING and again.system_attrs["fixed_params"] == dead.params
     assert st.evaluated_trials(study) == []
+
+
+def test_a_base_cached_by_another_run_while_this_one_trained_is_the_one_used(workdir):
+    """Two searches of one recipe training its base at once end with one cached file: the
+    one that finishes second takes the first one's weights (a study then names one file)."""
+    import torch
+
+    from searchkit import bases
+    from searchkit.models import build_base
+    from searchkit.models.checkpoint import file_sha256, save_state_dict
+    from searchkit.registry import SPACES
+    from searchkit.setup import data_spec, load_data
+    cfg = cfg_of("base.cache_dir=cache")
+    data = load_data(data_spec(cfg, SPACES.get("channels")))
+    path = bases.cache_path(cfg, "resnet20", data)
+    torch.manual_seed(123)
+    theirs = build_base("resnet20", num_classes=data.num_classes)
+
+    def other_run_caches_first():
+        save_state_dict(theirs, path)
+    base = bases.prepare(cfg, "resnet20", build_base("resnet20", num_classes=data.num_classes), data, "cpu",
+                         quiet=True, before_training=other_run_caches_first)
+    assert base.sha256 == file_sha256(path)
+    assert all(torch.equal(a, b) for a, b in zip(base.module.state_dict().values(), theirs.state_dict().values()))
