@@ -16,6 +16,10 @@ def test_onexn_bench_quick_form(tmp_path):
     assert data["network"] and all(r["max_rel_err"] < 1e-4 for r in data["network"])
     assert {r["arm"] for r in data["accuracy"]} >= {"1x4", "1x16", "unstructured", "filter"}
     assert "CPU:" in md and "Kernel dispatched to" in md and "paper's ordering" in md
+    # part d: every genome priced and measured, beside the profile's speed references
+    facts = data["latency_facts"]["resnet20"]
+    assert len(data["latency"]) == 4 and facts["speed"] > 0 and facts["at_profile_speed"]["n"] == 4
+    assert "RMSPE at profile speed" in md
 
 
 @pytest.mark.skipif(not xnor.load(), reason="the XNOR kernel could not be built here")

@@ -437,3 +437,27 @@ def test_a_split_predictor_prices_the_same_one_by_one_and_in_batch(quick_target,
     assert not np.allclose(direct, [plain.predict_ms(space.kernels(g)) for g in genomes])
     again = Predictor.from_json(json.loads(json.dumps(pred.to_json())))
     assert again.split and again.predict_ms(kernels) == pytest.approx(pred.predict_ms(kernels))
+
+
+def test_a_benchmark_measures_its_networks_at_the_profile_thread_count_beside_its_references():
+    import torch
+
+    from searchkit.bench.common import Profiled
+    from searchkit.costs.profiling import population
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return x * 2
+    refs = population(seed=3, n_random=2, bases=False, quick=True)
+    pred = Predictor({}, [1.0, 0.0], {"threads": 1})
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)  # as a benchmark's earlier parts leave it
+    try:
+        ms, speed = Profiled(pred, 0.0, refs, [1e-3, 1e-3]).measure([(Probe(), (3, 4, 4))], rounds=1)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(old)
+    assert set(seen) == {1} and len(ms) == 1 and ms[0] > 0
+    assert speed > 1  # the references ran far slower than the 1 us recorded for them

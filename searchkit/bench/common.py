@@ -9,6 +9,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,18 +138,42 @@ def latency_target(name: str, root: str, *, quick: bool, work: Path, runtime: st
     return "quick", str(quick_root), f"a quick {runtime} profile fitted for this run (a smoke test)"
 
 
-def profile_this_cpu(sweep: str, rounds: int):
-    """A torch-runtime profile of this CPU, fitted: its predictor and the minutes it took (a
-    benchmark's own, in a temporary folder)."""
+@dataclass
+class Profiled:
+    """A benchmark's own profile of this CPU: its fitted predictor, the minutes profiling and
+    fitting took, and some of its calibration models with the times the profile measured for
+    them (speed references)."""
+
+    predictor: Any
+    minutes: float
+    references: list
+    reference_ms: list[float]
+
+    def measure(self, models: list[tuple], rounds: int) -> tuple[list[float], float | None]:
+        """``models`` measured (ms) at the profile's thread count, beside the speed references;
+        with the machine's speed now against while profiled (>1: slower now)."""
+        from searchkit.costs.profiling import measure_beside_references
+        old = torch.get_num_threads()
+        torch.set_num_threads(int(self.predictor.meta.get("threads", 1)))
+        try:
+            refs = [(s.build(), s.input_size) for s in self.references]
+            return measure_beside_references(models, refs, self.reference_ms, rounds=rounds)
+        finally:
+            torch.set_num_threads(old)
+
+
+def profile_this_cpu(sweep: str, rounds: int) -> Profiled:
+    """A torch-runtime profile of this CPU (one thread), fitted, in a temporary folder."""
     import tempfile
 
-    from searchkit.costs.profiling import fit, load_predictor, profile
+    from searchkit.costs.profiling import speed_references, fit, load_predictor, profile
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="searchkit-bench-profile-") as root:
         profile("bench", sweep=sweep, rounds=rounds, root=root, progress=False, log=lambda *a: None)
         fit("bench", root)
         predictor = load_predictor("bench", root)
-    return predictor, (time.perf_counter() - started) / 60
+        refs, ref_ms = speed_references("bench", root)
+    return Profiled(predictor, (time.perf_counter() - started) / 60, refs, ref_ms)
 
 
 def prediction_facts(predicted, measured) -> dict[str, float]:

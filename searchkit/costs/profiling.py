@@ -168,7 +168,7 @@ def calibration_population(seed: int, sweep: str) -> list[Sample]:
     return population(seed=10_000 + seed, n_random=CALIBRATION_MODELS[sweep], bases=False, quick=sweep != "default")
 
 
-def _speed_references(target: str, root: str | Path, count: int = 12) -> tuple[list[Sample], list[float]]:
+def speed_references(target: str, root: str | Path, count: int = 12) -> tuple[list[Sample], list[float]]:
     """Some of the profile's calibration models and what the profile measured for them, to be
     measured again beside held-out models: their ratio is how much faster or slower this
     machine runs now than while it was profiled (none if the profile is missing)."""
@@ -182,6 +182,17 @@ def _speed_references(target: str, root: str | Path, count: int = 12) -> tuple[l
         return [], []
     pick = list(range(0, len(pop), max(1, len(pop) // count)))[:count]
     return [pop[i] for i in pick], [float(models[i]["ms"]) for i in pick]
+
+
+def measure_beside_references(models: list[tuple], references: list[tuple], reference_ms: list[float], *,
+                              rounds: int, on_round=None) -> tuple[list[float], float | None]:
+    """``models`` measured (ms) with the profile's speed references in the same interleaved
+    rounds, and the references' median now/profiled time ratio: how much slower (>1) or
+    faster (<1) the machine runs now than while it was profiled (None without references)."""
+    measured = measure_models_ms([*models, *references], rounds=rounds, on_round=on_round)
+    now = measured[len(models):]
+    speed = float(np.median(np.asarray(now) / np.asarray(reference_ms))) if references else None
+    return measured[: len(models)], speed
 
 
 # --- profile -------------------------------------------------------------------------------------
@@ -444,7 +455,7 @@ def validate(target: str, *, n_random: int = 60, seed: int = 1, rounds: int = 12
     if pred.meta.get("cpu") and pred.meta["cpu"] != here["cpu"]:
         log(f"warning: predictor '{target}' was profiled on '{pred.meta['cpu']}', this CPU is '{here['cpu']}'")
     pop = population(seed=seed, n_random=n_random, bases=bases, quick=not bases)
-    refs, ref_ms = _speed_references(target, root)
+    refs, ref_ms = speed_references(target, root)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -453,13 +464,11 @@ def validate(target: str, *, n_random: int = 60, seed: int = 1, rounds: int = 12
         with tempfile.TemporaryDirectory(prefix="searchkit-validate-") as onnx_dir:
             built = runtime_models([(s.build(), s.input_size) for s in [*pop, *refs]], runtime, threads, onnx_dir)
             with bar(total=rounds, desc=f"validate {target}", enabled=progress) as pb:
-                measured = measure_models_ms(built, rounds=rounds, on_round=lambda _: pb.update(1))
+                # A dedicated target CPU keeps speed near 1; a shared VM drifts by several per cent in an hour.
+                measured, speed = measure_beside_references(built[: len(pop)], built[len(pop):], ref_ms,
+                                                            rounds=rounds, on_round=lambda _: pb.update(1))
     finally:
         torch.set_num_threads(old)
-    measured, ref_now = measured[: len(pop)], measured[len(pop):]
-    # How fast this machine runs now against while it was profiled (1.0: the same). A
-    # dedicated target CPU stays near 1; a shared VM drifts by several per cent in an hour.
-    speed = float(np.median(np.asarray(ref_now) / np.asarray(ref_ms))) if refs else None
     results = []
     for s, ms in zip(pop, measured):
         predicted = pred.predict_ms(s.kernels)

@@ -156,7 +156,8 @@ def _latency(opt) -> tuple[list[dict], list[str]]:
     from searchkit.core.genome import archid
     from searchkit.costs.latency_cost import LatencyCost
     from searchkit.spaces.bnas import BNASOptions, BNASSpace
-    predictor, minutes = profile_this_cpu(opt["lat_sweep"], int(opt["lat_rounds"]))
+    profiled = profile_this_cpu(opt["lat_sweep"], int(opt["lat_rounds"]))
+    predictor, minutes = profiled.predictor, profiled.minutes
     space = BNASSpace(BNASOptions(preset="binary", C=int(opt["latency_C"]), cells=int(opt["cells"])), 10, 3,
                       int(opt["latency_side"]))
     cost = LatencyCost(space, predictor=predictor)

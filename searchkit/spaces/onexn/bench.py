@@ -157,12 +157,12 @@ def latency_rows(opt: dict) -> tuple[list[dict], dict]:
     """Part d: profile this CPU, fit, then predicted against measured sparse programs."""
     import random
 
-    from searchkit.costs.latency import measure_models_ms
     from searchkit.costs.latency_cost import LatencyCost
     from searchkit.models import build_base
     from searchkit.spaces.onexn import OneXNOptions, OneXNSpace
-    predictor, minutes = profile_this_cpu(opt["lat_sweep"], opt["lat_rounds"])
-    facts, rows = {"profile_fit_min": minutes, "heldout": predictor.meta.get("heldout", {})}, []
+    profiled = profile_this_cpu(opt["lat_sweep"], opt["lat_rounds"])
+    predictor = profiled.predictor
+    facts, rows = {"profile_fit_min": profiled.minutes, "heldout": predictor.meta.get("heldout", {})}, []
     rng = random.Random(0)
     side = opt["lat_side"]
     for model in opt["lat_models"]:
@@ -173,15 +173,20 @@ def latency_rows(opt: dict) -> tuple[list[dict], dict]:
                    for _ in range(opt["lat_genomes"] - 3)]
         genomes += [space.base_genome(), space.uniform(16, 0.5), space.uniform(32, 0.8)]
         nets = [(space.latency_network(space.build(g)), space.input_size()) for g in genomes]
-        measured = measure_models_ms(nets, rounds=opt["rounds"])
+        # at the profile's one thread (parts a and b leave torch at their last thread count)
+        measured, speed = profiled.measure(nets, opt["rounds"])
         predicted = cost.many(genomes)
         for g, m, pr in zip(genomes, measured, predicted):
             nz = space.nonzero_costs(g)[0] / space.flops_params(g)[0]
             rows.append({"model": model, "side": side, "nonzero_macs": nz, "measured_ms": m, "predicted_ms": float(pr)})
         facts[model] = prediction_facts(predicted, measured)
+        if speed is not None:
+            facts[model]["speed"] = speed
+            facts[model]["at_profile_speed"] = prediction_facts([p * speed for p in predicted], measured)
         f = facts[model]
         print(f"latency {model} @{side}: RMSPE {f['rmspe']:.1%}, within 10% {f['within_10']:.0%}, "
-              f"rho {f['spearman']:.2f}", flush=True)
+              f"rho {f['spearman']:.2f}" + (f"; at profile speed ({speed:.3f}x) RMSPE "
+                                            f"{f['at_profile_speed']['rmspe']:.1%}" if speed else ""), flush=True)
     return rows, facts
 
 
@@ -191,14 +196,21 @@ def latency_lines(rows: list[dict], facts: dict, opt: dict) -> list[str]:
              f"kernels in the sweep) and fitted in {facts['profile_fit_min']:.1f} min; then per base "
              f"{opt['lat_genomes']} genomes (random per-layer N and p, the dense base, uniform 1×16 p=0.5 and "
              f"1×32 p=0.8) at {opt['lat_side']}×{opt['lat_side']}: predicted from their kernels (no network "
-             "built) against their sparse programs measured whole (medians of interleaved rounds).", "",
-             "| base | genomes | RMSPE | within ±10 % | mean error | worst | Spearman ρ | measured ms (min–max) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "built) against their sparse programs measured whole (medians of interleaved rounds, one thread). "
+             "Beside them, in the same rounds, 12 of the profile's calibration models were measured again: "
+             "*speed* is their time now over their time in the profile (<1: the machine runs faster now), and "
+             "the *at profile speed* columns scale the predictions by it, as `latency validate` does.", "",
+             "| base | genomes | RMSPE | within ±10 % | mean error | worst | Spearman ρ | speed | RMSPE at profile "
+             "speed | within ±10 % at profile speed | measured ms (min–max) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model in opt["lat_models"]:
         f = facts[model]
+        c = f.get("at_profile_speed")
         ms = [r["measured_ms"] for r in rows if r["model"] == model]
         lines.append(f"| {model} | {f['n']} | {f['rmspe']:.1%} | {f['within_10']:.0%} | {f['mean_error']:+.1%} | "
-                     f"{f['max_abs_error']:.0%} | {f['spearman']:.2f} | {min(ms):.2f}–{max(ms):.2f} |")
+                     f"{f['max_abs_error']:.0%} | {f['spearman']:.2f} | "
+                     + (f"{f['speed']:.3f} | {c['rmspe']:.1%} | {c['within_10']:.0%} |" if c else "— | — | — |")
+                     + f" {min(ms):.2f}–{max(ms):.2f} |")
     held = facts.get("heldout") or {}
     if held.get("rmspe") is not None:
         lines += ["", f"The predictor's own held-out error on the profile's calibration models (dense networks of "
