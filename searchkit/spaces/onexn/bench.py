@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import statistics
+import time
 
 from searchkit.bench.common import (cpu_with_flags, interleaved_times, options, prediction_facts, profile_this_cpu,
                                     write_report)
@@ -233,14 +234,16 @@ def main(argv: list[str]) -> int:
     import tempfile
 
     from searchkit.spaces.onexn.accuracy import accuracy_lines, accuracy_rows
-    krows = kernel_rows(opt) if "kernel" in opt["parts"] else []
-    nrows = network_rows(opt) if "network" in opt["parts"] else []
-    lrows, lfacts = latency_rows(opt) if "latency" in opt["parts"] else ([], {})
-    arows, reused = [], None
-    if "accuracy" not in opt["parts"] and opt["reuse"]:
+    earlier, reused = {}, []
+    if opt["reuse"]:
         import json
         earlier = json.loads(open(opt["reuse"]).read())
-        arows, reused = earlier.get("accuracy", []), earlier.get("machine", {}).get("date", "an earlier run")
+        reused = [part for part in ("kernel", "network", "accuracy") if part not in opt["parts"] and earlier.get(part)]
+    krows = kernel_rows(opt) if "kernel" in opt["parts"] else earlier.get("kernel", [])
+    nrows = network_rows(opt) if "network" in opt["parts"] else earlier.get("network", [])
+    lrows, lfacts = latency_rows(opt) if "latency" in opt["parts"] else ([], {})
+    arows = earlier.get("accuracy", []) if "accuracy" in reused else []
+    if "accuracy" in reused:
         opt = {**opt, **{k: earlier["options"][k] for k in ("acc_model", "acc_sparsity", "seeds", "final_epochs",
                                                              "data", "acc_algo", "trials")}}
     if "accuracy" in opt["parts"]:
@@ -287,12 +290,18 @@ def main(argv: list[str]) -> int:
         lines += [""] + latency_lines(lrows, lfacts, opt)
     if arows:
         lines += [""] + accuracy_lines(arows, opt)
-        if reused:
-            lines += [f"(Part c's rows are those of the run of {reused}, read from `{opt['reuse']}`: the "
-                      "training arms do not depend on the kernel, which is all that changed since.)", ""]
+    # when each part's rows were measured (a reused part keeps its own date)
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    measured = {part: now for part in opt["parts"]}
+    for part in reused:
+        measured[part] = earlier.get("measured", {}).get(part, earlier.get("machine", {}).get("date", "?"))
+    if reused:
+        lines += ["(Reused from `" + opt["reuse"] + "`: " + "; ".join(f"part {part}'s rows, measured {measured[part]}"
+                                                               for part in reused)
+                  + ". This run measured " + ", ".join(opt["parts"]) + ".)", ""]
     path = write_report("onexn", "\n".join(lines) + "\n", {"options": opt, "cpu": cpu, "isa": kernel.isa(),
                                                            "kernel": krows, "network": nrows, "accuracy": arows,
-                                                           "latency": lrows, "latency_facts": lfacts},
+                                                           "latency": lrows, "latency_facts": lfacts, "measured": measured},
                         opt["out"])
     print(f"wrote {path}")
     return 0
