@@ -72,10 +72,17 @@ def test_the_kernel_matches_dense_on_every_isa(isa, cout, cin, k, stride, side, 
 
 
 @needs_kernel
-@pytest.mark.parametrize("cout,cin,k,side,n,batch", [(576, 96, 1, 14, 16, 1), (64, 64, 3, 20, 16, 3), (160, 576, 1, 7, 32, 1)])
-def test_two_threads_split_the_work_without_changing_the_outputs(cout, cin, k, side, n, batch):
+@pytest.mark.parametrize("cout,cin,k,side,n,batch,skew", [
+    (576, 96, 1, 14, 16, 1, 1), (64, 64, 3, 20, 16, 3, 1), (160, 576, 1, 7, 32, 1, 1),
+    # strong rows first (as rearrangement leaves a layer), the last ones empty: the threads
+    # split the rows by their blocks, on the row-major and the tile-major paths
+    (576, 96, 1, 14, 16, 1, 50), (64, 64, 3, 20, 4, 2, 50), (128, 128, 3, 28, 16, 1, 50)])
+def test_two_threads_split_the_work_without_changing_the_outputs(cout, cin, k, side, n, batch, skew):
     like = nn.Conv2d(cin, cout, k, padding=k // 2)
-    w = like.weight.detach() * block_mask(like.weight, n, 0.75)
+    weight = like.weight.detach() * torch.logspace(0, -1, cout, base=skew).view(-1, 1, 1, 1)
+    w = weight * block_mask(weight, n, 0.75)
+    if skew > 1:
+        assert (w.flatten(1).abs().sum(1) == 0).any()  # some rows keep no block
     op = BlockSparseConv2d.from_dense(w, like.bias.detach(), like, n, act=1)
     x = torch.randn(batch, cin, side, side, generator=torch.Generator().manual_seed(1))
     one = op(x)

@@ -3,7 +3,9 @@ whole exported networks, side by side in one run.
 
 a. Kernel: for MobileNetV2 pointwise shapes, a linear 1280→1000 and ResNet 3×3 shapes, at
    sparsity p and block size N: dense time / sparse time (>1: faster), every output checked
-   against the dense result, with the share of the 1/(1−p) bound reached. "Dense" is the
+   against the dense result, with the share of the 1/(1−p) bound reached. Weights come with
+   strong filters first, as filter rearrangement leaves a layer (its blocks are not spread
+   evenly over the block rows). "Dense" is the
    fastest of oneDNN's NCHW conv, its channels-last conv and (1×1) an MKL GEMM, picked per shape.
 b. Network: torchvision's MobileNetV2 (ImageNet shapes) with its pointwise layers and head
    1×N-pruned (N=16 where it divides, p=0.5 and 0.75), the dense export (``model.pt2``,
@@ -54,6 +56,9 @@ def _masked(cout: int, cin: int, k: int, n: int, p: float, gen):
 
     from searchkit.spaces.onexn.sparse import block_mask
     w = torch.randn(cout, cin, k, k, generator=gen) if k else torch.randn(cout, cin, generator=gen)
+    # strong filters first, as filter rearrangement leaves a layer: its first block rows keep
+    # more blocks than its last (what the threads' split of the rows must balance)
+    w = w * torch.linspace(2.0, 0.5, cout).view(-1, *[1] * (w.dim() - 1))
     return w * block_mask(w, n, p)
 
 
@@ -238,11 +243,16 @@ def main(argv: list[str]) -> int:
     if opt["reuse"]:
         import json
         earlier = json.loads(open(opt["reuse"]).read())
-        reused = [part for part in ("kernel", "network", "accuracy") if part not in opt["parts"] and earlier.get(part)]
+        reused = [part for part in ("kernel", "network", "latency", "accuracy")
+                  if part not in opt["parts"] and earlier.get(part)]
     krows = kernel_rows(opt) if "kernel" in opt["parts"] else earlier.get("kernel", [])
     nrows = network_rows(opt) if "network" in opt["parts"] else earlier.get("network", [])
-    lrows, lfacts = latency_rows(opt) if "latency" in opt["parts"] else ([], {})
+    lrows, lfacts = (latency_rows(opt) if "latency" in opt["parts"] else
+                     (earlier.get("latency", []), earlier.get("latency_facts", {})))
     arows = earlier.get("accuracy", []) if "accuracy" in reused else []
+    if "latency" in reused:
+        opt = {**opt, **{k: earlier["options"][k] for k in ("lat_models", "lat_side", "lat_genomes", "lat_sweep",
+                                                             "lat_rounds")}}
     if "accuracy" in reused:
         opt = {**opt, **{k: earlier["options"][k] for k in ("acc_model", "acc_sparsity", "seeds", "final_epochs",
                                                              "data", "acc_algo", "trials")}}

@@ -403,6 +403,21 @@ bool linear_avx512(const float* x, int64_t B, int64_t C, const at::Tensor& cr, c
 }
 #endif
 
+// Row ranges [edge[i], edge[i+1]) of about equal work (a block's FMAs, plus a row's stores)
+// for `parts` tasks: after filter rearrangement the strong rows come first and keep most blocks,
+// so equal row counts leave one thread with most of the work.
+std::vector<int64_t> balanced_rows(const int32_t* crow, int64_t R, int64_t parts) {
+  std::vector<int64_t> edge(parts + 1, R);
+  const int64_t total = crow[R] + R;
+  int64_t r = 0;
+  for (int64_t i = 0; i < parts; ++i) {
+    const int64_t target = total * i / parts;
+    while (r < R && crow[r] + r < target) ++r;
+    edge[i] = r;
+  }
+  return edge;
+}
+
 // y (B, R*N, P) for x (B, L); every read is checked once per call (min/max, vectorisable).
 // wc > 0 (the AVX-512 pixel path only): y keeps wv of every wc grid columns, (B, R*N, P/wc*wv).
 void run_blocks(const float* xp, int64_t B, int64_t L, const at::Tensor& cr, const at::Tensor& cl,
@@ -434,25 +449,30 @@ void run_blocks(const float* xp, int64_t B, int64_t L, const at::Tensor& cr, con
     const int64_t PC = 128, nc = (P + PC - 1) / PC;
     // enough tasks for the threads where the map is small: split the block rows too
     const int64_t want = 4 * at::get_num_threads(), rg = std::min<int64_t>(R, std::max<int64_t>(1, (want + B * nc - 1) / (B * nc)));
+    const std::vector<int64_t> edge = balanced_rows(crp, R, rg);
     at::parallel_for(0, B * nc * rg, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t b = t / (nc * rg), g = t / nc % rg, c = t % nc;  // threads split by rows
         const Job j = job(b);
-        for (int64_t r = g * R / rg; r < (g + 1) * R / rg; ++r) rowp_avx512(j, r, c * PC, std::min(P, (c + 1) * PC));
+        for (int64_t r = edge[g]; r < edge[g + 1]; ++r) rowp_avx512(j, r, c * PC, std::min(P, (c + 1) * PC));
       }
     });
     return;
   }
 #endif
-  at::parallel_for(0, B * R, 1, [&](int64_t t0, int64_t t1) {
+  const int64_t threads = at::get_num_threads(), parts = threads > 1 ? std::min<int64_t>(R, 4 * threads) : R;
+  const std::vector<int64_t> edge = threads > 1 ? balanced_rows(crp, R, parts) : std::vector<int64_t>();
+  at::parallel_for(0, B * parts, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / R, r = t % R;
+      const int64_t b = t / parts, q = t % parts;
       const Job j = job(b);
+      for (int64_t r = edge.empty() ? q : edge[q]; r < (edge.empty() ? q + 1 : edge[q + 1]); ++r) {
 #if SK_X86
-      if (isa == AVX512) { row_avx512(j, r); continue; }
-      if (isa == AVX2) { row_avx2(j, r); continue; }
+        if (isa == AVX512) { row_avx512(j, r); continue; }
+        if (isa == AVX2) { row_avx2(j, r); continue; }
 #endif
-      row_portable(j, r);
+        row_portable(j, r);
+      }
     }
   });
 }
