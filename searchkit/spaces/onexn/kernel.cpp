@@ -226,47 +226,96 @@ __attribute__((target("avx512f"))) void row_avx512(const Job& j, int64_t r) {
   rowp_avx512(j, r, 0, j.P);
 }
 
-// ---------------------------------------------------------------- AVX2+FMA: 4 rows x 16 px
+// ---------------------------------------------------------------- AVX2+FMA: 6 rows x 16 px
+// 12 accumulators, two x vectors and a broadcast: 15 of AVX2's 16 registers. Only a tail
+// tile masks its loads and stores: AMD runs a masked store (vmaskmovps) microcoded, which
+// made the small-K 1x1 layers store-bound.
 __attribute__((target("avx2,fma"))) inline __m256i tail_mask(int64_t w) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)std::max<int64_t>(0, std::min<int64_t>(8, w))), idx);
 }
 
-template <int ROWS>
-__attribute__((target("avx2,fma"))) void rows_avx2(const Job& j, int64_t r, int64_t i0) {
+template <int ROWS, bool FULL>
+__attribute__((target("avx2,fma"))) inline void tile_avx2(const Job& j, int64_t r, int64_t i0, int64_t p0,
+                                                         int64_t w, const float* bias) {
   const int64_t b0 = j.crow[r], b1 = j.crow[r + 1];
-  for (int64_t p0 = 0; p0 < j.P; p0 += 16) {
-    const int64_t w = std::min<int64_t>(16, j.P - p0);
-    const __m256i m0 = tail_mask(w), m1 = tail_mask(w - 8);
-    __m256 a0[ROWS], a1[ROWS];
-    for (int i = 0; i < ROWS; ++i) a0[i] = a1[i] = _mm256_setzero_ps();
-    for (int64_t k = b0; k < b1; ++k) {
-      const float* xp = j.x + j.off(k) + p0;
-      const __m256 x0 = _mm256_maskload_ps(xp, m0);
-      const __m256 x1 = _mm256_maskload_ps(xp + 8, m1);
-      const float* v = j.values + k * j.N + i0;
-      for (int i = 0; i < ROWS; ++i) {
-        const __m256 s = _mm256_broadcast_ss(v + i);
-        a0[i] = _mm256_fmadd_ps(s, x0, a0[i]);
-        a1[i] = _mm256_fmadd_ps(s, x1, a1[i]);
-      }
-    }
-    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+  const __m256i m0 = tail_mask(w), m1 = tail_mask(w - 8);
+  __m256 a0[ROWS], a1[ROWS];
+#pragma GCC unroll 8
+  for (int i = 0; i < ROWS; ++i) a0[i] = a1[i] = bias ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
+  for (int64_t k = b0; k < b1; ++k) {
+    const float* xp = j.x + j.off(k) + p0;
+    const __m256 x0 = FULL ? _mm256_loadu_ps(xp) : _mm256_maskload_ps(xp, m0);
+    const __m256 x1 = FULL ? _mm256_loadu_ps(xp + 8) : _mm256_maskload_ps(xp + 8, m1);
+    const float* v = j.values + k * j.N + i0;
+#pragma GCC unroll 8
     for (int i = 0; i < ROWS; ++i) {
-      const int64_t row = r * j.N + i0 + i;
-      const __m256 bb = _mm256_set1_ps(j.bias ? j.bias[row] : 0.f);
-      __m256 o0 = _mm256_add_ps(a0[i], bb), o1 = _mm256_add_ps(a1[i], bb);
-      if (j.act >= 1) { o0 = _mm256_max_ps(o0, zero); o1 = _mm256_max_ps(o1, zero); }
-      if (j.act == 2) { o0 = _mm256_min_ps(o0, six); o1 = _mm256_min_ps(o1, six); }
-      float* yp = j.y + row * j.P + p0;
+      const __m256 s = _mm256_broadcast_ss(v + i);
+      a0[i] = _mm256_fmadd_ps(s, x0, a0[i]);
+      a1[i] = _mm256_fmadd_ps(s, x1, a1[i]);
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.f);
+#pragma GCC unroll 8
+  for (int i = 0; i < ROWS; ++i) {
+    __m256 o0 = a0[i], o1 = a1[i];
+    if (j.act >= 1) { o0 = _mm256_max_ps(o0, zero); o1 = _mm256_max_ps(o1, zero); }
+    if (j.act == 2) { o0 = _mm256_min_ps(o0, six); o1 = _mm256_min_ps(o1, six); }
+    float* yp = j.y + (r * j.N + i0 + i) * j.Py + p0;
+    if (FULL) {
+      _mm256_storeu_ps(yp, o0);
+      _mm256_storeu_ps(yp + 8, o1);
+    } else {
       _mm256_maskstore_ps(yp, m0, o0);
       _mm256_maskstore_ps(yp + 8, m1, o1);
     }
   }
 }
 
+template <int ROWS>
+__attribute__((target("avx2,fma"))) void rows_avx2(const Job& j, int64_t r, int64_t i0, int64_t pa, int64_t pb) {
+  const float* bias = j.bias ? j.bias + r * j.N + i0 : nullptr;
+  int64_t p0 = pa;
+  for (; p0 + 16 <= pb; p0 += 16) tile_avx2<ROWS, true>(j, r, i0, p0, 16, bias);
+  if (p0 < pb) tile_avx2<ROWS, false>(j, r, i0, p0, pb - p0, bias);
+}
+
+// One pixel (a linear layer): 8 rows per vector, four accumulators over consecutive blocks.
+__attribute__((target("avx2,fma"))) void gemv_avx2(const Job& j, int64_t r) {
+  const int64_t b0 = j.crow[r], b1 = j.crow[r + 1];
+  for (int64_t i0 = 0; i0 < j.N; i0 += 8) {
+    const int64_t n = std::min<int64_t>(8, j.N - i0);
+    const __m256i m = tail_mask(n);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* v = j.values + i0;
+    int64_t k = b0;
+    for (; k + 4 <= b1; k += 4) {
+      a0 = _mm256_fmadd_ps(_mm256_maskload_ps(v + k * j.N, m), _mm256_set1_ps(j.x[j.off(k)]), a0);
+      a1 = _mm256_fmadd_ps(_mm256_maskload_ps(v + (k + 1) * j.N, m), _mm256_set1_ps(j.x[j.off(k + 1)]), a1);
+      a2 = _mm256_fmadd_ps(_mm256_maskload_ps(v + (k + 2) * j.N, m), _mm256_set1_ps(j.x[j.off(k + 2)]), a2);
+      a3 = _mm256_fmadd_ps(_mm256_maskload_ps(v + (k + 3) * j.N, m), _mm256_set1_ps(j.x[j.off(k + 3)]), a3);
+    }
+    for (; k < b1; ++k) a0 = _mm256_fmadd_ps(_mm256_maskload_ps(v + k * j.N, m), _mm256_set1_ps(j.x[j.off(k)]), a0);
+    alignas(32) float buf[8];
+    _mm256_store_ps(buf, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t row = r * j.N + i0 + i;
+      j.y[row] = epi(buf[i] + (j.bias ? j.bias[row] : 0.f), j.act);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void rowp_avx2(const Job& j, int64_t r, int64_t pa, int64_t pb) {
+  int64_t i0 = 0;
+  for (; i0 + 6 <= j.N; i0 += 6) rows_avx2<6>(j, r, i0, pa, pb);
+  if (i0 + 4 <= j.N) { rows_avx2<4>(j, r, i0, pa, pb); i0 += 4; }
+  if (i0 + 2 <= j.N) { rows_avx2<2>(j, r, i0, pa, pb); i0 += 2; }
+  if (i0 < j.N) rows_avx2<1>(j, r, i0, pa, pb);
+}
+
 __attribute__((target("avx2,fma"))) void row_avx2(const Job& j, int64_t r) {
-  SK_ROW_TILES(rows_avx2, 4)  // 4 rows x 2 ymm: 8 accumulators of AVX2's 16 registers
+  if (j.P == 1 && j.N >= 4) return gemv_avx2(j, r);
+  rowp_avx2(j, r, 0, j.P);
 }
 #endif
 
@@ -301,7 +350,7 @@ int current_isa() {
 }
 
 // Smallest and largest of n int32 (the per-call index check: ~1 us for 40k blocks with AVX-512,
-// where a scalar loop cost a fifth of a linear layer's time).
+// where a scalar loop cost a fifth of a linear layer's time, and as much as the layer on AVX2).
 #if SK_X86
 __attribute__((target("avx512f"))) void minmax_avx512(const int32_t* v, int64_t n, int32_t& lo, int32_t& hi) {
   __m512i a = _mm512_set1_epi32(lo), b = _mm512_set1_epi32(hi);
@@ -315,11 +364,27 @@ __attribute__((target("avx512f"))) void minmax_avx512(const int32_t* v, int64_t 
   hi = _mm512_reduce_max_epi32(b);
   for (; i < n; ++i) { lo = std::min(lo, v[i]); hi = std::max(hi, v[i]); }
 }
+
+__attribute__((target("avx2"))) void minmax_avx2(const int32_t* v, int64_t n, int32_t& lo, int32_t& hi) {
+  __m256i a = _mm256_set1_epi32(lo), b = _mm256_set1_epi32(hi);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i x = _mm256_loadu_si256((const __m256i*)(v + i));
+    a = _mm256_min_epi32(a, x);
+    b = _mm256_max_epi32(b, x);
+  }
+  alignas(32) int32_t la[8], lb[8];
+  _mm256_store_si256((__m256i*)la, a);
+  _mm256_store_si256((__m256i*)lb, b);
+  for (int q = 0; q < 8; ++q) { lo = std::min(lo, la[q]); hi = std::max(hi, lb[q]); }
+  for (; i < n; ++i) { lo = std::min(lo, v[i]); hi = std::max(hi, v[i]); }
+}
 #endif
 
 void minmax_i32(const int32_t* v, int64_t n, int32_t& lo, int32_t& hi) {
 #if SK_X86
   if (current_isa() == AVX512) return minmax_avx512(v, n, lo, hi);
+  if (current_isa() == AVX2) return minmax_avx2(v, n, lo, hi);
 #endif
   for (int64_t i = 0; i < n; ++i) { lo = std::min(lo, v[i]); hi = std::max(hi, v[i]); }
 }
@@ -445,7 +510,7 @@ void run_blocks(const float* xp, int64_t B, int64_t L, const at::Tensor& cr, con
   // Rows of many blocks read as many input columns per pixel tile: going tile-major, every
   // block row reuses them from L1, where row-major streams each of them from L2 once a row.
   const int64_t nnzb = cl.numel();
-  if (isa == AVX512 && P > 128 && nnzb >= 24 * R) {
+  if (isa >= AVX2 && P > 128 && nnzb >= 24 * R) {
     const int64_t PC = 128, nc = (P + PC - 1) / PC;
     // enough tasks for the threads where the map is small: split the block rows too
     const int64_t want = 4 * at::get_num_threads(), rg = std::min<int64_t>(R, std::max<int64_t>(1, (want + B * nc - 1) / (B * nc)));
@@ -454,7 +519,8 @@ void run_blocks(const float* xp, int64_t B, int64_t L, const at::Tensor& cr, con
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t b = t / (nc * rg), g = t / nc % rg, c = t % nc;  // threads split by rows
         const Job j = job(b);
-        for (int64_t r = edge[g]; r < edge[g + 1]; ++r) rowp_avx512(j, r, c * PC, std::min(P, (c + 1) * PC));
+        for (int64_t r = edge[g]; r < edge[g + 1]; ++r)
+          (isa == AVX512 ? rowp_avx512 : rowp_avx2)(j, r, c * PC, std::min(P, (c + 1) * PC));
       }
     });
     return;
