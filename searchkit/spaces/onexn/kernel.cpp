@@ -506,18 +506,26 @@ void run_blocks(const float* xp, int64_t B, int64_t L, const at::Tensor& cr, con
     j.wc = wc;
     return j;
   };
+  const int64_t threads = at::get_num_threads();
 #if SK_X86
-  // Rows of many blocks read as many input columns per pixel tile: going tile-major, every
-  // block row reuses them from L1, where row-major streams each of them from L2 once a row.
+  // Pixel chunks (the vector paths). Rows of many blocks read as many input columns per pixel
+  // tile: going tile-major, 128 pixels through every block row, reuses them from L1 where
+  // row-major streams each of them from L2 once a row. And where a sample's rows would be
+  // shared among threads, chunks narrow instead: equal chunks are equal work, block rows
+  // are not (after rearrangement a few strong rows hold most blocks).
   const int64_t nnzb = cl.numel();
-  if (isa >= AVX2 && P > 128 && nnzb >= 24 * R) {
-    const int64_t PC = 128, nc = (P + PC - 1) / PC;
-    // enough tasks for the threads where the map is small: split the block rows too
-    const int64_t want = 4 * at::get_num_threads(), rg = std::min<int64_t>(R, std::max<int64_t>(1, (want + B * nc - 1) / (B * nc)));
+  const bool tiles = isa >= AVX2 && P > 128 && nnzb >= 24 * R, split = isa >= AVX2 && threads > 1 && P >= 64;
+  if (tiles || split) {
+    const int64_t want = 4 * threads, per = (want + B - 1) / B;  // chunks a sample to keep threads busy
+    int64_t PC = tiles ? 128 : P;
+    if (split && B * ((P + PC - 1) / PC) < want) PC = std::max<int64_t>(32, ((P + per - 1) / per + 31) / 32 * 32);
+    const int64_t nc = (P + PC - 1) / PC;
+    // still too few tasks (small maps): split the block rows too, by their work
+    const int64_t rg = threads == 1 || B * nc >= 2 * threads ? 1 : std::min<int64_t>(R, (want + B * nc - 1) / (B * nc));
     const std::vector<int64_t> edge = balanced_rows(crp, R, rg);
     at::parallel_for(0, B * nc * rg, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t b = t / (nc * rg), g = t / nc % rg, c = t % nc;  // threads split by rows
+        const int64_t b = t / (nc * rg), g = t / nc % rg, c = t % nc;
         const Job j = job(b);
         for (int64_t r = edge[g]; r < edge[g + 1]; ++r)
           (isa == AVX512 ? rowp_avx512 : rowp_avx2)(j, r, c * PC, std::min(P, (c + 1) * PC));
@@ -526,7 +534,7 @@ void run_blocks(const float* xp, int64_t B, int64_t L, const at::Tensor& cr, con
     return;
   }
 #endif
-  const int64_t threads = at::get_num_threads(), parts = threads > 1 ? std::min<int64_t>(R, 4 * threads) : R;
+  const int64_t parts = threads > 1 ? std::min<int64_t>(R, 4 * threads) : R;
   const std::vector<int64_t> edge = threads > 1 ? balanced_rows(crp, R, parts) : std::vector<int64_t>();
   at::parallel_for(0, B * parts, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
