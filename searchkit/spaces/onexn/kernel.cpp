@@ -75,10 +75,10 @@ void rows_portable(const Job& j, int64_t r, int64_t i0) {
   }
 }
 
-// Any N: tiles of 8 rows, then 4, 2, 1 for the rest of the block (extra arguments follow i0).
+// Any N: tiles of TOP rows (> 4), then 4, 2, 1 for the rest of the block (extra arguments follow i0).
 #define SK_ROW_TILES(FN, TOP, ...)                                       \
   int64_t i0 = 0;                                                        \
-  if (TOP >= 8) for (; i0 + 8 <= j.N; i0 += 8) FN<8>(j, r, i0, ##__VA_ARGS__); \
+  for (; i0 + TOP <= j.N; i0 += TOP) FN<TOP>(j, r, i0, ##__VA_ARGS__);   \
   for (; i0 + 4 <= j.N; i0 += 4) FN<4>(j, r, i0, ##__VA_ARGS__);         \
   if (i0 + 2 <= j.N) { FN<2>(j, r, i0, ##__VA_ARGS__); i0 += 2; }        \
   if (i0 < j.N) FN<1>(j, r, i0, ##__VA_ARGS__);
@@ -306,11 +306,7 @@ __attribute__((target("avx2,fma"))) void gemv_avx2(const Job& j, int64_t r) {
 }
 
 __attribute__((target("avx2,fma"))) void rowp_avx2(const Job& j, int64_t r, int64_t pa, int64_t pb) {
-  int64_t i0 = 0;
-  for (; i0 + 6 <= j.N; i0 += 6) rows_avx2<6>(j, r, i0, pa, pb);
-  if (i0 + 4 <= j.N) { rows_avx2<4>(j, r, i0, pa, pb); i0 += 4; }
-  if (i0 + 2 <= j.N) { rows_avx2<2>(j, r, i0, pa, pb); i0 += 2; }
-  if (i0 < j.N) rows_avx2<1>(j, r, i0, pa, pb);
+  SK_ROW_TILES(rows_avx2, 6, pa, pb)
 }
 
 __attribute__((target("avx2,fma"))) void row_avx2(const Job& j, int64_t r) {
